@@ -1,0 +1,99 @@
+# Basalt — build, generate, test, demo. `make help` lists the targets.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+# Everything built from outside the tree (Kubernetes artifacts, node images, tools) is cached
+# here, keyed on versions, so a rerun takes seconds.
+BASALT_CACHE ?= $(HOME)/.cache/basalt
+export BASALT_CACHE
+# The Kubernetes version of the default artifact set, and the older minor for upgrade tests.
+KUBE_VERSION ?= v1.37.2
+KUBE_VERSION_PREV ?= v1.36.3
+ARTIFACTS_DIR = $(BASALT_CACHE)/artifacts/$(KUBE_VERSION)
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+CONTROLLER_GEN ?= $(BASALT_CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
+GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+GO_TEST_FLAGS ?= -count=1
+FUZZTIME ?= 10s
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths="./api/..."
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/
+	$(CONTROLLER_GEN) rbac:roleName=basalt-manager crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: fmt
+fmt: ## go fmt
+	go fmt ./...
+
+.PHONY: vet
+vet: ## go vet
+	go vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (configuration in .golangci.yml)
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: generate manifests ## Regenerate, fail on any diff, then lint
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+		echo "verify: generated files are out of date; run 'make generate manifests' and commit:"; \
+		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+	$(MAKE) lint
+
+##@ Build
+
+.PHONY: build
+build: ## Build manager, agent and basaltctl into bin/
+	CGO_ENABLED=0 go build -o $(LOCALBIN)/ ./cmd/...
+
+##@ Artifacts and test bed
+
+.PHONY: envtest-assets
+envtest-assets: ## Build (or reuse) kube-apiserver and etcd for the integration tests
+	hack/build-artifacts.sh --only kube-apiserver,etcd $(KUBE_VERSION)
+
+.PHONY: artifacts
+artifacts: ## Build (or reuse) the full artifact sets for KUBE_VERSION and KUBE_VERSION_PREV
+	hack/build-artifacts.sh $(KUBE_VERSION)
+	hack/build-artifacts.sh $(KUBE_VERSION_PREV)
+
+##@ Test
+
+.PHONY: test
+test: envtest-assets ## Run every test tier: unit, integration (real kube-apiserver), fuzz (bounded), e2e
+	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./...
+
+##@ Demo
+
+.PHONY: demo
+demo: ## Bring up a local management plane and hosts, then a cluster, with Basalt
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Remove everything make demo created
+	hack/demo.sh down
+
+$(CONTROLLER_GEN):
+	mkdir -p $(dir $@) && GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION) && mv $(dir $@)/controller-gen $@
+
+$(GOLANGCI_LINT):
+	mkdir -p $(dir $@) && GOBIN=$(dir $@) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION) && mv $(dir $@)/golangci-lint $@

@@ -1,0 +1,398 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ClusterFinalizer is set on every Cluster so that its Machines, etcd membership and Secrets are
+// torn down before the object goes away.
+const ClusterFinalizer = "basalt.dev/cluster"
+
+// Cluster condition types.
+const (
+	// ClusterCertificatesReady is True when the cluster's CAs, leaf certificates and kubeconfigs
+	// exist in Secrets and none is due for renewal.
+	ClusterCertificatesReady = "CertificatesReady"
+	// ClusterHostsBound is True when every desired Machine is bound to a Host.
+	ClusterHostsBound = "HostsBound"
+	// ClusterEtcdReady is True when every etcd member is a healthy voter and quorum holds.
+	ClusterEtcdReady = "EtcdReady"
+	// ClusterControlPlaneReady is True when every control-plane Machine is Running and /readyz is ok.
+	ClusterControlPlaneReady = "ControlPlaneReady"
+	// ClusterWorkersReady is True when every worker Machine is Running with its node Ready.
+	ClusterWorkersReady = "WorkersReady"
+)
+
+// Cluster condition reasons.
+const (
+	// ReasonWaitingForHosts says fewer Available Hosts match a selector than Machines are wanted.
+	ReasonWaitingForHosts = "WaitingForHosts"
+	// ReasonHostsBound says every desired Machine has a Host.
+	ReasonHostsBound = "HostsBound"
+	// ReasonInvalidSelector says a host selector cannot be parsed.
+	ReasonInvalidSelector = "InvalidSelector"
+)
+
+// ClusterPhase is a one-word summary of where a Cluster is in its life.
+// +kubebuilder:validation:Enum=Pending;Provisioning;Running;Upgrading;Deleting;Failed
+type ClusterPhase string
+
+// Cluster phases.
+const (
+	ClusterPhasePending      ClusterPhase = "Pending"
+	ClusterPhaseProvisioning ClusterPhase = "Provisioning"
+	ClusterPhaseRunning      ClusterPhase = "Running"
+	ClusterPhaseUpgrading    ClusterPhase = "Upgrading"
+	ClusterPhaseDeleting     ClusterPhase = "Deleting"
+	ClusterPhaseFailed       ClusterPhase = "Failed"
+)
+
+// CNI selects the pod network.
+// +kubebuilder:validation:Enum=bridge;none
+type CNI string
+
+// Pod network choices.
+const (
+	// CNIBridge is Basalt's default: per-node pod CIDRs on a bridge, routes to the other nodes'
+	// pod CIDRs programmed by the agent (host-gw).
+	CNIBridge CNI = "bridge"
+	// CNINone leaves pod networking to add-ons the user installs.
+	CNINone CNI = "none"
+)
+
+// UpgradeStrategy says how a Machine moves to a new version.
+// +kubebuilder:validation:Enum=InPlace;Replace
+type UpgradeStrategy string
+
+// Upgrade strategies.
+const (
+	// UpgradeInPlace swaps binaries on the same host through a new Plan. It needs no spare host.
+	UpgradeInPlace UpgradeStrategy = "InPlace"
+	// UpgradeReplace provisions a spare host with the new version, then removes the old Machine.
+	UpgradeReplace UpgradeStrategy = "Replace"
+)
+
+// ClusterSpec is the desired state of a Cluster.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.network) || !has(self.network.podCIDR) || !has(self.network.serviceCIDR) || !(cidr(self.network.podCIDR).containsCIDR(cidr(self.network.serviceCIDR)) || cidr(self.network.serviceCIDR).containsCIDR(cidr(self.network.podCIDR)))",message="spec.network.podCIDR and spec.network.serviceCIDR overlap; choose two ranges that do not overlap, e.g. podCIDR 10.244.0.0/16 and serviceCIDR 10.96.0.0/12"
+type ClusterSpec struct {
+	// version is the Kubernetes version of the cluster, e.g. v1.37.2. It may only be raised, and by
+	// at most one minor version at a time.
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$')",message="spec.version must look like v1.37.2 (v, then major.minor.patch without leading zeros)"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || !oldSelf.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || int(self.substring(1).split('.')[0]) == int(oldSelf.substring(1).split('.')[0])",message="spec.version cannot change its major version; create a new Cluster instead"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || !oldSelf.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || int(self.split('.')[1]) > int(oldSelf.split('.')[1]) || (int(self.split('.')[1]) == int(oldSelf.split('.')[1]) && int(self.split('.')[2]) >= int(oldSelf.split('.')[2]))",message="spec.version cannot be lowered; downgrades are not supported, set it back to the current version or higher"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || !oldSelf.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$') || int(self.split('.')[1]) <= int(oldSelf.split('.')[1]) + 1",message="spec.version may be raised by at most one minor version at a time; upgrade to the next minor first, then to the one after"
+	// +required
+	Version string `json:"version"`
+
+	// controlPlane describes the control-plane machines.
+	// +kubebuilder:default={}
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane,omitzero"`
+
+	// workers lists the worker pools, each with a unique name.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(w, self.exists_one(x, x.name == w.name))",message="spec.workers names must be unique; rename the duplicate pool"
+	// +optional
+	Workers []WorkerPool `json:"workers,omitempty"`
+
+	// network configures pod and service networking.
+	// +kubebuilder:default={}
+	// +optional
+	Network NetworkSpec `json:"network,omitzero"`
+
+	// artifacts says where Kubernetes binaries and images come from.
+	// +optional
+	Artifacts ArtifactsSpec `json:"artifacts,omitzero"`
+
+	// certificates configures validity and renewal of the cluster's leaf certificates.
+	// +kubebuilder:default={}
+	// +optional
+	Certificates CertificatesSpec `json:"certificates,omitzero"`
+
+	// upgrade configures how version changes roll out.
+	// +kubebuilder:default={}
+	// +optional
+	Upgrade UpgradeSpec `json:"upgrade,omitzero"`
+
+	// paused stops reconciliation of the Cluster and its Machines. Nothing is created, changed or
+	// deleted while it is true; status still reports what is observed.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// ControlPlaneSpec describes the control plane.
+type ControlPlaneSpec struct {
+	// replicas is the number of control-plane machines: 1, 3, 5 or 7, so etcd keeps quorum.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=7
+	// +kubebuilder:validation:XValidation:rule="self % 2 == 1",message="spec.controlPlane.replicas must be odd (1, 3, 5 or 7) so etcd keeps a majority; use 1, 3, 5 or 7"
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// hostSelector selects the Hosts control-plane machines may be bound to. Empty selects all.
+	// +optional
+	HostSelector metav1.LabelSelector `json:"hostSelector,omitzero"`
+
+	// endpoint is where users and nodes reach the API servers: a VIP or DNS name that fronts
+	// them. When empty, the first control-plane host's address is used.
+	// +optional
+	Endpoint *APIEndpoint `json:"endpoint,omitempty"`
+}
+
+// APIEndpoint is a host and port where the Kubernetes API is served.
+type APIEndpoint struct {
+	// host is an IP address or a DNS name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="endpoint host must be an IP address or a lowercase DNS name such as api.example.com"
+	// +required
+	Host string `json:"host"`
+
+	// port of the API server endpoint.
+	// +kubebuilder:default=6443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// WorkerPool is a group of identical worker machines.
+type WorkerPool struct {
+	// name of the pool, a DNS label; Machines of the pool are named after it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="worker pool name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"
+	// +required
+	Name string `json:"name"`
+
+	// replicas is the number of workers in the pool.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// hostSelector selects the Hosts this pool's machines may be bound to. Empty selects all.
+	// +optional
+	HostSelector metav1.LabelSelector `json:"hostSelector,omitzero"`
+}
+
+// NetworkSpec configures the cluster network.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.podCIDR) || !has(self.nodeCIDRMaskSize) || cidr(self.podCIDR).prefixLength() < self.nodeCIDRMaskSize",message="spec.network.nodeCIDRMaskSize must be larger than the prefix length of spec.network.podCIDR so the pod range splits into per-node ranges; use a wider podCIDR or a larger nodeCIDRMaskSize"
+// +kubebuilder:validation:XValidation:rule="!has(self.podCIDR) || !has(self.nodeCIDRMaskSize) || (cidr(self.podCIDR).ip().family() == 4 ? self.nodeCIDRMaskSize <= 30 : true)",message="spec.network.nodeCIDRMaskSize must be at most 30 for an IPv4 podCIDR, or a node has no room for pods"
+type NetworkSpec struct {
+	// podCIDR is the range pod IPs are allocated from; each node gets a slice of nodeCIDRMaskSize.
+	// +kubebuilder:default="10.244.0.0/16"
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self) == cidr(self).masked()",message="spec.network.podCIDR must be a network in CIDR notation with no host bits set, e.g. 10.244.0.0/16"
+	// +optional
+	PodCIDR string `json:"podCIDR,omitempty"`
+
+	// serviceCIDR is the range ClusterIP Services are allocated from.
+	// +kubebuilder:default="10.96.0.0/12"
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self) == cidr(self).masked()",message="spec.network.serviceCIDR must be a network in CIDR notation with no host bits set, e.g. 10.96.0.0/12"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || (cidr(self).ip().family() == 4 ? cidr(self).prefixLength() >= 12 : cidr(self).prefixLength() >= 108)",message="spec.network.serviceCIDR is too large: use a prefix of /12 or longer for IPv4 (/108 for IPv6)"
+	// +optional
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+
+	// nodeCIDRMaskSize is the prefix length of each node's pod range.
+	// +kubebuilder:default=24
+	// +kubebuilder:validation:Minimum=8
+	// +kubebuilder:validation:Maximum=126
+	// +optional
+	NodeCIDRMaskSize int32 `json:"nodeCIDRMaskSize,omitempty"`
+
+	// dnsDomain is the cluster's DNS domain.
+	// +kubebuilder:default="cluster.local"
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.network.dnsDomain must be a lowercase DNS name such as cluster.local"
+	// +optional
+	DNSDomain string `json:"dnsDomain,omitempty"`
+
+	// cni selects pod networking: bridge (Basalt programs bridge + routes) or none (bring your own).
+	// +kubebuilder:default=bridge
+	// +optional
+	CNI CNI `json:"cni,omitempty"`
+}
+
+// ArtifactsSpec says where Kubernetes binaries and images come from. The manager fetches each
+// artifact once, checks its sha256 and serves it to every host from its cache.
+type ArtifactsSpec struct {
+	// mirror is a base URL that replaces the default upstream for every artifact.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')",message="spec.artifacts.mirror must be an http or https URL such as https://mirror.example.com/basalt"
+	// +optional
+	Mirror string `json:"mirror,omitempty"`
+
+	// overrides replace single artifacts by name.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Overrides []ArtifactOverride `json:"overrides,omitempty"`
+}
+
+// ArtifactOverride replaces one artifact of the set.
+type ArtifactOverride struct {
+	// name of the artifact, e.g. kube-apiserver or cni-bridge.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +required
+	Name string `json:"name"`
+	// url the artifact is fetched from.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')",message="artifact override url must be an http or https URL"
+	// +required
+	URL string `json:"url"`
+	// sha256 of the artifact's bytes, 64 lowercase hex digits. A mismatch is an error.
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-f]{64}$')",message="artifact override sha256 must be 64 lowercase hex digits"
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	SHA256 string `json:"sha256"`
+}
+
+// CertificatesSpec configures the cluster's leaf certificates. CAs live ten years.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.validityDays) || !has(self.renewBeforeDays) || self.renewBeforeDays < self.validityDays",message="spec.certificates.renewBeforeDays must be less than validityDays, or certificates would be renewed on every reconcile"
+type CertificatesSpec struct {
+	// validityDays is how long a leaf certificate is valid.
+	// +kubebuilder:default=365
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3650
+	// +optional
+	ValidityDays int32 `json:"validityDays,omitempty"`
+	// renewBeforeDays is how long before expiry a leaf certificate is renewed.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3649
+	// +optional
+	RenewBeforeDays int32 `json:"renewBeforeDays,omitempty"`
+}
+
+// UpgradeSpec configures how version changes roll out.
+type UpgradeSpec struct {
+	// strategy is InPlace (default on bare metal: swap binaries on the same host) or Replace
+	// (provision a spare host, then remove the old machine).
+	// +kubebuilder:default=InPlace
+	// +optional
+	Strategy UpgradeStrategy `json:"strategy,omitempty"`
+	// maxUnavailableWorkers bounds how many workers are drained at once.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxUnavailableWorkers int32 `json:"maxUnavailableWorkers,omitempty"`
+}
+
+// ClusterStatus is the observed state of a Cluster.
+type ClusterStatus struct {
+	// phase is a one-word summary; conditions say why.
+	// +optional
+	Phase ClusterPhase `json:"phase,omitempty"`
+
+	// conditions: Ready, CertificatesReady, HostsBound, EtcdReady, ControlPlaneReady, WorkersReady.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// version is the Kubernetes version every machine runs; it lags spec.version during upgrades.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// controlPlaneEndpoint is the endpoint in use.
+	// +optional
+	ControlPlaneEndpoint *APIEndpoint `json:"controlPlaneEndpoint,omitempty"`
+
+	// kubeconfigSecretRef names the Secret holding the admin kubeconfig (key "value").
+	// +optional
+	KubeconfigSecretRef *LocalObjectReference `json:"kubeconfigSecretRef,omitempty"`
+
+	// controlPlane counts the control-plane machines.
+	// +optional
+	ControlPlane ReplicaCounts `json:"controlPlane,omitzero"`
+
+	// workers counts all worker machines.
+	// +optional
+	Workers ReplicaCounts `json:"workers,omitzero"`
+
+	// workerPools counts machines per worker pool.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	WorkerPools []PoolStatus `json:"workerPools,omitempty"`
+
+	// certificatesExpireAt is the earliest expiry of the cluster's leaf certificates.
+	// +optional
+	CertificatesExpireAt *metav1.Time `json:"certificatesExpireAt,omitempty"`
+}
+
+// ReplicaCounts counts machines of one role or pool.
+type ReplicaCounts struct {
+	// desired is the number of machines wanted.
+	Desired int32 `json:"desired"`
+	// bound is the number of machines bound to a host.
+	Bound int32 `json:"bound"`
+	// ready is the number of machines Running with their node Ready.
+	Ready int32 `json:"ready"`
+	// updated is the number of machines at the desired version and plan.
+	Updated int32 `json:"updated"`
+}
+
+// PoolStatus counts the machines of one worker pool.
+type PoolStatus struct {
+	// name of the pool.
+	Name string `json:"name"`
+	// ReplicaCounts of the pool.
+	ReplicaCounts `json:",inline"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=bcl,categories=basalt
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
+// +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
+// +kubebuilder:printcolumn:name="CP Ready",type=integer,JSONPath=`.status.controlPlane.ready`
+// +kubebuilder:printcolumn:name="CP",type=integer,JSONPath=`.spec.controlPlane.replicas`
+// +kubebuilder:printcolumn:name="Workers Ready",type=integer,JSONPath=`.status.workers.ready`
+// +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.workers.desired`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Cluster is a Kubernetes cluster whose machines Basalt provisions and keeps alive.
+type Cluster struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// +required
+	Spec ClusterSpec `json:"spec"`
+	// +optional
+	Status ClusterStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// ClusterList is a list of Clusters.
+type ClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []Cluster `json:"items"`
+}
+
+// GetConditions returns the Cluster's conditions.
+func (c *Cluster) GetConditions() []metav1.Condition { return c.Status.Conditions }
+
+// SetConditions replaces the Cluster's conditions.
+func (c *Cluster) SetConditions(conds []metav1.Condition) { c.Status.Conditions = conds }

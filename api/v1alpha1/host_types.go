@@ -1,0 +1,325 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// HostFinalizer is set on every Host so that a host still consumed by a Machine, or still
+// carrying Basalt's files, is released and wiped before the object goes away.
+const HostFinalizer = "basalt.dev/host"
+
+// Host condition types.
+const (
+	// HostAgentConnected is True when the host's agent has registered and reported within its
+	// deadline.
+	HostAgentConnected = "AgentConnected"
+	// HostInspected is True when the agent has reported hardware facts.
+	HostInspected = "Inspected"
+	// HostKeyVerified is True when the SSH host key the host presented matches
+	// spec.ssh.hostKeys, or the key recorded on first contact.
+	HostKeyVerified = "HostKeyVerified"
+)
+
+// Host condition reasons.
+const (
+	// ReasonHostKeyMismatch says the host presented a key that is neither pinned nor recorded.
+	// Provisioning stops until the key is pinned or the recorded key is cleared.
+	ReasonHostKeyMismatch = "HostKeyMismatch"
+	// ReasonAgentNotInstalled says no agent has registered from this host yet.
+	ReasonAgentNotInstalled = "AgentNotInstalled"
+)
+
+// HostState is where a Host is in its life:
+//
+//	Registering → Inspecting → Available → Provisioning → Provisioned
+//	                               ▲                           │
+//	                               └────── Deprovisioning ◄────┘
+//	(any) → Error (with reason; an annotation retries)
+//
+// +kubebuilder:validation:Enum=Registering;Inspecting;Available;Provisioning;Provisioned;Deprovisioning;Error
+type HostState string
+
+// Host states.
+const (
+	HostStateRegistering    HostState = "Registering"
+	HostStateInspecting     HostState = "Inspecting"
+	HostStateAvailable      HostState = "Available"
+	HostStateProvisioning   HostState = "Provisioning"
+	HostStateProvisioned    HostState = "Provisioned"
+	HostStateDeprovisioning HostState = "Deprovisioning"
+	HostStateError          HostState = "Error"
+)
+
+// BootMode is the firmware a network-booted host starts with.
+// +kubebuilder:validation:Enum=uefi;bios
+type BootMode string
+
+// Boot modes.
+const (
+	BootModeUEFI BootMode = "uefi"
+	BootModeBIOS BootMode = "bios"
+)
+
+// BMCProtocol is how Basalt talks to a host's baseboard management controller.
+// +kubebuilder:validation:Enum=redfish;ipmi
+type BMCProtocol string
+
+// BMC protocols.
+const (
+	BMCRedfish BMCProtocol = "redfish"
+	BMCIPMI    BMCProtocol = "ipmi"
+)
+
+// HostSpec is the desired state of a Host: how Basalt reaches it.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.ssh) != has(self.boot)",message="a Host must set exactly one of spec.ssh (a machine with an OS, reached over SSH) or spec.boot (a machine booted over the network)"
+type HostSpec struct {
+	// ssh reaches a machine that already runs an operating system.
+	// +optional
+	SSH *SSHSpec `json:"ssh,omitempty"`
+
+	// boot describes a machine that boots from the network (PXE/iPXE).
+	// +optional
+	Boot *BootSpec `json:"boot,omitempty"`
+
+	// bmc is the host's baseboard management controller, for power and boot-device control.
+	// +optional
+	BMC *BMCSpec `json:"bmc,omitempty"`
+}
+
+// SSHSpec says how to reach a host over SSH.
+type SSHSpec struct {
+	// address is the host's IP address or DNS name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.ssh.address must be an IP address or a lowercase DNS name"
+	// +required
+	Address string `json:"address"`
+
+	// port of the SSH server.
+	// +kubebuilder:default=22
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// user to log in as; it must be root or have password-less sudo.
+	// +kubebuilder:default=root
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z_][a-z0-9_-]*[$]?$')",message="spec.ssh.user must be a POSIX user name such as root or basalt"
+	// +optional
+	User string `json:"user,omitempty"`
+
+	// privateKeySecretRef names the Secret key holding the PEM or OpenSSH private key.
+	// +required
+	PrivateKeySecretRef SecretKeyReference `json:"privateKeySecretRef"`
+
+	// hostKeys pins the host's SSH public keys, in authorized_keys format
+	// ("ssh-ed25519 AAAA..."). When empty, the key seen on first contact is recorded in
+	// status.sshHostKey and enforced from then on.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=16384
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|ssh-rsa) [A-Za-z0-9+/]+={0,3}( .*)?$')",message="each spec.ssh.hostKeys entry must be a public key in authorized_keys format, e.g. 'ssh-ed25519 AAAAC3Nza...' (see ssh-keyscan)"
+	// +optional
+	HostKeys []string `json:"hostKeys,omitempty"`
+}
+
+// BootSpec describes a network-booted host.
+type BootSpec struct {
+	// macAddresses of the host's network interfaces that may PXE-boot.
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=17
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')",message="each spec.boot.macAddresses entry must be six lowercase hex pairs separated by colons, e.g. 52:54:00:12:34:56"
+	// +required
+	MACAddresses []string `json:"macAddresses"`
+
+	// mode is the firmware the host boots with.
+	// +kubebuilder:default=uefi
+	// +optional
+	Mode BootMode `json:"mode,omitempty"`
+}
+
+// BMCSpec says how to reach a host's baseboard management controller.
+type BMCSpec struct {
+	// protocol spoken by the BMC.
+	// +required
+	Protocol BMCProtocol `json:"protocol"`
+
+	// address of the BMC: host or host:port (IPMI), or an https URL (Redfish).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +required
+	Address string `json:"address"`
+
+	// credentialsSecretRef names a Secret with "username" and "password" keys.
+	// +required
+	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+}
+
+// Hardware is what the agent found on the host.
+type Hardware struct {
+	// cpus is the number of logical CPUs.
+	// +optional
+	CPUs int32 `json:"cpus,omitempty"`
+	// memory is the installed memory.
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+	// disks found on the host.
+	// +listType=atomic
+	// +optional
+	Disks []Disk `json:"disks,omitempty"`
+	// nics found on the host.
+	// +listType=atomic
+	// +optional
+	NICs []NIC `json:"nics,omitempty"`
+	// system is the DMI system information.
+	// +optional
+	System SystemInfo `json:"system,omitzero"`
+}
+
+// Disk is a block device.
+type Disk struct {
+	Name string `json:"name"`
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+	// +optional
+	Model string `json:"model,omitempty"`
+	// +optional
+	Serial string `json:"serial,omitempty"`
+	// +optional
+	Rotational bool `json:"rotational,omitempty"`
+}
+
+// NIC is a network interface.
+type NIC struct {
+	Name string `json:"name"`
+	// +optional
+	MAC string `json:"mac,omitempty"`
+	// +listType=atomic
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+	// +optional
+	SpeedMbps int32 `json:"speedMbps,omitempty"`
+}
+
+// SystemInfo is DMI system information.
+type SystemInfo struct {
+	// +optional
+	Vendor string `json:"vendor,omitempty"`
+	// +optional
+	Product string `json:"product,omitempty"`
+	// +optional
+	Serial string `json:"serial,omitempty"`
+}
+
+// AgentStatus is what Basalt knows of the host's agent.
+type AgentStatus struct {
+	// version of the agent.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// lastSeen is when the agent last reported.
+	// +optional
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+}
+
+// PowerState is the host's power as the BMC reports it.
+// +kubebuilder:validation:Enum=On;Off;Unknown
+type PowerState string
+
+// Power states.
+const (
+	PowerOn      PowerState = "On"
+	PowerOff     PowerState = "Off"
+	PowerUnknown PowerState = "Unknown"
+)
+
+// HostStatus is the observed state of a Host.
+type HostStatus struct {
+	// state is where the Host is in its life.
+	// +optional
+	State HostState `json:"state,omitempty"`
+
+	// conditions: Ready, AgentConnected, Inspected, HostKeyVerified.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// consumerRef names the Machine that uses this Host.
+	// +optional
+	ConsumerRef *LocalObjectReference `json:"consumerRef,omitempty"`
+
+	// sshHostKey is the SSH host key recorded on first contact when spec.ssh.hostKeys is empty.
+	// +optional
+	SSHHostKey string `json:"sshHostKey,omitempty"`
+
+	// hardware reported by the agent.
+	// +optional
+	Hardware *Hardware `json:"hardware,omitempty"`
+
+	// agent is what Basalt knows of the host's agent.
+	// +optional
+	Agent AgentStatus `json:"agent,omitzero"`
+
+	// power as the BMC reports it.
+	// +optional
+	Power PowerState `json:"power,omitempty"`
+
+	// errorMessage says why the Host is in Error.
+	// +optional
+	ErrorMessage string `json:"errorMessage,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=bh,categories=basalt
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="Consumer",type=string,JSONPath=`.status.consumerRef.name`
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.ssh.address`
+// +kubebuilder:printcolumn:name="CPUs",type=integer,JSONPath=`.status.hardware.cpus`,priority=1
+// +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.status.hardware.memory`,priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Host is a machine Basalt may install Kubernetes onto.
+type Host struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// +required
+	Spec HostSpec `json:"spec"`
+	// +optional
+	Status HostStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// HostList is a list of Hosts.
+type HostList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []Host `json:"items"`
+}
+
+// GetConditions returns the Host's conditions.
+func (h *Host) GetConditions() []metav1.Condition { return h.Status.Conditions }
+
+// SetConditions replaces the Host's conditions.
+func (h *Host) SetConditions(conds []metav1.Condition) { h.Status.Conditions = conds }
+
+// SSHAddresses returns the addresses Basalt reaches the host at, if it is an SSH host.
+func (s *HostSpec) SSHAddresses() []string {
+	if s.SSH == nil {
+		return nil
+	}
+	return []string{s.SSH.Address}
+}

@@ -1,0 +1,211 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MachineFinalizer is set on every Machine so that its node is drained, its etcd member removed
+// and what Basalt wrote on the host wiped before the host is released.
+const MachineFinalizer = "basalt.dev/machine"
+
+// Machine condition types.
+const (
+	// MachineHostBound is True when spec.hostRef names an existing Host that is reserved for
+	// this Machine.
+	MachineHostBound = "HostBound"
+	// MachineAgentConnected is True when the host's agent has reported within its deadline.
+	MachineAgentConnected = "AgentConnected"
+	// MachinePlanApplied is True when the agent reports the current Plan hash applied.
+	MachinePlanApplied = "PlanApplied"
+	// MachineNodeReady mirrors the workload cluster's Node Ready condition.
+	MachineNodeReady = "NodeReady"
+)
+
+// Machine condition reasons.
+const (
+	// ReasonWaitingForHost says no Host is bound yet.
+	ReasonWaitingForHost = "WaitingForHost"
+	// ReasonHostNotFound says spec.hostRef names a Host that does not exist.
+	ReasonHostNotFound = "HostNotFound"
+	// ReasonHostInUse says the Host named by spec.hostRef is consumed by another Machine.
+	ReasonHostInUse = "HostInUse"
+	// ReasonHostNotAvailable says the Host named by spec.hostRef is not in state Available.
+	ReasonHostNotAvailable = "HostNotAvailable"
+	// ReasonClusterNotFound says spec.cluster names a Cluster that does not exist.
+	ReasonClusterNotFound = "ClusterNotFound"
+)
+
+// MachineRole is what a Machine does in its cluster.
+// +kubebuilder:validation:Enum=control-plane;worker
+type MachineRole string
+
+// Machine roles.
+const (
+	RoleControlPlane MachineRole = "control-plane"
+	RoleWorker       MachineRole = "worker"
+)
+
+// MachinePhase is a one-word summary of where a Machine is in its life.
+// +kubebuilder:validation:Enum=Pending;Provisioning;Bootstrapping;Running;Deleting;Failed
+type MachinePhase string
+
+// Machine phases:
+//
+//	Pending → Provisioning → Bootstrapping → Running → Deleting
+//	            (any) ──────────────────────────────→ Failed (with reason)
+const (
+	MachinePhasePending       MachinePhase = "Pending"
+	MachinePhaseProvisioning  MachinePhase = "Provisioning"
+	MachinePhaseBootstrapping MachinePhase = "Bootstrapping"
+	MachinePhaseRunning       MachinePhase = "Running"
+	MachinePhaseDeleting      MachinePhase = "Deleting"
+	MachinePhaseFailed        MachinePhase = "Failed"
+)
+
+// Labels Basalt sets on Machines it creates.
+const (
+	// LabelClusterName is the name of the Cluster a Machine belongs to.
+	LabelClusterName = "basalt.dev/cluster"
+	// LabelRole is the MachineRole of a Machine.
+	LabelRole = "basalt.dev/role"
+	// LabelPool is the worker pool of a worker Machine.
+	LabelPool = "basalt.dev/pool"
+)
+
+// MachineSpec is the desired state of a Machine.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.hostRef) || (has(self.hostRef) && self.hostRef.name == oldSelf.hostRef.name)",message="spec.hostRef cannot change once bound; delete this Machine to release its host and create a new one"
+// +kubebuilder:validation:XValidation:rule="self.role == 'worker' || !has(self.pool)",message="spec.pool is only for workers; remove it from a control-plane Machine"
+type MachineSpec struct {
+	// cluster is the name of the Cluster, in the same namespace, this Machine belongs to.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.cluster is immutable; delete this Machine and create one in the other cluster"
+	// +required
+	Cluster string `json:"cluster"`
+
+	// role of the Machine in its cluster.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.role is immutable; delete this Machine and create one with the other role"
+	// +required
+	Role MachineRole `json:"role"`
+
+	// pool is the worker pool a worker belongs to.
+	// +kubebuilder:validation:MaxLength=40
+	// +optional
+	Pool string `json:"pool,omitempty"`
+
+	// version is the Kubernetes version this Machine runs; set by the Cluster controller during
+	// rollouts. Empty means the Cluster's version.
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^v(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})\\\\.(0|[1-9][0-9]{0,3})$')",message="spec.version must look like v1.37.2 (v, then major.minor.patch without leading zeros)"
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// hostRef is the Host this Machine runs on. Set by the Cluster controller when it binds a Host,
+	// or by hand; immutable once set.
+	// +optional
+	HostRef *LocalObjectReference `json:"hostRef,omitempty"`
+}
+
+// ComponentHealth is the health of one component on the Machine's host, as the agent reports it.
+type ComponentHealth struct {
+	// name of the component, e.g. etcd or kubelet.
+	Name string `json:"name"`
+	// healthy is the last probe result.
+	Healthy bool `json:"healthy"`
+	// message says why a probe failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// lastProbeTime is when the probe ran.
+	// +optional
+	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
+}
+
+// MachineStatus is the observed state of a Machine.
+type MachineStatus struct {
+	// phase is a one-word summary; conditions say why.
+	// +optional
+	Phase MachinePhase `json:"phase,omitempty"`
+
+	// conditions: Ready, HostBound, AgentConnected, PlanApplied, NodeReady.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec the status was computed from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// nodeName is the name of the Node this Machine registered as.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+
+	// addresses of the Machine's host.
+	// +listType=atomic
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+
+	// version is the Kubernetes version the Machine's components report.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// etcdMemberID is the hex ID of this Machine's etcd member, for control-plane machines.
+	// +optional
+	EtcdMemberID string `json:"etcdMemberID,omitempty"`
+
+	// planHash is the hash of the Plan the agent last applied.
+	// +optional
+	PlanHash string `json:"planHash,omitempty"`
+
+	// components is the health of each component as last reported.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Components []ComponentHealth `json:"components,omitempty"`
+
+	// failureReason and failureMessage say why the Machine is Failed.
+	// +optional
+	FailureReason string `json:"failureReason,omitempty"`
+	// +optional
+	FailureMessage string `json:"failureMessage,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=bm,categories=basalt
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster`
+// +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.spec.role`
+// +kubebuilder:printcolumn:name="Host",type=string,JSONPath=`.spec.hostRef.name`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Machine is one Host's membership in one Cluster.
+type Machine struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// +required
+	Spec MachineSpec `json:"spec"`
+	// +optional
+	Status MachineStatus `json:"status,omitzero"`
+}
+
+// +kubebuilder:object:root=true
+
+// MachineList is a list of Machines.
+type MachineList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []Machine `json:"items"`
+}
+
+// GetConditions returns the Machine's conditions.
+func (m *Machine) GetConditions() []metav1.Condition { return m.Status.Conditions }
+
+// SetConditions replaces the Machine's conditions.
+func (m *Machine) SetConditions(conds []metav1.Condition) { m.Status.Conditions = conds }

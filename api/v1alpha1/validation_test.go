@@ -1,0 +1,385 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/test/envtest"
+)
+
+var env *envtest.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = envtest.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+func validCluster(ns string) *basaltv1.Cluster {
+	return &basaltv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "c-", Namespace: ns},
+		Spec: basaltv1.ClusterSpec{
+			Version:      "v1.37.2",
+			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 3},
+			Workers:      []basaltv1.WorkerPool{{Name: "a", Replicas: 2}},
+		},
+	}
+}
+
+func validSSHHost(ns string) *basaltv1.Host {
+	return &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "h-", Namespace: ns},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{
+			Address:             "10.0.0.1",
+			PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "k", Key: "id"},
+		}},
+	}
+}
+
+func validMachine(ns string) *basaltv1.Machine {
+	return &basaltv1.Machine{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "m-", Namespace: ns},
+		Spec:       basaltv1.MachineSpec{Cluster: "c", Role: basaltv1.RoleWorker},
+	}
+}
+
+// TestCreateRejected applies invalid objects to the real API server; each must be refused with a
+// message that names the field and says what to change.
+func TestCreateRejected(t *testing.T) {
+	ns := env.Namespace(t)
+	cases := []struct {
+		name string
+		obj  func() client.Object
+		want string
+	}{
+		{"even control-plane replicas", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.Replicas = 2
+			return c
+		}, "spec.controlPlane.replicas must be odd (1, 3, 5 or 7)"},
+		{"control-plane replicas above 7", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.Replicas = 9
+			return c
+		}, "should be less than or equal to 7"},
+		{"overlapping pod and service CIDRs", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.PodCIDR, c.Spec.Network.ServiceCIDR = "10.0.0.0/8", "10.96.0.0/12"
+			return c
+		}, "podCIDR and spec.network.serviceCIDR overlap"},
+		{"pod CIDR not a CIDR", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.PodCIDR = "10.244.0.0/33"
+			return c
+		}, "spec.network.podCIDR must be a network in CIDR notation"},
+		{"pod CIDR with host bits", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.PodCIDR = "10.244.1.0/16"
+			return c
+		}, "no host bits set"},
+		{"service CIDR too large", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.ServiceCIDR = "172.0.0.0/8"
+			return c
+		}, "spec.network.serviceCIDR is too large"},
+		{"pod CIDR cannot split into node ranges", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.NodeCIDRMaskSize = 16
+			return c
+		}, "nodeCIDRMaskSize must be larger than the prefix length"},
+		{"version without v", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Version = "1.37.2"
+			return c
+		}, "spec.version must look like v1.37.2"},
+		{"version without patch", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Version = "v1.37"
+			return c
+		}, "spec.version must look like v1.37.2"},
+		{"version with leading zero", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Version = "v1.037.2"
+			return c
+		}, "spec.version must look like v1.37.2"},
+		{"dns domain upper case", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.DNSDomain = "Cluster.Local"
+			return c
+		}, "spec.network.dnsDomain must be a lowercase DNS name"},
+		{"endpoint neither IP nor name", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "api_server!", Port: 6443}
+			return c
+		}, "endpoint host must be an IP address or a lowercase DNS name"},
+		{"endpoint port out of range", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "10.0.0.10", Port: 70000}
+			return c
+		}, "should be less than or equal to 65535"},
+		{"duplicate worker pool names", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers = append(c.Spec.Workers, basaltv1.WorkerPool{Name: "a", Replicas: 1})
+			return c
+		}, "spec.workers names must be unique; rename the duplicate pool"},
+		{"worker pool name not a DNS label", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].Name = "Pool_A"
+			return c
+		}, "worker pool name must be a DNS label"},
+		{"renewal window not shorter than validity", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Certificates = basaltv1.CertificatesSpec{ValidityDays: 30, RenewBeforeDays: 30}
+			return c
+		}, "renewBeforeDays must be less than validityDays"},
+		{"artifact mirror not http", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Artifacts.Mirror = "ftp://mirror.example.com/"
+			return c
+		}, "spec.artifacts.mirror must be an http or https URL"},
+		{"artifact override with a bad sha256", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Artifacts.Overrides = []basaltv1.ArtifactOverride{{Name: "etcd", URL: "https://x.example.com/etcd", SHA256: "abc"}}
+			return c
+		}, "artifact override sha256 must be 64 lowercase hex digits"},
+		{"unknown CNI", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Network.CNI = "flannel"
+			return c
+		}, `supported values: "bridge", "none"`},
+		{"unknown upgrade strategy", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Upgrade.Strategy = "Rolling"
+			return c
+		}, `supported values: "InPlace", "Replace"`},
+		{"host with both ssh and boot", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.Boot = &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:12:34:56"}}
+			return h
+		}, "a Host must set exactly one of spec.ssh"},
+		{"host with neither ssh nor boot", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH = nil
+			return h
+		}, "a Host must set exactly one of spec.ssh"},
+		{"malformed MAC", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH, h.Spec.Boot = nil, &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:12:34"}}
+			return h
+		}, "each spec.boot.macAddresses entry must be six lowercase hex pairs"},
+		{"upper-case MAC", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH, h.Spec.Boot = nil, &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:AB:34:56"}}
+			return h
+		}, "each spec.boot.macAddresses entry must be six lowercase hex pairs"},
+		{"ssh port zero", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH.Port = -1
+			return h
+		}, "should be greater than or equal to 1"},
+		{"ssh port above 65535", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH.Port = 65536
+			return h
+		}, "should be less than or equal to 65535"},
+		{"ssh address with a space", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH.Address = "node 1"
+			return h
+		}, "spec.ssh.address must be an IP address or a lowercase DNS name"},
+		{"pinned host key not in authorized_keys format", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.SSH.HostKeys = []string{"AAAAC3NzaC1lZDI1NTE5AAAAIFQp"}
+			return h
+		}, "each spec.ssh.hostKeys entry must be a public key in authorized_keys format"},
+		{"unknown BMC protocol", func() client.Object {
+			h := validSSHHost(ns)
+			h.Spec.BMC = &basaltv1.BMCSpec{Protocol: "snmp", Address: "10.0.1.1", CredentialsSecretRef: basaltv1.LocalObjectReference{Name: "b"}}
+			return h
+		}, `supported values: "redfish", "ipmi"`},
+		{"unknown machine role", func() client.Object {
+			m := validMachine(ns)
+			m.Spec.Role = "master"
+			return m
+		}, `supported values: "control-plane", "worker"`},
+		{"pool on a control-plane machine", func() client.Object {
+			m := validMachine(ns)
+			m.Spec.Role, m.Spec.Pool = basaltv1.RoleControlPlane, "a"
+			return m
+		}, "spec.pool is only for workers"},
+		{"machine version malformed", func() client.Object {
+			m := validMachine(ns)
+			m.Spec.Version = "latest"
+			return m
+		}, "spec.version must look like v1.37.2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := env.Client.Create(context.Background(), tc.obj())
+			if err == nil {
+				t.Fatalf("created, want refusal containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("refused with %q, want a message containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUpdateRejected checks the transition rules: versions never go down or skip a minor, a
+// Machine's cluster and role never change, and a bound Machine never moves to another Host.
+func TestUpdateRejected(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		create func() client.Object
+		mutate func(client.Object)
+		want   string
+	}{
+		{"patch downgrade", func() client.Object { return validCluster(ns) },
+			func(o client.Object) { o.(*basaltv1.Cluster).Spec.Version = "v1.37.1" },
+			"spec.version cannot be lowered"},
+		{"minor downgrade", func() client.Object { return validCluster(ns) },
+			func(o client.Object) { o.(*basaltv1.Cluster).Spec.Version = "v1.36.9" },
+			"spec.version cannot be lowered"},
+		{"two minors at once", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Version = "v1.35.4"
+			return c
+		}, func(o client.Object) { o.(*basaltv1.Cluster).Spec.Version = "v1.37.0" },
+			"spec.version may be raised by at most one minor version at a time"},
+		{"major change", func() client.Object { return validCluster(ns) },
+			func(o client.Object) { o.(*basaltv1.Cluster).Spec.Version = "v2.0.0" },
+			"spec.version cannot change its major version"},
+		{"machine moved to another cluster", func() client.Object { return validMachine(ns) },
+			func(o client.Object) { o.(*basaltv1.Machine).Spec.Cluster = "other" },
+			"spec.cluster is immutable"},
+		{"machine role changed", func() client.Object { return validMachine(ns) },
+			func(o client.Object) { o.(*basaltv1.Machine).Spec.Role = basaltv1.RoleControlPlane },
+			"spec.role is immutable"},
+		{"bound machine moved to another host", func() client.Object {
+			m := validMachine(ns)
+			m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
+			return m
+		}, func(o client.Object) { o.(*basaltv1.Machine).Spec.HostRef.Name = "h2" },
+			"spec.hostRef cannot change once bound"},
+		{"bound machine unbound", func() client.Object {
+			m := validMachine(ns)
+			m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
+			return m
+		}, func(o client.Object) { o.(*basaltv1.Machine).Spec.HostRef = nil },
+			"spec.hostRef cannot change once bound"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := tc.create()
+			if err := env.Client.Create(ctx, obj); err != nil {
+				t.Fatalf("creating the valid object: %v", err)
+			}
+			tc.mutate(obj)
+			err := env.Client.Update(ctx, obj)
+			if err == nil {
+				t.Fatalf("updated, want refusal containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("refused with %q, want a message containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUpdateAccepted checks that the transition rules let through what they must: one minor up,
+// a patch up, binding an unbound Machine.
+func TestUpdateAccepted(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	c := validCluster(ns)
+	c.Spec.Version = "v1.36.3"
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1.36.4", "v1.37.0", "v1.37.2"} {
+		c.Spec.Version = v
+		if err := env.Client.Update(ctx, c); err != nil {
+			t.Fatalf("raising to %s: %v", v, err)
+		}
+	}
+	m := validMachine(ns)
+	if err := env.Client.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
+	if err := env.Client.Update(ctx, m); err != nil {
+		t.Fatalf("binding an unbound Machine: %v", err)
+	}
+}
+
+// TestDefaults checks that an almost empty Cluster and Host get the documented defaults.
+func TestDefaults(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	c := &basaltv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: ns}, Spec: basaltv1.ClusterSpec{Version: "v1.37.2"}}
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	want := basaltv1.ClusterSpec{
+		Version:      "v1.37.2",
+		ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1},
+		Network: basaltv1.NetworkSpec{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12", NodeCIDRMaskSize: 24,
+			DNSDomain: "cluster.local", CNI: basaltv1.CNIBridge},
+		Certificates: basaltv1.CertificatesSpec{ValidityDays: 365, RenewBeforeDays: 30},
+		Upgrade:      basaltv1.UpgradeSpec{Strategy: basaltv1.UpgradeInPlace, MaxUnavailableWorkers: 1},
+	}
+	if fmt.Sprintf("%+v", c.Spec) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("defaulted spec\n got %+v\nwant %+v", c.Spec, want)
+	}
+	h := validSSHHost(ns)
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Spec.SSH.Port != 22 || h.Spec.SSH.User != "root" {
+		t.Fatalf("ssh defaults: port %d user %q, want 22 root", h.Spec.SSH.Port, h.Spec.SSH.User)
+	}
+}
+
+// TestSamplesAccepted applies every sample in config/samples with a server-side dry run.
+func TestSamplesAccepted(t *testing.T) {
+	ns := env.Namespace(t)
+	files, err := filepath.Glob(filepath.Join(envtest.RepoRoot(), "config", "samples", "basalt_*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal(b, &u.Object); err != nil {
+				t.Fatal(err)
+			}
+			u.SetNamespace(ns)
+			if err := env.Client.Create(context.Background(), u, client.DryRunAll); err != nil {
+				t.Fatalf("sample refused: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/patch"
+)
+
+// waitRequeue is how often a Cluster waiting on the outside world (Hosts to become Available,
+// Machines to go away) is looked at again when no watch event brings it back.
+const waitRequeue = 15 * time.Second
+
+// Reconciler reconciles Cluster objects.
+type Reconciler struct {
+	// Client reads through the manager's cache and writes to the API server.
+	Client client.Client
+	// Recorder emits events on phase changes and on Machines created or deleted.
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=basalt.dev,resources=clusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=clusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=clusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch
+// +kubebuilder:rbac:groups=basalt.dev,resources=hosts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// scope is what one reconcile of a Cluster knows. Phases fill it in; updateStatus reads it.
+type scope struct {
+	// cluster is the object being reconciled; changes to it are patched at the end.
+	cluster *basaltv1.Cluster
+	// machines are the Cluster's Machines, grouped by role and pool.
+	machines machineSet
+	// hosts are all Hosts in the Cluster's namespace.
+	hosts []basaltv1.Host
+	// shortfall counts, per group, how many more Available Hosts matching its selector are
+	// needed to bind every Machine of the group.
+	shortfall map[groupKey]int32
+	// selectorErrors says, per group, why its host selector could not be used.
+	selectorErrors map[groupKey]string
+}
+
+// phase is one step of a Cluster reconcile, with one signature for all.
+type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
+
+// Reconcile brings one Cluster closer to its desired state. It may be called again at any point
+// after a crash: each phase reads the world before it writes, and Machines and Host claims made
+// before a crash are found and adopted.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	c := &basaltv1.Cluster{}
+	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	log := ctrl.LoggerFrom(ctx)
+	helper := patch.NewHelper(c, r.Client)
+	oldPhase := c.Status.Phase
+	s := &scope{cluster: c, shortfall: map[groupKey]int32{}, selectorErrors: map[groupKey]string{}}
+	defer func() {
+		updateStatus(s)
+		if reterr == nil {
+			c.Status.ObservedGeneration = c.Generation
+		}
+		if err := helper.Patch(ctx, c); err != nil && !apierrors.IsNotFound(err) {
+			reterr = errors.Join(reterr, err)
+			return
+		}
+		if c.Status.Phase != oldPhase && reterr == nil {
+			log.Info("Cluster changed phase", "cluster", klog.KObj(c), "from", oldPhase, "to", c.Status.Phase)
+			r.Recorder.Eventf(c, nil, "Normal", "PhaseChanged", "Reconcile", "Cluster moved from %q to %q", oldPhase, c.Status.Phase)
+		}
+	}()
+
+	if err := r.observe(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if !c.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
+	}
+	// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
+	controllerutil.AddFinalizer(c, basaltv1.ClusterFinalizer)
+	if c.Spec.Paused {
+		return ctrl.Result{}, nil
+	}
+
+	var res ctrl.Result
+	for _, p := range []phase{r.reconcileMachines, r.reconcileBindings} {
+		pr, err := p(ctx, s)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		res = minResult(res, pr)
+	}
+	return res, nil
+}
+
+// SetupWithManager registers the controller. A Cluster is reconciled again when one of its
+// Machines changes, and when any Host in its namespace changes (a Host becoming Available may be
+// what a waiting Cluster needs).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&basaltv1.Cluster{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		Watches(&basaltv1.Machine{}, handler.EnqueueRequestsFromMapFunc(machineToCluster)).
+		Watches(&basaltv1.Host{}, handler.EnqueueRequestsFromMapFunc(r.hostToClusters)).
+		WithOptions(opts).
+		Named("cluster").
+		Complete(r)
+}
+
+func machineToCluster(_ context.Context, o client.Object) []reconcile.Request {
+	m, ok := o.(*basaltv1.Machine)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.Cluster}}}
+}
+
+// hostToClusters maps a Host to every Cluster in its namespace that is still missing Hosts.
+func (r *Reconciler) hostToClusters(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &basaltv1.ClusterList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// minResult keeps the sooner of two requeue requests.
+func minResult(a, b ctrl.Result) ctrl.Result {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero():
+		return a
+	case b.RequeueAfter < a.RequeueAfter:
+		return b
+	}
+	return a
+}

@@ -1,0 +1,158 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/patch"
+)
+
+// releaseRequeue is how often a Host waiting on its consumer, or holding a claim whose Machine is
+// missing, is looked at again.
+const releaseRequeue = 10 * time.Second
+
+// Reconciler reconciles Host objects.
+type Reconciler struct {
+	// Client reads through the manager's cache and writes to the API server.
+	Client client.Client
+	// APIReader reads straight from the API server; used where a stale cache could release a
+	// Host that a Machine has just claimed.
+	APIReader client.Reader
+	// Recorder emits events on state changes.
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=hosts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=hosts/finalizers,verbs=update
+// +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// scope is what one reconcile of a Host knows.
+type scope struct {
+	// host is the object being reconciled; changes to it are patched at the end.
+	host *basaltv1.Host
+	// consumerGone is true when status.consumerRef names a Machine that does not exist.
+	consumerGone bool
+	// consumerDeleting is true when the consuming Machine exists and is being deleted.
+	consumerDeleting bool
+}
+
+// Reconcile moves one Host through its state machine. It may be called again at any point after
+// a crash: every step reads the world before it writes.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+	host := &basaltv1.Host{}
+	if err := r.Client.Get(ctx, req.NamespacedName, host); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	log := ctrl.LoggerFrom(ctx)
+	helper := patch.NewHelper(host, r.Client)
+	oldState := host.Status.State
+	defer func() {
+		if reterr == nil {
+			host.Status.ObservedGeneration = host.Generation
+		}
+		if err := helper.Patch(ctx, host); err != nil && !apierrors.IsNotFound(err) {
+			reterr = errors.Join(reterr, err)
+			return
+		}
+		if host.Status.State != oldState && reterr == nil {
+			log.Info("Host changed state", "host", klog.KObj(host), "from", oldState, "to", host.Status.State)
+			r.Recorder.Eventf(host, nil, "Normal", "StateChanged", "Reconcile", "Host moved from %q to %q", oldState, host.Status.State)
+		}
+	}()
+
+	s := &scope{host: host}
+	if err := r.observeConsumer(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if !host.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
+	}
+	// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
+	controllerutil.AddFinalizer(host, basaltv1.HostFinalizer)
+
+	var res ctrl.Result
+	if s.consumerGone {
+		log.Info("Releasing Host whose consumer is gone", "host", klog.KObj(host), "machine", host.Status.ConsumerRef.Name, "reason", "ConsumerNotFound")
+		host.Status.ConsumerRef = nil
+	}
+	if host.Status.State == "" {
+		host.Status.State = basaltv1.HostStateRegistering
+	}
+	handler, ok := stateHandlers[host.Status.State]
+	if !ok {
+		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
+	}
+	res = handler(s)
+	updateStatus(s)
+	return res, nil
+}
+
+// observeConsumer records whether the Machine named by status.consumerRef still exists. It reads
+// from the API server, not the cache: a Machine that has just claimed this Host may not be in the
+// cache yet, and releasing its claim would let a second Machine take the same Host.
+func (r *Reconciler) observeConsumer(ctx context.Context, s *scope) error {
+	ref := s.host.Status.ConsumerRef
+	if ref == nil {
+		return nil
+	}
+	m := &basaltv1.Machine{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.host.Namespace, Name: ref.Name}, m)
+	switch {
+	case apierrors.IsNotFound(err):
+		s.consumerGone = true
+	case err != nil:
+		return err
+	default:
+		s.consumerDeleting = !m.DeletionTimestamp.IsZero()
+	}
+	return nil
+}
+
+// reconcileDelete lets a Host go only when no Machine uses it. A Host still consumed waits for its
+// Machine to be deleted and release it.
+func (r *Reconciler) reconcileDelete(_ context.Context, s *scope) (ctrl.Result, error) {
+	if s.host.Status.ConsumerRef != nil && !s.consumerGone {
+		updateStatus(s)
+		return ctrl.Result{RequeueAfter: releaseRequeue}, nil
+	}
+	s.host.Status.ConsumerRef = nil
+	controllerutil.RemoveFinalizer(s.host, basaltv1.HostFinalizer)
+	return ctrl.Result{}, nil
+}
+
+// SetupWithManager registers the controller. A Host is also reconciled when the Machine bound to
+// it changes, so a Host waiting on its Machine's deletion goes as soon as the Machine does.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&basaltv1.Host{}).
+		Watches(&basaltv1.Machine{}, handler.EnqueueRequestsFromMapFunc(machineToHost)).
+		WithOptions(opts).
+		Named("host").
+		Complete(r)
+}
+
+// machineToHost maps a Machine to the Host it names.
+func machineToHost(_ context.Context, o client.Object) []reconcile.Request {
+	m, ok := o.(*basaltv1.Machine)
+	if !ok || m.Spec.HostRef == nil {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.HostRef.Name}}}
+}
