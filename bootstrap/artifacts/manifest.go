@@ -81,7 +81,7 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("manifest: artifacts[%d].name %q is listed twice", i, a.Name)
 		case a.Path == "" || filepath.IsAbs(a.Path) || strings.HasPrefix(filepath.Clean(a.Path), ".."):
 			return fmt.Errorf("manifest: artifacts[%d] (%s).path %q must be a relative path inside the set", i, a.Name, a.Path)
-		case !isSHA256(a.SHA256):
+		case !IsSHA256(a.SHA256):
 			return fmt.Errorf("manifest: artifacts[%d] (%s).sha256 %q is not 64 lowercase hex digits", i, a.Name, a.SHA256)
 		case a.Kind != KindBinary && a.Kind != KindImage:
 			return fmt.Errorf("manifest: artifacts[%d] (%s).kind %q must be %q or %q", i, a.Name, a.Kind, KindBinary, KindImage)
@@ -164,7 +164,8 @@ func HashFile(path string) (string, int64, error) {
 	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-func isSHA256(s string) bool {
+// IsSHA256 says whether s is a lowercase hex sha256 digest.
+func IsSHA256(s string) bool {
 	if len(s) != 64 {
 		return false
 	}

@@ -1,0 +1,329 @@
+package components
+
+import (
+	"io/fs"
+	"path"
+)
+
+// Defaults of ClusterParams fields left empty.
+const (
+	DefaultDNSDomain      = "cluster.local"
+	DefaultAPIServerPort  = 6443
+	DefaultSandboxImage   = "registry.k8s.io/pause:3.10"
+	DefaultSnapshotter    = "overlayfs"
+	DefaultBridgeName     = "cni0"
+	DefaultEncryption     = EncryptionSecretbox
+	etcdClientPort        = 2379
+	etcdPeerPort          = 2380
+	etcdMetricsPort       = 2381
+	defaultNodeMaskSizeV4 = 24
+	defaultNodeMaskSizeV6 = 64
+)
+
+// ClusterParams is everything the renderers need about one cluster and one host in it.
+type ClusterParams struct {
+	// ClusterName is the Cluster object's name (etcd --initial-cluster-token, --cluster-name).
+	ClusterName string
+	// Version is the Kubernetes version, e.g. "v1.37.2"; see SupportedMinors.
+	Version string
+	// PodCIDR is the cluster's pod network, e.g. "10.244.0.0/16".
+	PodCIDR string
+	// ServiceCIDR is the cluster's Service network, e.g. "10.96.0.0/12".
+	ServiceCIDR string
+	// NodeCIDRMaskSize is the prefix length of each node's pod range; 0 means 24 (IPv4) or
+	// 64 (IPv6). It must split PodCIDR into at most 2^16 ranges.
+	NodeCIDRMaskSize int
+	// DNSDomain is the cluster DNS domain; empty means "cluster.local".
+	DNSDomain string
+	// ClusterDNSIP is the cluster DNS Service IP the kubelet hands to pods; empty means the
+	// 10th address of ServiceCIDR (kubeadm's convention).
+	ClusterDNSIP string
+	// Endpoint is spec.controlPlane.endpoint as "host" or "host:port", host an IP or DNS name.
+	Endpoint string
+
+	// Node is the host being rendered.
+	Node NodeParams
+	// Etcd is this host's etcd member (control-plane hosts only).
+	Etcd EtcdParams
+	// APIServer holds kube-apiserver options (control-plane hosts only).
+	APIServer APIServerParams
+	// ControllerManager holds kube-controller-manager options.
+	ControllerManager ControllerManagerParams
+	// Runtime holds containerd and CNI options.
+	Runtime RuntimeParams
+	// Paths says where things live on the host; zero fields take DefaultPaths' values.
+	Paths Paths
+}
+
+// NodeParams describes the host being rendered.
+type NodeParams struct {
+	// Name is the Kubernetes node name (and the etcd member name on control-plane hosts).
+	Name string
+	// IP is the node's address: kubelet --node-ip, the apiserver advertise address, etcd URLs.
+	IP string
+	// PodCIDR is this node's pod range inside ClusterParams.PodCIDR; it must be the range in
+	// the Node's spec.podCIDR (see docs/components.md).
+	PodCIDR string
+	// CgroupDriver is the kubelet and containerd cgroup driver; see CgroupDriverFor.
+	CgroupDriver CgroupDriver
+	// InContainer is set when the "host" is a container (the e2e harness): the kubelet stops
+	// evicting on shared-disk pressure and kube-proxy leaves the host's conntrack sysctls alone.
+	InContainer bool
+	// ResolvConf is the resolv.conf the kubelet gives pods with dnsPolicy Default; empty
+	// keeps the kubelet default (/etc/resolv.conf). Hosts running systemd-resolved need
+	// /run/systemd/resolve/resolv.conf.
+	ResolvConf string
+}
+
+// CgroupDriver is the cgroup manager of kubelet and runc.
+type CgroupDriver string
+
+// Cgroup drivers.
+const (
+	CgroupDriverSystemd  CgroupDriver = "systemd"
+	CgroupDriverCgroupfs CgroupDriver = "cgroupfs"
+)
+
+// CgroupDriverFor picks the driver for a host from facts the agent reports: systemd only where
+// systemd is PID 1 and the host runs the unified cgroup v2 hierarchy, cgroupfs otherwise
+// (containers, initramfs hosts, cgroup v1 hosts).
+func CgroupDriverFor(systemdIsPID1, cgroupV2 bool) CgroupDriver {
+	if systemdIsPID1 && cgroupV2 {
+		return CgroupDriverSystemd
+	}
+	return CgroupDriverCgroupfs
+}
+
+// EtcdParams describes this host's etcd member.
+type EtcdParams struct {
+	// Members is the cluster as this member must know it when it starts for the first time,
+	// including itself (matched by Node.Name). The first member lists only itself.
+	Members []EtcdMember
+	// Join is false for the member that initialises the cluster (--initial-cluster-state=new)
+	// and true for a member the manager has added as a learner (--initial-cluster-state=existing).
+	Join bool
+}
+
+// EtcdMember is one etcd member.
+type EtcdMember struct {
+	// Name is the member name, the node name of its host.
+	Name string
+	// PeerURL is its peer URL, https://<node IP>:2380.
+	PeerURL string
+}
+
+// EtcdPeerURL is the peer URL of the member on a host with the given IP.
+func EtcdPeerURL(nodeIP string) string { return "https://" + joinHostPort(nodeIP, etcdPeerPort) }
+
+// EtcdClientURL is the client URL of the member on a host with the given IP.
+func EtcdClientURL(nodeIP string) string { return "https://" + joinHostPort(nodeIP, etcdClientPort) }
+
+// APIServerParams holds kube-apiserver options.
+type APIServerParams struct {
+	// Port is the secure port; 0 means 6443.
+	Port int
+	// Encryption configures secrets encryption at rest. Required: encryption is always on.
+	Encryption EncryptionParams
+	// Audit configures the audit log; off unless Enabled.
+	Audit AuditParams
+}
+
+// EncryptionProvider is the EncryptionConfiguration provider for Secrets.
+type EncryptionProvider string
+
+// Encryption providers.
+const (
+	EncryptionSecretbox EncryptionProvider = "secretbox"
+	EncryptionAESCBC    EncryptionProvider = "aescbc"
+)
+
+// EncryptionParams configures secrets encryption at rest.
+type EncryptionParams struct {
+	// Provider is secretbox (default) or aescbc.
+	Provider EncryptionProvider
+	// Keys are the encryption keys, 32 random bytes each. The first encrypts new writes; the
+	// others only decrypt, which is how a key is rotated in.
+	Keys []EncryptionKey
+}
+
+// EncryptionKey is one named key.
+type EncryptionKey struct {
+	Name   string
+	Secret []byte
+}
+
+// AuditParams configures the audit log.
+type AuditParams struct {
+	// Enabled turns on the audit log with Basalt's policy (metadata level; secrets and tokens
+	// never logged with bodies; health checks and watches not logged).
+	Enabled bool
+	// MaxAgeDays, MaxBackups and MaxSizeMB bound the log files; zero means 30, 10 and 100.
+	MaxAgeDays int
+	MaxBackups int
+	MaxSizeMB  int
+}
+
+// ControllerManagerParams holds kube-controller-manager options.
+type ControllerManagerParams struct {
+	// CSRSigning gives kube-controller-manager the cluster CA key so the certificates API can
+	// sign CSRs (--cluster-signing-*). Off by default: Basalt issues every node certificate
+	// itself, and the CA key then never leaves the manager.
+	CSRSigning bool
+}
+
+// RuntimeParams holds containerd and CNI options.
+type RuntimeParams struct {
+	// SandboxImage is the pause image; empty means registry.k8s.io/pause:3.10. It must be
+	// imported from the artifact set, as no registry is reachable.
+	SandboxImage string
+	// Snapshotter is containerd's snapshotter; empty means overlayfs.
+	Snapshotter string
+	// BridgeName is the CNI bridge; empty means cni0.
+	BridgeName string
+	// MTU of the pod interfaces; 0 leaves the bridge plugin's default.
+	MTU int
+}
+
+// Paths says where things live on the host.
+type Paths struct {
+	// BinDir holds the component binaries (default /opt/basalt/bin).
+	BinDir string
+	// PKIDir holds certificates and keys (default /etc/basalt/pki); see the PKI methods.
+	PKIDir string
+	// KubeconfigDir holds the component kubeconfigs (default /etc/basalt/kubeconfig).
+	KubeconfigDir string
+	// ConfigDir holds component configuration files (default /etc/basalt).
+	ConfigDir string
+	// EtcdDataDir is etcd's data directory (default /var/lib/etcd).
+	EtcdDataDir string
+	// AuditLog is the audit log file (default /var/log/basalt/kube-apiserver-audit.log).
+	AuditLog string
+	// ContainerdRoot, ContainerdState and ContainerdSocket are containerd's directories and
+	// socket (defaults /var/lib/containerd, /run/containerd, /run/containerd/containerd.sock).
+	ContainerdRoot   string
+	ContainerdState  string
+	ContainerdSocket string
+	// CNIBinDir and CNIConfDir are the CNI plugin and configuration directories
+	// (defaults /opt/cni/bin, /etc/cni/net.d).
+	CNIBinDir  string
+	CNIConfDir string
+}
+
+// DefaultPaths returns the default host layout.
+func DefaultPaths() Paths {
+	return Paths{
+		BinDir:           "/opt/basalt/bin",
+		PKIDir:           "/etc/basalt/pki",
+		KubeconfigDir:    "/etc/basalt/kubeconfig",
+		ConfigDir:        "/etc/basalt",
+		EtcdDataDir:      "/var/lib/etcd",
+		AuditLog:         "/var/log/basalt/kube-apiserver-audit.log",
+		ContainerdRoot:   "/var/lib/containerd",
+		ContainerdState:  "/run/containerd",
+		ContainerdSocket: "/run/containerd/containerd.sock",
+		CNIBinDir:        "/opt/cni/bin",
+		CNIConfDir:       "/etc/cni/net.d",
+	}
+}
+
+// withDefaults fills empty fields from DefaultPaths.
+func (p Paths) withDefaults() Paths {
+	d := DefaultPaths()
+	for _, f := range []struct {
+		v *string
+		d string
+	}{
+		{&p.BinDir, d.BinDir}, {&p.PKIDir, d.PKIDir}, {&p.KubeconfigDir, d.KubeconfigDir},
+		{&p.ConfigDir, d.ConfigDir}, {&p.EtcdDataDir, d.EtcdDataDir}, {&p.AuditLog, d.AuditLog},
+		{&p.ContainerdRoot, d.ContainerdRoot}, {&p.ContainerdState, d.ContainerdState},
+		{&p.ContainerdSocket, d.ContainerdSocket}, {&p.CNIBinDir, d.CNIBinDir}, {&p.CNIConfDir, d.CNIConfDir},
+	} {
+		if *f.v == "" {
+			*f.v = f.d
+		}
+	}
+	return p
+}
+
+// CertPaths are the files of one certificate and its key.
+type CertPaths struct{ Cert, Key string }
+
+// The methods below say where the Plan writes each PKI file (kubeadm's names under PKIDir) and
+// each kubeconfig; the rendered argv refers to the same paths. Empty fields of p take
+// DefaultPaths' values, so they may be called on the ClusterParams.Paths given to a renderer.
+
+func (p Paths) pkiFile(name string) string { return path.Join(p.withDefaults().PKIDir, name) }
+
+func (p Paths) pair(name string) CertPaths {
+	return CertPaths{Cert: p.pkiFile(name + ".crt"), Key: p.pkiFile(name + ".key")}
+}
+
+// CACert is the cluster CA certificate.
+func (p Paths) CACert() string { return p.pkiFile("ca.crt") }
+
+// CAKey is the cluster CA key, on hosts only with ControllerManagerParams.CSRSigning.
+func (p Paths) CAKey() string { return p.pkiFile("ca.key") }
+
+// FrontProxyCACert is the front-proxy CA certificate.
+func (p Paths) FrontProxyCACert() string { return p.pkiFile("front-proxy-ca.crt") }
+
+// EtcdCACert is the etcd CA certificate.
+func (p Paths) EtcdCACert() string { return p.pkiFile("etcd/ca.crt") }
+
+// ServiceAccountKey is the service-account private key (control-plane hosts).
+func (p Paths) ServiceAccountKey() string { return p.pkiFile("sa.key") }
+
+// ServiceAccountPub is the service-account public key (control-plane hosts).
+func (p Paths) ServiceAccountPub() string { return p.pkiFile("sa.pub") }
+
+// APIServer is kube-apiserver's serving certificate.
+func (p Paths) APIServer() CertPaths { return p.pair("apiserver") }
+
+// APIServerKubeletClient is kube-apiserver's client certificate towards kubelets.
+func (p Paths) APIServerKubeletClient() CertPaths { return p.pair("apiserver-kubelet-client") }
+
+// APIServerEtcdClient is kube-apiserver's client certificate towards etcd.
+func (p Paths) APIServerEtcdClient() CertPaths { return p.pair("apiserver-etcd-client") }
+
+// FrontProxyClient is kube-apiserver's client certificate towards aggregated API servers.
+func (p Paths) FrontProxyClient() CertPaths { return p.pair("front-proxy-client") }
+
+// EtcdServer is this member's etcd serving certificate.
+func (p Paths) EtcdServer() CertPaths { return p.pair("etcd/server") }
+
+// EtcdPeer is this member's etcd peer certificate.
+func (p Paths) EtcdPeer() CertPaths { return p.pair("etcd/peer") }
+
+// EtcdHealthcheckClient is the etcd client certificate of the agent's health probe.
+func (p Paths) EtcdHealthcheckClient() CertPaths { return p.pair("etcd/healthcheck-client") }
+
+// KubeletServing is this node's kubelet serving certificate.
+func (p Paths) KubeletServing() CertPaths { return p.pair("kubelet") }
+
+// Kubeconfig is the kubeconfig file of a component: "controller-manager", "scheduler",
+// "kubelet", "kube-proxy" (or "admin", which Basalt does not put on hosts).
+func (p Paths) Kubeconfig(component string) string {
+	return path.Join(p.withDefaults().KubeconfigDir, component+".conf")
+}
+
+// Component is how one host service runs.
+type Component struct {
+	// Name is the service name: etcd, kube-apiserver, ...
+	Name string
+	// Args is the argv; Args[0] is the absolute path of the binary.
+	Args []string
+	// Files are the configuration files the component reads, in a fixed order.
+	Files []File
+}
+
+// File is a file a component reads.
+type File struct {
+	// Path is absolute.
+	Path string
+	// Mode is 0600 for files with key material, 0644 otherwise.
+	Mode fs.FileMode
+	// Content is the exact file content.
+	Content []byte
+	// Secret is true when Content holds key material (store it in a Secret, never log it).
+	Secret bool
+}

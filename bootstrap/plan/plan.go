@@ -1,0 +1,382 @@
+// Package plan defines the Plan: the declarative desired state of one host that the manager
+// writes and the node agent converges to.
+//
+// A Plan lists files (path, mode, content, sha256), artifacts (fetched from the manager's
+// sha256-addressed cache, checked, placed and optionally unpacked), services (argv, environment,
+// dependencies, health probe, restart policy) and node routes. It has a stable hash: the same
+// inputs always give the same hash, whatever the order of maps or of the builder's appends, and
+// every relevant change gives a new one. Each service also has its own hash over its definition
+// and the files and artifacts it reads, so an agent restarts exactly the services a change
+// touches.
+//
+// The agent applies a Plan idempotently: every file and artifact is written to a temporary file and
+// renamed into place, so an agent killed at any point leaves either the old or the new bytes, and
+// a re-run of the same Plan converges.
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+)
+
+// FormatVersion is the version of the Plan encoding. The agent refuses Plans of another version.
+const FormatVersion = "basalt.dev/plan/v1"
+
+// Plan is the desired state of one host.
+type Plan struct {
+	// Format is FormatVersion.
+	Format string `json:"format"`
+	// Host is the name of the Host the Plan is for; the agent refuses a Plan for another host.
+	Host string `json:"host"`
+	// Files to write.
+	Files []File `json:"files,omitempty"`
+	// Artifacts to fetch and place.
+	Artifacts []Artifact `json:"artifacts,omitempty"`
+	// Services to run.
+	Services []Service `json:"services,omitempty"`
+	// Routes to program in the host's main routing table (pod CIDRs of other nodes, host-gw).
+	Routes []Route `json:"routes,omitempty"`
+	// Images are OCI image tarballs (artifact names) to import into containerd's k8s.io namespace
+	// once the service named ImageRuntime is healthy.
+	Images []string `json:"images,omitempty"`
+	// ImageRuntime is the service that must be healthy before Images are imported.
+	ImageRuntime string `json:"imageRuntime,omitempty"`
+}
+
+// File is one file to write.
+type File struct {
+	// Path is absolute and clean.
+	Path string `json:"path"`
+	// Mode is the permission bits, e.g. 0o600 for keys.
+	Mode uint32 `json:"mode"`
+	// Content is the file's bytes.
+	Content []byte `json:"content"`
+	// SHA256 of Content, lowercase hex; filled by Normalize.
+	SHA256 string `json:"sha256"`
+}
+
+// Artifact is a file fetched from the manager's artifact cache.
+type Artifact struct {
+	// Name in the artifact set, e.g. kube-apiserver.
+	Name string `json:"name"`
+	// SHA256 of the bytes; the cache is addressed by it and the agent checks it.
+	SHA256 string `json:"sha256"`
+	// Size in bytes.
+	Size int64 `json:"size"`
+	// Path is where the artifact is placed, absolute and clean.
+	Path string `json:"path"`
+	// Mode is the permission bits.
+	Mode uint32 `json:"mode"`
+}
+
+// RestartPolicy says when a service's process is restarted after it exits.
+type RestartPolicy string
+
+const (
+	// RestartAlways restarts the process whenever it exits (with backoff).
+	RestartAlways RestartPolicy = "Always"
+	// RestartOnFailure restarts it only after a non-zero exit.
+	RestartOnFailure RestartPolicy = "OnFailure"
+)
+
+// Service is one long-running process.
+type Service struct {
+	// Name is a unique, systemd-unit-safe name, e.g. etcd or kube-apiserver.
+	Name string `json:"name"`
+	// Argv is the command and its arguments; Argv[0] is an absolute path.
+	Argv []string `json:"argv"`
+	// Env is the process environment beyond PATH.
+	Env map[string]string `json:"env,omitempty"`
+	// After names services that must be started (and healthy, if they have a probe) first; they
+	// are stopped after this one.
+	After []string `json:"after,omitempty"`
+	// Reads lists the files and artifact paths the service reads: a change to any of them
+	// restarts it.
+	Reads []string `json:"reads,omitempty"`
+	// Probe checks the service's health.
+	Probe *Probe `json:"probe,omitempty"`
+	// Restart policy; default Always.
+	Restart RestartPolicy `json:"restart,omitempty"`
+}
+
+// Probe checks a service's health. Exactly one of HTTP, TCP and Exec is set.
+type Probe struct {
+	HTTP *HTTPProbe `json:"http,omitempty"`
+	TCP  *TCPProbe  `json:"tcp,omitempty"`
+	Exec *ExecProbe `json:"exec,omitempty"`
+	// PeriodSeconds between probes; default 5.
+	PeriodSeconds int32 `json:"periodSeconds,omitempty"`
+}
+
+// HTTPProbe is healthy when GET URL answers 200.
+type HTTPProbe struct {
+	// URL to get, http or https.
+	URL string `json:"url"`
+	// CAFile verifies an https server; ClientCertFile and ClientKeyFile authenticate the prober.
+	CAFile         string `json:"caFile,omitempty"`
+	ClientCertFile string `json:"clientCertFile,omitempty"`
+	ClientKeyFile  string `json:"clientKeyFile,omitempty"`
+}
+
+// TCPProbe is healthy when Address accepts a connection.
+type TCPProbe struct {
+	Address string `json:"address"`
+}
+
+// ExecProbe is healthy when Argv exits 0.
+type ExecProbe struct {
+	Argv []string `json:"argv"`
+}
+
+// Route sends traffic for Destination through Gateway.
+type Route struct {
+	// Destination is a CIDR, e.g. another node's pod CIDR.
+	Destination string `json:"destination"`
+	// Gateway is the next hop, e.g. that node's IP.
+	Gateway string `json:"gateway"`
+}
+
+// Normalize sorts every list into its canonical order and fills in file checksums and default
+// restart policies, so that two Plans with the same content encode, and hash, the same.
+func (p *Plan) Normalize() {
+	if p.Format == "" {
+		p.Format = FormatVersion
+	}
+	for i := range p.Files {
+		p.Files[i].SHA256 = sum(p.Files[i].Content)
+	}
+	for i := range p.Services {
+		if p.Services[i].Restart == "" {
+			p.Services[i].Restart = RestartAlways
+		}
+		slices.Sort(p.Services[i].After)
+		p.Services[i].After = slices.Compact(p.Services[i].After)
+		slices.Sort(p.Services[i].Reads)
+		p.Services[i].Reads = slices.Compact(p.Services[i].Reads)
+	}
+	slices.SortFunc(p.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortFunc(p.Artifacts, func(a, b Artifact) int { return strings.Compare(a.Path, b.Path) })
+	slices.SortFunc(p.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(p.Routes, func(a, b Route) int { return strings.Compare(a.Destination, b.Destination) })
+	slices.Sort(p.Images)
+}
+
+// Hash returns the Plan's hash: sha256 over its canonical JSON encoding (after Normalize on a
+// copy, so the caller's Plan is not changed).
+func (p *Plan) Hash() string {
+	c := p.DeepCopy()
+	c.Normalize()
+	b, err := json.Marshal(c)
+	if err != nil {
+		// Every field is a plain value; encoding cannot fail.
+		panic(fmt.Sprintf("plan: encoding: %v", err))
+	}
+	return sum(b)
+}
+
+// ServiceHash returns the hash of one service: its definition and the checksums of every file
+// and artifact it reads. It changes exactly when the service must be restarted.
+func (p *Plan) ServiceHash(name string) (string, error) {
+	c := p.DeepCopy()
+	c.Normalize()
+	i := slices.IndexFunc(c.Services, func(s Service) bool { return s.Name == name })
+	if i < 0 {
+		return "", fmt.Errorf("plan: no service %q", name)
+	}
+	s := c.Services[i]
+	inputs := map[string]string{}
+	for _, r := range s.Reads {
+		inputs[r] = c.checksumOf(r)
+	}
+	b, err := json.Marshal(struct {
+		Service Service           `json:"service"`
+		Inputs  map[string]string `json:"inputs"`
+	}{s, inputs})
+	if err != nil {
+		panic(fmt.Sprintf("plan: encoding: %v", err))
+	}
+	return sum(b), nil
+}
+
+func (p *Plan) checksumOf(path string) string {
+	for _, f := range p.Files {
+		if f.Path == path {
+			return f.SHA256
+		}
+	}
+	for _, a := range p.Artifacts {
+		if a.Path == path {
+			return a.SHA256
+		}
+	}
+	return ""
+}
+
+// Validate checks that the Plan is well formed: absolute clean paths written once, checksums
+// present, services with unique names, absolute commands, known dependencies without cycles,
+// and everything a service reads present in the Plan. Errors name the offending field.
+func (p *Plan) Validate() error {
+	var errs []error
+	if p.Format != "" && p.Format != FormatVersion {
+		errs = append(errs, fmt.Errorf("format %q: this agent understands %q", p.Format, FormatVersion))
+	}
+	if p.Host == "" {
+		errs = append(errs, errors.New("host: must name the Host the Plan is for"))
+	}
+	paths := map[string]string{}
+	claim := func(field, pth string) {
+		if !path.IsAbs(pth) || path.Clean(pth) != pth {
+			errs = append(errs, fmt.Errorf("%s: path %q must be absolute and clean", field, pth))
+			return
+		}
+		if other, dup := paths[pth]; dup {
+			errs = append(errs, fmt.Errorf("%s: path %q is also written by %s", field, pth, other))
+			return
+		}
+		paths[pth] = field
+	}
+	for i, f := range p.Files {
+		claim(fmt.Sprintf("files[%d]", i), f.Path)
+		if f.SHA256 != "" && f.SHA256 != sum(f.Content) {
+			errs = append(errs, fmt.Errorf("files[%d] (%s): sha256 does not match the content", i, f.Path))
+		}
+	}
+	for i, a := range p.Artifacts {
+		field := fmt.Sprintf("artifacts[%d] (%s)", i, a.Name)
+		claim(field, a.Path)
+		if !artifacts.IsSHA256(a.SHA256) {
+			errs = append(errs, fmt.Errorf("%s: sha256 %q must be 64 lowercase hex digits", field, a.SHA256))
+		}
+	}
+	names := map[string]bool{}
+	for i, s := range p.Services {
+		field := fmt.Sprintf("services[%d] (%s)", i, s.Name)
+		switch {
+		case !validServiceName(s.Name):
+			errs = append(errs, fmt.Errorf("%s: name must be lowercase letters, digits and '-'", field))
+		case names[s.Name]:
+			errs = append(errs, fmt.Errorf("%s: name is used twice", field))
+		}
+		names[s.Name] = true
+		if len(s.Argv) == 0 || !path.IsAbs(s.Argv[0]) {
+			errs = append(errs, fmt.Errorf("%s: argv[0] must be an absolute path", field))
+		}
+		for _, r := range s.Reads {
+			if _, ok := paths[r]; !ok {
+				errs = append(errs, fmt.Errorf("%s: reads %q, which no file or artifact of the Plan writes", field, r))
+			}
+		}
+		if s.Probe != nil {
+			n := 0
+			for _, set := range []bool{s.Probe.HTTP != nil, s.Probe.TCP != nil, s.Probe.Exec != nil} {
+				if set {
+					n++
+				}
+			}
+			if n != 1 {
+				errs = append(errs, fmt.Errorf("%s: probe must set exactly one of http, tcp and exec", field))
+			}
+		}
+	}
+	for i, s := range p.Services {
+		for _, d := range s.After {
+			if !names[d] {
+				errs = append(errs, fmt.Errorf("services[%d] (%s): after %q, which is not a service of the Plan", i, s.Name, d))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		if _, err := p.StartOrder(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, img := range p.Images {
+		if !slices.ContainsFunc(p.Artifacts, func(a Artifact) bool { return a.Name == img }) {
+			errs = append(errs, fmt.Errorf("images[%d]: %q is not an artifact of the Plan", i, img))
+		}
+	}
+	if len(p.Images) > 0 && !names[p.ImageRuntime] {
+		errs = append(errs, fmt.Errorf("imageRuntime: %q must name the container runtime service", p.ImageRuntime))
+	}
+	return errors.Join(errs...)
+}
+
+// StartOrder returns the service names in an order where every service comes after the services
+// it depends on (ties broken by name, so the order is stable). Stop in the reverse order.
+func (p *Plan) StartOrder() ([]string, error) {
+	deps := map[string][]string{}
+	for _, s := range p.Services {
+		deps[s.Name] = s.After
+	}
+	names := make([]string, 0, len(deps))
+	for n := range deps {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var order []string
+	state := map[string]int{} // 0 new, 1 visiting, 2 done
+	var visit func(n string, trail []string) error
+	visit = func(n string, trail []string) error {
+		switch state[n] {
+		case 1:
+			return fmt.Errorf("services: dependency cycle %s", strings.Join(append(trail, n), " → "))
+		case 2:
+			return nil
+		}
+		state[n] = 1
+		after := slices.Clone(deps[n])
+		slices.Sort(after)
+		for _, d := range after {
+			if err := visit(d, append(trail, n)); err != nil {
+				return err
+			}
+		}
+		state[n] = 2
+		order = append(order, n)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, nil); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// DeepCopy returns a copy of p that shares no memory with it.
+func (p *Plan) DeepCopy() *Plan {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(fmt.Sprintf("plan: encoding: %v", err))
+	}
+	c := &Plan{}
+	if err := json.Unmarshal(b, c); err != nil {
+		panic(fmt.Sprintf("plan: decoding: %v", err))
+	}
+	return c
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func validServiceName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
