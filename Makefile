@@ -17,7 +17,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 CONTROLLER_GEN ?= $(BASALT_CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
-GO_TEST_FLAGS ?= -count=1
+GO_TEST_FLAGS ?= -count=1 -timeout 45m
 FUZZTIME ?= 10s
 
 .PHONY: all
@@ -78,19 +78,23 @@ artifacts: ## Build (or reuse) the full artifact sets for KUBE_VERSION and KUBE_
 
 ##@ Test
 
+.PHONY: test-artifacts
+test-artifacts: ## Build (or reuse) the artifact set the tests run (KUBE_VERSION)
+	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
+
 .PHONY: test
-test: envtest-assets ## Run every test tier: unit, integration (real kube-apiserver), fuzz (bounded), e2e
+test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), fuzz (bounded), e2e
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./...
 
 ##@ Demo
 
 .PHONY: demo
-demo: ## Bring up a local management plane and hosts, then a cluster, with Basalt
-	hack/demo.sh up
+demo: ## Bring up a local management plane and hosts, then a cluster, with Basalt (DEMO_CONTROL_PLANES, DEMO_WORKERS)
+	KUBE_VERSION=$(KUBE_VERSION) go run ./hack/demo up
 
 .PHONY: demo-down
 demo-down: ## Remove everything make demo created
-	hack/demo.sh down
+	go run ./hack/demo down
 
 $(CONTROLLER_GEN):
 	mkdir -p $(dir $@) && GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION) && mv $(dir $@)/controller-gen $@

@@ -1,0 +1,499 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the Kubernetes artifact set for one Kubernetes version from Go modules only:
+# no registry, no download site, no Docker. See docs/artifacts.md and design §8.
+#
+# Usage: hack/build-artifacts.sh [--only NAME[,NAME...]] VERSION
+#   VERSION  a Kubernetes release served as the Go module k8s.io/kubernetes, e.g. v1.37.2
+#   --only   build just these artifacts (names as in manifest.json: kube-apiserver, etcd,
+#            cni-bridge, image-pause, ...); the integration tests use --only kube-apiserver,etcd
+#
+# Output: $BASALT_CACHE/artifacts/VERSION/ (BASALT_CACHE defaults to $HOME/.cache/basalt)
+#   bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy}
+#   bin/{etcd,etcdctl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
+#   bin/cni/{bridge,host-local,loopback,portmap}
+#   images/{pause,webserver}.tar   OCI image layouts for `ctr -n k8s.io images import`
+#   manifest.json                  written only when every file of the set is present
+# Progress goes to stderr; the set folder is printed alone on stdout at the end.
+#
+# Every component is built in a Go module of its own under $BASALT_CACHE/build/<component>-<version>/
+# and its binaries are kept there, keyed on the component version and the build flags, so two
+# Kubernetes versions share the containerd/runc/crictl/CNI builds (and etcd within one minor),
+# and a rerun with everything built takes seconds. Outputs are written as a temp file and renamed, so an
+# interrupted run never leaves a half file that looks done: rerun the same command.
+#
+# Component versions (override with the environment variables named):
+#   etcd            BASALT_ETCD_VERSION        default: by Kubernetes minor (table below)
+#   containerd      BASALT_CONTAINERD_VERSION  default v2.4.2
+#   runc            BASALT_RUNC_VERSION        default v1.5.2 (containerd v2.4.2's pinned runc)
+#   cri-tools       BASALT_CRI_TOOLS_VERSION   default v1.37.0
+#   CNI plugins     BASALT_CNI_PLUGINS_VERSION default v1.10.0
+# Other environment: BASALT_CACHE, BASALT_GO_BUILD_JOBS (go build -p, default 2), GOPROXY,
+# GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build).
+#
+# runc needs cgo and libseccomp: this script installs Debian's libseccomp-dev with apt-get when it
+# is missing (root only) and links runc statically (static-pie) with seccomp support, so the
+# binary runs on any Linux host and honours the RuntimeDefault seccomp profile.
+set -eEuo pipefail
+# The whole script is one block, read before it runs: editing or updating this file while a build
+# runs does not change the running build.
+{
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly CACHE="${BASALT_CACHE:-$HOME/.cache/basalt}"
+readonly BUILD="$CACHE/build"
+readonly LOGS="$BUILD/logs"
+readonly JOBS="${BASALT_GO_BUILD_JOBS:-2}"
+
+readonly CONTAINERD_VERSION="${BASALT_CONTAINERD_VERSION:-v2.4.2}"
+readonly RUNC_VERSION="${BASALT_RUNC_VERSION:-v1.5.2}"
+readonly CRI_TOOLS_VERSION="${BASALT_CRI_TOOLS_VERSION:-v1.37.0}"
+readonly CNI_PLUGINS_VERSION="${BASALT_CNI_PLUGINS_VERSION:-v1.10.0}"
+readonly PAUSE_REF="registry.k8s.io/pause:3.10"
+readonly WEBSERVER_REF="basalt.dev/webserver:v1"
+
+# etcd per Kubernetes minor: the newest served patch of the etcd minor the release names in its
+# build/dependencies.yaml (v1.37 names 3.7.0, v1.36 names 3.6.8; etcdctl v3.7.0 is not served).
+# A minor missing here gets exactly the version its dependencies.yaml names.
+etcd_for_minor() {
+  case "$1" in
+    37) echo v3.7.3 ;;
+    36) echo v3.6.16 ;;
+    *) echo "" ;;
+  esac
+}
+
+# Every artifact of a set, in build order.
+readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+  etcd etcdctl containerd containerd-shim-runc-v2 ctr runc crictl
+  cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver)
+
+usage() { sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+
+STEP="start"   # what is running now, for the failure message
+COMPONENT="" COMPONENT_VERSION=""
+TMPS=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# fail prints why the current step stopped, the tail of its log and how to retry, then exits.
+fail() {
+  local msg="$1" logfile="${2:-}"
+  {
+    echo
+    echo "build-artifacts: FAILED: $msg"
+    echo "  step:      $STEP"
+    [[ -n $COMPONENT ]] && echo "  component: $COMPONENT $COMPONENT_VERSION"
+    if [[ -n $logfile && -s $logfile ]]; then
+      echo "  log:       $logfile (last lines below)"
+      tail -n 25 "$logfile" | sed 's/^/    | /'
+    fi
+    echo "  retry:     fix the cause above, then rerun the same command; finished steps are reused."
+  } >&2
+  exit 1
+}
+
+on_err() { fail "command failed (exit $1): $2"; }
+cleanup() { ((${#TMPS[@]})) && rm -rf -- "${TMPS[@]}" 2>/dev/null; return 0; }
+trap 'on_err $? "$BASH_COMMAND"' ERR
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# run LOGFILE CMD... runs CMD with its output in LOGFILE; on failure stops the script.
+run() {
+  local logfile="$1"
+  shift
+  mkdir -p "$(dirname "$logfile")"
+  local rc=0
+  "$@" >"$logfile" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    fail "exit status $rc from: $(printf '%q ' "$@")" "$logfile"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+ONLY=""
+VERSION=""
+while (($#)); do
+  case "$1" in
+    --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; ONLY="$2"; shift 2 ;;
+    --only=*) ONLY="${1#--only=}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    -*) echo "build-artifacts: unknown flag $1" >&2; usage >&2; exit 2 ;;
+    *) [[ -z $VERSION ]] || { echo "build-artifacts: one VERSION only" >&2; exit 2; }; VERSION="$1"; shift ;;
+  esac
+done
+[[ -n $VERSION ]] || { usage >&2; exit 2; }
+
+STEP="check the version"
+if [[ ! $VERSION =~ ^v1\.([0-9]+)\.([0-9]+)(-[0-9A-Za-z.]+)?$ ]]; then
+  fail "'$VERSION' is not a Kubernetes version: expected v1.MINOR.PATCH, e.g. v1.37.2"
+fi
+readonly KUBE_MINOR="${BASH_REMATCH[1]}"
+# The staging modules (k8s.io/api, ...) are tagged v0.MINOR.PATCH for Kubernetes v1.MINOR.PATCH.
+readonly STAGING_VERSION="v0.${VERSION#v1.}"
+
+STEP="check the arguments"
+declare -A WANT=()
+if [[ -n $ONLY ]]; then
+  IFS=',' read -r -a only_list <<<"$ONLY"
+  for name in "${only_list[@]}"; do
+    [[ -z $name ]] && continue
+    if [[ " ${ALL[*]} " != *" $name "* ]]; then
+      fail "--only: unknown artifact '$name'; known: ${ALL[*]}"
+    fi
+    WANT[$name]=1
+  done
+  ((${#WANT[@]})) || fail "--only: no artifact named"
+else
+  for name in "${ALL[@]}"; do WANT[$name]=1; done
+fi
+want() { [[ -n ${WANT[$1]:-} ]]; }
+want_any() { local n; for n in "$@"; do want "$n" && return 0; done; return 1; }
+
+# path_of NAME prints the artifact's path inside the set.
+path_of() {
+  case "$1" in
+    cni-*) echo "bin/cni/${1#cni-}" ;;
+    image-*) echo "images/${1#image-}.tar" ;;
+    *) echo "bin/$1" ;;
+  esac
+}
+
+readonly SET="$CACHE/artifacts/$VERSION"
+mkdir -p "$BUILD" "$LOGS" "$SET/bin/cni" "$SET/images"
+
+# lock PATH takes an exclusive lock on PATH.lock, dropping the one taken before (a run holds one
+# at a time). Two runs never resolve or build in the same module folder at once: the second
+# waits, then reuses what the first built. A run that needs only finished outputs is not held up
+# by another run's long build of something else.
+LOCK_FD=""
+lock() {
+  if [[ -n $LOCK_FD ]]; then exec {LOCK_FD}>&-; fi
+  exec {LOCK_FD}>"$1.lock"
+  if ! flock -n "$LOCK_FD"; then
+    log "Waiting for another build-artifacts.sh run (it holds $1.lock)"
+    flock "$LOCK_FD"
+  fi
+}
+
+# Temp files of interrupted runs are never renamed into place; remove those whose run (the pid
+# after .tmp-) is gone.
+while IFS= read -r -d '' f; do
+  pid="${f##*/}" && pid="${pid#*.tmp-}" && pid="${pid%%[!0-9]*}"
+  if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then rm -rf -- "$f"; fi
+done < <(find "$BUILD" "$SET" -maxdepth 4 -name '*.tmp-*' -print0 2>/dev/null)
+
+export GOWORK=off GOFLAGS=-buildvcs=false
+GO_VERSION="$(go env GOVERSION)"
+GOOS="$(go env GOOS)"
+GOARCH="$(go env GOARCH)"
+readonly GO_VERSION GOOS GOARCH
+START=$SECONDS
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+# prepare_module DIR GOMOD makes DIR a Go module with GOMOD as its go.mod and resolves it
+# (go mod tidy). Reused while the input go.mod is unchanged.
+prepare_module() {
+  local dir="$1" gomod="$2"
+  mkdir -p "$dir"
+  lock "$dir"
+  if [[ -f $dir/.ready && -f $dir/go.sum && -f $dir/go.mod.in ]] && [[ "$(<"$dir/go.mod.in")" == "$gomod" ]]; then
+    return 0
+  fi
+  STEP="resolve the build module $dir (go mod tidy)"
+  log "Resolving the build module for $COMPONENT $COMPONENT_VERSION"
+  mkdir -p "$dir/bin"
+  rm -f "$dir/.ready" "$dir/go.sum"
+  printf '%s\n' "$gomod" >"$dir/go.mod"
+  run "$LOGS/$(basename "$dir")-tidy.log" env -C "$dir" go mod tidy
+  printf '%s\n' "$gomod" >"$dir/go.mod.in"
+  touch "$dir/.ready"
+}
+
+# gomod MODULE REQUIRE-LINES REPLACE-LINES TOOL-PACKAGES... prints a go.mod.
+gomod() {
+  local module="$1" requires="$2" replaces="$3"
+  shift 3
+  printf 'module %s\n\ngo %s\n\nrequire (\n%s\n)\n' "$module" "${GO_VERSION#go}" "$requires"
+  [[ -n $replaces ]] && printf '\nreplace (\n%s\n)\n' "$replaces"
+  printf '\ntool (\n'
+  printf '\t%s\n' "$@"
+  printf ')\n'
+}
+
+# build OUT MODDIR PACKAGE CGO TAGS LDFLAGS [EXTRA go build flags...] builds PACKAGE in MODDIR into
+# OUT unless OUT exists and was built with the same inputs (component version is in MODDIR's
+# name; tags, ldflags and flags are in the key).
+build() {
+  local out="$1" moddir="$2" pkg="$3" cgo="$4" tags="$5" ldflags="$6"
+  shift 6
+  local key
+  key="$(printf '%s\n' "$pkg" "$cgo" "$tags" "$ldflags" "$*" "$GOOS/$GOARCH" | sha256sum | cut -c1-32)"
+  if [[ -x $out && -f $out.key && "$(<"$out.key")" == "$key" ]]; then
+    log "Reusing $(basename "$out") ($COMPONENT $COMPONENT_VERSION)"
+    return 0
+  fi
+  STEP="go build $pkg"
+  log "Building $(basename "$out") ($COMPONENT $COMPONENT_VERSION) from $pkg"
+  local tmp="$out.tmp-$$" t0=$SECONDS
+  TMPS+=("$tmp" "$out.key.tmp-$$")
+  run "$LOGS/$(basename "$moddir")-$(basename "$out").log" \
+    env -C "$moddir" CGO_ENABLED="$cgo" go build -p "$JOBS" -trimpath -tags "$tags" -ldflags "$ldflags" "$@" -o "$tmp" "$pkg"
+  printf '%s\n' "$key" >"$out.key.tmp-$$"
+  mv -f "$tmp" "$out"
+  mv -f "$out.key.tmp-$$" "$out.key"
+  log "Built $(basename "$out") in $((SECONDS - t0))s"
+}
+
+# place NAME SRC puts the built file SRC into the set as NAME (hard link when possible).
+place() {
+  local dst="$SET/$(path_of "$1")" src="$2"
+  [[ -e $dst && $dst -ef $src ]] && return 0
+  local tmp="$dst.tmp-$$"
+  TMPS+=("$tmp")
+  mkdir -p "$(dirname "$dst")"
+  ln -f "$src" "$tmp" 2>/dev/null || cp -f "$src" "$tmp"
+  mv -f "$tmp" "$dst"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes
+
+STEP="download k8s.io/kubernetes $VERSION"
+COMPONENT="k8s.io/kubernetes" COMPONENT_VERSION="$VERSION"
+out="$(cd "$BUILD" && go mod download -json "k8s.io/kubernetes@$VERSION" 2>&1)" || true
+KUBE_DIR="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$out")"
+if [[ -z $KUBE_DIR || ! -f $KUBE_DIR/go.mod ]]; then
+  served="$(cd "$BUILD" && go list -m -versions k8s.io/kubernetes 2>/dev/null | tr ' ' '\n' | grep "^v1\.$KUBE_MINOR\." | tr '\n' ' ' || true)"
+  err="$(sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$out" | sed 's/\\n\\t/ /g; s/\\n/ /g')"
+  fail "Kubernetes $VERSION is not available as the Go module k8s.io/kubernetes (GOPROXY=$(go env GOPROXY)): ${err:-$out}
+  served v1.$KUBE_MINOR releases: ${served:-none}"
+fi
+readonly KUBE_DIR
+
+ETCD_VERSION="${BASALT_ETCD_VERSION:-$(etcd_for_minor "$KUBE_MINOR")}"
+if [[ -z $ETCD_VERSION ]]; then
+  ETCD_VERSION="v$(awk '/name: "etcd"$/{f=1;next} f&&/version:/{print $2; exit}' "$KUBE_DIR/build/dependencies.yaml")"
+  [[ $ETCD_VERSION != v ]] || fail "cannot tell the etcd version of Kubernetes $VERSION; set BASALT_ETCD_VERSION"
+fi
+readonly ETCD_VERSION
+
+log "Kubernetes $VERSION into $SET ($GOOS/$GOARCH, $GO_VERSION)"
+log "etcd $ETCD_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, cri-tools $CRI_TOOLS_VERSION, CNI plugins $CNI_PLUGINS_VERSION"
+
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+if want_any "${KUBE_COMPONENTS[@]}"; then
+  moddir="$BUILD/k8s-$VERSION"
+  # Each staging module that k8s.io/kubernetes replaces with ./staging/... comes from its own
+  # published module at v0.MINOR.PATCH.
+  replaces="$(awk -v v="$STAGING_VERSION" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}' "$KUBE_DIR/go.mod")"
+  [[ -n $replaces ]] || fail "found no ./staging replace directives in $KUBE_DIR/go.mod"
+  tools=()
+  for c in "${KUBE_COMPONENTS[@]}"; do tools+=("k8s.io/kubernetes/cmd/$c"); done
+  prepare_module "$moddir" "$(gomod basalt.local/build/k8s "$(printf '\tk8s.io/kubernetes %s' "$VERSION")" "$replaces" "${tools[@]}")"
+
+  # Version stamps, as hack/lib/version.sh sets them, so `--version` and the Node's
+  # kubeletVersion say $VERSION. buildDate is the release tag's time, for reproducible output.
+  build_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$VERSION.info" 2>/dev/null || true)"
+  minor="$KUBE_MINOR"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    [[ -n $build_date ]] && ldflags+=" -X $pkg.buildDate=$build_date"
+  done
+  for c in "${KUBE_COMPONENTS[@]}"; do
+    want "$c" || continue
+    build "$moddir/bin/$c" "$moddir" "k8s.io/kubernetes/cmd/$c" 0 "" "$ldflags"
+    place "$c" "$moddir/bin/$c"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# etcd and etcdctl
+
+if want_any etcd etcdctl; then
+  COMPONENT="etcd" COMPONENT_VERSION="$ETCD_VERSION"
+  moddir="$BUILD/etcd-$ETCD_VERSION"
+  prepare_module "$moddir" "$(gomod basalt.local/build/etcd \
+    "$(printf '\tgo.etcd.io/etcd/server/v3 %s\n\tgo.etcd.io/etcd/etcdctl/v3 %s' "$ETCD_VERSION" "$ETCD_VERSION")" "" \
+    go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3)"
+  # The version itself is a constant of go.etcd.io/etcd/api/v3/version; GitSHA says where it came from.
+  ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=gomod-$ETCD_VERSION"
+  if want etcd; then
+    build "$moddir/bin/etcd" "$moddir" go.etcd.io/etcd/server/v3 0 "" "$ldflags"
+    place etcd "$moddir/bin/etcd"
+  fi
+  if want etcdctl; then
+    build "$moddir/bin/etcdctl" "$moddir" go.etcd.io/etcd/etcdctl/v3 0 "" "$ldflags"
+    place etcdctl "$moddir/bin/etcdctl"
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# containerd, its runc shim and ctr (static, no cgo: btrfs, devmapper and zfs snapshotters left out)
+
+if want_any containerd containerd-shim-runc-v2 ctr; then
+  COMPONENT="containerd" COMPONENT_VERSION="$CONTAINERD_VERSION"
+  moddir="$BUILD/containerd-$CONTAINERD_VERSION"
+  cpkg=github.com/containerd/containerd/v2
+  prepare_module "$moddir" "$(gomod basalt.local/build/containerd "$(printf '\t%s %s' "$cpkg" "$CONTAINERD_VERSION")" "" \
+    "$cpkg/cmd/containerd" "$cpkg/cmd/containerd-shim-runc-v2" "$cpkg/cmd/ctr")"
+  ldflags="-s -w -X $cpkg/version.Version=$CONTAINERD_VERSION -X $cpkg/version.Package=$cpkg -X $cpkg/version.Revision=gomod-$CONTAINERD_VERSION"
+  tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs"
+  for c in containerd containerd-shim-runc-v2 ctr; do
+    want "$c" || continue
+    t="$tags"
+    [[ $c == containerd-shim-runc-v2 ]] && t+=" no_grpc"
+    build "$moddir/bin/$c" "$moddir" "$cpkg/cmd/$c" 0 "$t" "$ldflags"
+    place "$c" "$moddir/bin/$c"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# runc: cgo (nsenter, libseccomp), linked static-pie, in a module of its own (its runtime-spec
+# version may differ from containerd's).
+
+ensure_libseccomp() {
+  STEP="install libseccomp-dev (needed to build runc with seccomp)"
+  if pkg-config --exists libseccomp 2>/dev/null && [[ -n "$(find /usr/lib /usr/lib64 -name libseccomp.a -print -quit 2>/dev/null)" ]]; then
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    fail "runc needs libseccomp's headers and static library: install Debian's libseccomp-dev (and pkg-config), e.g. sudo apt-get install -y libseccomp-dev pkg-config"
+  fi
+  log "Installing libseccomp-dev and pkg-config with apt-get (for runc)"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libseccomp-dev pkg-config gcc libc6-dev >"$LOGS/apt.log" 2>&1; then
+    run "$LOGS/apt-update.log" apt-get update
+    run "$LOGS/apt.log" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libseccomp-dev pkg-config gcc libc6-dev
+  fi
+}
+
+if want runc; then
+  COMPONENT="runc" COMPONENT_VERSION="$RUNC_VERSION"
+  moddir="$BUILD/runc-$RUNC_VERSION"
+  out="$moddir/bin/runc"
+  prepare_module "$moddir" "$(gomod basalt.local/build/runc "$(printf '\tgithub.com/opencontainers/runc %s' "$RUNC_VERSION")" "" \
+    github.com/opencontainers/runc)"
+  # runc --version reads its version from the module's embedded VERSION file.
+  ldflags="-s -w -X main.gitCommit=gomod-$RUNC_VERSION -linkmode external -extldflags -static-pie"
+  tags="seccomp urfave_cli_no_docs netgo osusergo"
+  [[ -x $out && -f $out.key ]] || ensure_libseccomp
+  build "$out" "$moddir" github.com/opencontainers/runc 1 "$tags" "$ldflags" -buildmode=pie
+  place runc "$out"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# crictl
+
+if want crictl; then
+  COMPONENT="cri-tools" COMPONENT_VERSION="$CRI_TOOLS_VERSION"
+  moddir="$BUILD/cri-tools-$CRI_TOOLS_VERSION"
+  prepare_module "$moddir" "$(gomod basalt.local/build/cri-tools "$(printf '\tsigs.k8s.io/cri-tools %s' "$CRI_TOOLS_VERSION")" "" \
+    sigs.k8s.io/cri-tools/cmd/crictl)"
+  # Upstream's Makefile strips the leading v: `crictl --version` says "crictl version 1.37.0".
+  build "$moddir/bin/crictl" "$moddir" sigs.k8s.io/cri-tools/cmd/crictl 0 "" \
+    "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION#v}"
+  place crictl "$moddir/bin/crictl"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# CNI plugins
+
+declare -A CNI_PKG=([bridge]=main/bridge [host-local]=ipam/host-local [loopback]=main/loopback [portmap]=meta/portmap)
+if want_any cni-bridge cni-host-local cni-loopback cni-portmap; then
+  COMPONENT="cni-plugins" COMPONENT_VERSION="$CNI_PLUGINS_VERSION"
+  moddir="$BUILD/cni-plugins-$CNI_PLUGINS_VERSION"
+  ppkg=github.com/containernetworking/plugins
+  tools=()
+  for p in bridge host-local loopback portmap; do tools+=("$ppkg/plugins/${CNI_PKG[$p]}"); done
+  prepare_module "$moddir" "$(gomod basalt.local/build/cni-plugins "$(printf '\t%s %s' "$ppkg" "$CNI_PLUGINS_VERSION")" "" "${tools[@]}")"
+  for p in bridge host-local loopback portmap; do
+    want "cni-$p" || continue
+    build "$moddir/bin/$p" "$moddir" "$ppkg/plugins/${CNI_PKG[$p]}" 0 "" \
+      "-s -w -X $ppkg/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
+    place "cni-$p" "$moddir/bin/$p"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Images: static Go programs from this repository, packed as OCI layouts by hack/ociimage.
+# Keyed on their sources, ociimage's source and the Go version, so a change rebuilds them.
+
+image() {
+  local name="$1" ref="$2"
+  shift 2
+  COMPONENT="image $name" COMPONENT_VERSION="${ref##*:}"
+  local key dir out
+  key="$(cat "$ROOT/hack/images/$name"/*.go "$ROOT/hack/ociimage/main.go" <(printf '%s\n' "$GO_VERSION" "$GOARCH" "$ref" "$*") | sha256sum | cut -c1-16)"
+  dir="$BUILD/images/$name-$key"
+  out="$dir/$name.tar"
+  mkdir -p "$dir"
+  lock "$dir"
+  if [[ -f $out ]]; then
+    log "Reusing image $ref ($name.tar)"
+  else
+    STEP="build the $name image ($ref) from hack/images/$name"
+    log "Building image $ref from hack/images/$name"
+    mkdir -p "$dir"
+    TMPS+=("$dir/$name.tmp-$$" "$out.tmp-$$")
+    run "$LOGS/image-$name.log" env -C "$ROOT" CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -buildid=" \
+      -o "$dir/$name.tmp-$$" "./hack/images/$name"
+    run "$LOGS/image-$name-pack.log" env -C "$ROOT" go run ./hack/ociimage -binary "$dir/$name.tmp-$$" \
+      -path "/$name" -ref "$ref" -os "$GOOS" -arch "$GOARCH" -o "$out.tmp-$$" "$@"
+    mv -f "$out.tmp-$$" "$out"
+    rm -f "$dir/$name.tmp-$$"
+  fi
+  place "image-$name" "$out"
+}
+
+if want image-pause; then image pause "$PAUSE_REF" -user 65535:65535; fi
+if want image-webserver; then image webserver "$WEBSERVER_REF" -user 65532:65532 -port 8080/tcp; fi
+
+# ---------------------------------------------------------------------------------------------
+# manifest.json, only for a complete set
+
+COMPONENT="" COMPONENT_VERSION=""
+STEP="write $SET/manifest.json"
+lock "$SET"
+version_of() {
+  case "$1" in
+    kube-*|kubelet) echo "$VERSION" ;;
+    etcd|etcdctl) echo "$ETCD_VERSION" ;;
+    containerd|containerd-shim-runc-v2|ctr) echo "$CONTAINERD_VERSION" ;;
+    runc) echo "$RUNC_VERSION" ;;
+    crictl) echo "$CRI_TOOLS_VERSION" ;;
+    cni-*) echo "$CNI_PLUGINS_VERSION" ;;
+    image-pause) echo "${PAUSE_REF##*:}" ;;
+    image-webserver) echo "${WEBSERVER_REF##*:}" ;;
+  esac
+}
+missing=()
+args=()
+for name in "${ALL[@]}"; do
+  p="$(path_of "$name")"
+  [[ -f $SET/$p ]] || { missing+=("$name"); continue; }
+  case "$name" in
+    image-pause) args+=(-artifact "$name,$(version_of "$name"),image,$p,$PAUSE_REF") ;;
+    image-webserver) args+=(-artifact "$name,$(version_of "$name"),image,$p,$WEBSERVER_REF") ;;
+    *) args+=(-artifact "$name,$(version_of "$name"),binary,$p") ;;
+  esac
+done
+if ((${#missing[@]})); then
+  # A manifest naming files that are not there would be wrong: drop any old one.
+  rm -f "$SET/manifest.json"
+  log "Done in $((SECONDS - START))s: $SET holds part of the set (missing: ${missing[*]}); manifest.json is written once the set is complete"
+else
+  run "$LOGS/manifest-$VERSION.log" env -C "$ROOT" go run ./hack/artifact-manifest -dir "$SET" \
+    -kubernetes-version "$VERSION" -os "$GOOS" -arch "$GOARCH" "${args[@]}"
+  log "Done in $((SECONDS - START))s: complete artifact set for Kubernetes $VERSION in $SET"
+fi
+log "Binaries: $SET/bin (for envtest: KUBEBUILDER_ASSETS=$SET/bin)"
+# The set folder, alone on stdout, for callers.
+echo "$SET"
+exit 0
+}
