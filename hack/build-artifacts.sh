@@ -38,7 +38,8 @@ set -eEuo pipefail
 # runs does not change the running build.
 {
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly CACHE="${BASALT_CACHE:-$HOME/.cache/basalt}"
 readonly BUILD="$CACHE/build"
 readonly LOGS="$BUILD/logs"
@@ -92,7 +93,9 @@ fail() {
   exit 1
 }
 
+# shellcheck disable=SC2317  # called from traps
 on_err() { fail "command failed (exit $1): $2"; }
+# shellcheck disable=SC2317  # called from traps
 cleanup() { ((${#TMPS[@]})) && rm -rf -- "${TMPS[@]}" 2>/dev/null; return 0; }
 trap 'on_err $? "$BASH_COMMAND"' ERR
 trap cleanup EXIT
@@ -252,7 +255,8 @@ build() {
 
 # place NAME SRC puts the built file SRC into the set as NAME (hard link when possible).
 place() {
-  local dst="$SET/$(path_of "$1")" src="$2"
+  local dst src="$2"
+  dst="$SET/$(path_of "$1")"
   [[ -e $dst && $dst -ef $src ]] && return 0
   local tmp="$dst.tmp-$$"
   TMPS+=("$tmp")
@@ -269,7 +273,7 @@ COMPONENT="k8s.io/kubernetes" COMPONENT_VERSION="$VERSION"
 out="$(cd "$BUILD" && go mod download -json "k8s.io/kubernetes@$VERSION" 2>&1)" || true
 KUBE_DIR="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$out")"
 if [[ -z $KUBE_DIR || ! -f $KUBE_DIR/go.mod ]]; then
-  served="$(cd "$BUILD" && go list -m -versions k8s.io/kubernetes 2>/dev/null | tr ' ' '\n' | grep "^v1\.$KUBE_MINOR\." | tr '\n' ' ' || true)"
+  served="$( (cd "$BUILD" && go list -m -versions k8s.io/kubernetes 2>/dev/null) | tr ' ' '\n' | grep "^v1\.$KUBE_MINOR\." | tr '\n' ' ')" || true
   err="$(sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' <<<"$out" | sed 's/\\n\\t/ /g; s/\\n/ /g')"
   fail "Kubernetes $VERSION is not available as the Go module k8s.io/kubernetes (GOPROXY=$(go env GOPROXY)): ${err:-$out}
   served v1.$KUBE_MINOR releases: ${served:-none}"
