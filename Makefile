@@ -83,8 +83,13 @@ test-artifacts: ## Build (or reuse) the artifact set the tests run (KUBE_VERSION
 	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
 
 .PHONY: test
-test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), fuzz (bounded), e2e
+test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+.PHONY: fuzz
+fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP)
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 ##@ Demo
 

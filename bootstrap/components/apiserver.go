@@ -82,7 +82,7 @@ func APIServer(p ClusterParams) (Component, error) {
 	a.flag("kubelet-client-certificate", pk.APIServerKubeletClient().Cert)
 	a.flag("kubelet-client-key", pk.APIServerKubeletClient().Key)
 	a.flag("kubelet-preferred-address-types", "InternalIP,ExternalIP,Hostname")
-	a.flag("etcd-servers", "https://"+joinHostPort(etcdLoopback, etcdClientPort))
+	a.flag("etcd-servers", EtcdClientURL(etcdLoopback, r.Ports.EtcdClient))
 	a.flag("etcd-cafile", pk.EtcdCACert())
 	a.flag("etcd-certfile", pk.APIServerEtcdClient().Cert)
 	a.flag("etcd-keyfile", pk.APIServerEtcdClient().Key)
@@ -99,6 +99,11 @@ func APIServer(p ClusterParams) (Component, error) {
 	a.flag("proxy-client-cert-file", pk.FrontProxyClient().Cert)
 	a.flag("proxy-client-key-file", pk.FrontProxyClient().Key)
 	a.flag("profiling", "false")
+	if r.nodeIP.IsLoopback() {
+		// kube-apiserver refuses a loopback address in the kubernetes Service's endpoints; pods
+		// could not reach it there anyway. A single-node cluster on loopback has none.
+		a.flag("endpoint-reconciler-type", "none")
+	}
 	if au := r.APIServer.Audit; au.Enabled {
 		policy, err := marshalYAML(auditPolicy())
 		if err != nil {

@@ -8,7 +8,8 @@ import (
 // ControllerManager renders kube-controller-manager: leader election on, one service account
 // per controller, node pod ranges allocated from PodCIDR with the node mask size, the
 // service-account signing key and root CA for token controllers, secure port on loopback only
-// (the agent probes /healthz there), profiling off. The CSR signer gets the cluster CA key only
+// with the serving certificate Basalt issues (so the agent probes /healthz there over verified
+// TLS), profiling off. The CSR signer gets the cluster CA key only
 // when ControllerManager.CSRSigning is set.
 func ControllerManager(p ClusterParams) (Component, error) {
 	r, err := p.resolve()
@@ -22,6 +23,9 @@ func ControllerManager(p ClusterParams) (Component, error) {
 	a.flag("authentication-kubeconfig", kubeconfig)
 	a.flag("authorization-kubeconfig", kubeconfig)
 	a.flag("bind-address", loopbackOf(r))
+	a.flag("secure-port", strconv.Itoa(r.Ports.ControllerManager))
+	a.flag("tls-cert-file", pk.ControllerManagerServing().Cert)
+	a.flag("tls-private-key-file", pk.ControllerManagerServing().Key)
 	a.flag("leader-elect", "true")
 	a.flag("use-service-account-credentials", "true")
 	a.flag("cluster-name", r.ClusterName)
@@ -54,7 +58,8 @@ type schedulerConfiguration struct {
 }
 
 // Scheduler renders kube-scheduler with a KubeSchedulerConfiguration file (its --kubeconfig and
-// --profiling flags are deprecated): leader election on, profiling off, secure port on loopback.
+// --profiling flags are deprecated): leader election on, profiling off, secure port on loopback
+// with the serving certificate Basalt issues.
 func Scheduler(p ClusterParams) (Component, error) {
 	r, err := p.resolve()
 	if err != nil {
@@ -75,6 +80,9 @@ func Scheduler(p ClusterParams) (Component, error) {
 	a.flag("authentication-kubeconfig", kubeconfig)
 	a.flag("authorization-kubeconfig", kubeconfig)
 	a.flag("bind-address", loopbackOf(r))
+	a.flag("secure-port", strconv.Itoa(r.Ports.Scheduler))
+	a.flag("tls-cert-file", pk.SchedulerServing().Cert)
+	a.flag("tls-private-key-file", pk.SchedulerServing().Key)
 	return Component{Name: "kube-scheduler", Args: a, Files: []File{file}}, nil
 }
 

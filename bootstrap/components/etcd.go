@@ -13,8 +13,8 @@ func newArgv(binDir, binary string) argv { return argv{path.Join(binDir, binary)
 func (a *argv) flag(name, value string) { *a = append(*a, "--"+name+"="+value) }
 
 // Etcd renders the etcd member of a control-plane host: client and peer TLS with client
-// certificate authentication on both, the client port on loopback and the node IP, metrics on
-// loopback only. The first member initialises the cluster alone (--initial-cluster-state=new);
+// certificate authentication on both, the client port on loopback and the node IP (once, when
+// the node IP is a loopback address), metrics on loopback only. The first member initialises the cluster alone (--initial-cluster-state=new);
 // every other member was added by the manager as a learner and starts with
 // --initial-cluster-state=existing and the member list including itself. etcd reads the
 // initial-* flags only when its data directory is empty, so re-rendering a running member with
@@ -38,14 +38,19 @@ func Etcd(p ClusterParams) (Component, error) {
 		state = "existing"
 	}
 	loopback := loopbackOf(r)
+	ports := r.Ports
+	listenClients := EtcdClientURL(ip, ports.EtcdClient)
+	if !r.nodeIP.IsLoopback() {
+		listenClients = EtcdClientURL(loopback, ports.EtcdClient) + "," + listenClients
+	}
 
 	a := newArgv(pk.BinDir, "etcd")
 	a.flag("name", r.Node.Name)
 	a.flag("data-dir", pk.EtcdDataDir)
-	a.flag("listen-client-urls", "https://"+joinHostPort(loopback, etcdClientPort)+","+EtcdClientURL(ip))
-	a.flag("advertise-client-urls", EtcdClientURL(ip))
-	a.flag("listen-peer-urls", EtcdPeerURL(ip))
-	a.flag("initial-advertise-peer-urls", EtcdPeerURL(ip))
+	a.flag("listen-client-urls", listenClients)
+	a.flag("advertise-client-urls", EtcdClientURL(ip, ports.EtcdClient))
+	a.flag("listen-peer-urls", EtcdPeerURL(ip, ports.EtcdPeer))
+	a.flag("initial-advertise-peer-urls", EtcdPeerURL(ip, ports.EtcdPeer))
 	a.flag("initial-cluster", strings.Join(initial, ","))
 	a.flag("initial-cluster-state", state)
 	a.flag("initial-cluster-token", r.ClusterName)
@@ -57,7 +62,7 @@ func Etcd(p ClusterParams) (Component, error) {
 	a.flag("peer-trusted-ca-file", pk.EtcdCACert())
 	a.flag("peer-cert-file", pk.EtcdPeer().Cert)
 	a.flag("peer-key-file", pk.EtcdPeer().Key)
-	a.flag("listen-metrics-urls", "http://"+joinHostPort(loopback, etcdMetricsPort))
+	a.flag("listen-metrics-urls", "http://"+joinHostPort(loopback, ports.EtcdMetrics))
 	a.flag("snapshot-count", "10000")
 	return Component{Name: "etcd", Args: a}, nil
 }

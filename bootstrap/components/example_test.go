@@ -27,7 +27,7 @@ func Example() {
 			CgroupDriver: components.CgroupDriverFor(true, true),
 		},
 		Etcd: components.EtcdParams{Members: []components.EtcdMember{
-			{Name: "cp-1", PeerURL: components.EtcdPeerURL("192.0.2.11")},
+			{Name: "cp-1", PeerURL: components.EtcdPeerURL("192.0.2.11", 0)},
 		}},
 		APIServer: components.APIServerParams{Encryption: components.EncryptionParams{
 			Keys: []components.EncryptionKey{{Name: "key-1", Secret: secret}},

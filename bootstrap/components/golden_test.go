@@ -79,6 +79,19 @@ func ipv6ControlPlane() ClusterParams {
 	}
 }
 
+// loopbackControlPlane is a single-node cluster confined to its host, as the integration test
+// runs it: node IP 127.0.0.1, every port moved, every path under a root directory.
+func loopbackControlPlane() ClusterParams {
+	p := firstControlPlane()
+	p.Node.IP, p.Endpoint = "127.0.0.1", "127.0.0.1:16443"
+	p.Etcd.Members[0].PeerURL = "https://127.0.0.1:12380"
+	p.APIServer.Port = 16443
+	p.Ports = Ports{EtcdClient: 12379, EtcdPeer: 12380, EtcdMetrics: 12381, ControllerManager: 20257,
+		Scheduler: 20259, KubeletHealthz: 20248}
+	p.Paths = Paths{}.UnderRoot("/tmp/basalt-root")
+	return p
+}
+
 type renderer struct {
 	name   string
 	render func(ClusterParams) (string, error)
@@ -137,6 +150,7 @@ func TestGolden(t *testing.T) {
 		{"joining-control-plane", joiningControlPlane(), everything},
 		{"container-worker", containerWorker(), nodeOnly},
 		{"ipv6-control-plane", ipv6ControlPlane(), everything},
+		{"loopback-control-plane", loopbackControlPlane(), everything},
 	}
 	for _, tc := range cases {
 		for _, r := range tc.renderers {

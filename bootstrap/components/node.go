@@ -64,7 +64,7 @@ func Kubelet(p ClusterParams) (Component, error) {
 	c.ClusterDomain = r.DNSDomain
 	c.ClusterDNS = []string{r.clusterDNSIP.String()}
 	c.ResolvConf = r.Node.ResolvConf
-	c.HealthzBindAddress, c.HealthzPort = loopbackOf(r), 10248
+	c.HealthzBindAddress, c.HealthzPort = loopbackOf(r), r.Ports.KubeletHealthz
 	if r.Node.InContainer {
 		// The "host" shares its disk with the real host and others: disk-pressure eviction
 		// and image GC would act on numbers that are not this node's.

@@ -13,9 +13,6 @@ const (
 	DefaultSnapshotter    = "overlayfs"
 	DefaultBridgeName     = "cni0"
 	DefaultEncryption     = EncryptionSecretbox
-	etcdClientPort        = 2379
-	etcdPeerPort          = 2380
-	etcdMetricsPort       = 2381
 	defaultNodeMaskSizeV4 = 24
 	defaultNodeMaskSizeV6 = 64
 )
@@ -51,8 +48,48 @@ type ClusterParams struct {
 	ControllerManager ControllerManagerParams
 	// Runtime holds containerd and CNI options.
 	Runtime RuntimeParams
+	// Ports are the ports of etcd, kube-controller-manager, kube-scheduler and the kubelet's
+	// health endpoint; zero fields take DefaultPorts' values. (kube-apiserver's is APIServer.Port.)
+	Ports Ports
 	// Paths says where things live on the host; zero fields take DefaultPaths' values.
 	Paths Paths
+}
+
+// Ports are TCP ports of host services. All members of one etcd cluster must use the same
+// ports: a member's peer URL is derived from its IP and EtcdPeer.
+type Ports struct {
+	// EtcdClient, EtcdPeer and EtcdMetrics are etcd's client (TLS), peer (TLS) and metrics
+	// (plain HTTP, loopback only) ports; defaults 2379, 2380, 2381.
+	EtcdClient  int
+	EtcdPeer    int
+	EtcdMetrics int
+	// ControllerManager and Scheduler are the secure (HTTPS, loopback only) ports of
+	// kube-controller-manager and kube-scheduler; defaults 10257 and 10259.
+	ControllerManager int
+	Scheduler         int
+	// KubeletHealthz is the kubelet's plain-HTTP health port on loopback; default 10248.
+	KubeletHealthz int
+}
+
+// DefaultPorts returns the upstream default ports.
+func DefaultPorts() Ports {
+	return Ports{EtcdClient: 2379, EtcdPeer: 2380, EtcdMetrics: 2381,
+		ControllerManager: 10257, Scheduler: 10259, KubeletHealthz: 10248}
+}
+
+// WithDefaults returns p with zero fields set from DefaultPorts.
+func (p Ports) WithDefaults() Ports {
+	d := DefaultPorts()
+	for _, f := range []struct{ v, d *int }{
+		{&p.EtcdClient, &d.EtcdClient}, {&p.EtcdPeer, &d.EtcdPeer}, {&p.EtcdMetrics, &d.EtcdMetrics},
+		{&p.ControllerManager, &d.ControllerManager}, {&p.Scheduler, &d.Scheduler},
+		{&p.KubeletHealthz, &d.KubeletHealthz},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.d
+		}
+	}
+	return p
 }
 
 // NodeParams describes the host being rendered.
@@ -112,11 +149,17 @@ type EtcdMember struct {
 	PeerURL string
 }
 
-// EtcdPeerURL is the peer URL of the member on a host with the given IP.
-func EtcdPeerURL(nodeIP string) string { return "https://" + joinHostPort(nodeIP, etcdPeerPort) }
+// EtcdPeerURL is the peer URL of the member on a host with the given IP and etcd peer port
+// (0 means the default, 2380).
+func EtcdPeerURL(nodeIP string, port int) string {
+	return "https://" + joinHostPort(nodeIP, orDefault(port, DefaultPorts().EtcdPeer))
+}
 
-// EtcdClientURL is the client URL of the member on a host with the given IP.
-func EtcdClientURL(nodeIP string) string { return "https://" + joinHostPort(nodeIP, etcdClientPort) }
+// EtcdClientURL is the client URL of the member on a host with the given IP and etcd client
+// port (0 means the default, 2379).
+func EtcdClientURL(nodeIP string, port int) string {
+	return "https://" + joinHostPort(nodeIP, orDefault(port, DefaultPorts().EtcdClient))
+}
 
 // APIServerParams holds kube-apiserver options.
 type APIServerParams struct {
@@ -207,6 +250,9 @@ type Paths struct {
 	// (defaults /opt/cni/bin, /etc/cni/net.d).
 	CNIBinDir  string
 	CNIConfDir string
+	// ImageDir holds the OCI image tarballs the agent imports into containerd (default
+	// /var/lib/basalt/images). No renderer reads it; the Plan places image artifacts there.
+	ImageDir string
 }
 
 // DefaultPaths returns the default host layout.
@@ -223,24 +269,53 @@ func DefaultPaths() Paths {
 		ContainerdSocket: "/run/containerd/containerd.sock",
 		CNIBinDir:        "/opt/cni/bin",
 		CNIConfDir:       "/etc/cni/net.d",
+		ImageDir:         "/var/lib/basalt/images",
 	}
 }
 
-// withDefaults fills empty fields from DefaultPaths.
-func (p Paths) withDefaults() Paths {
+// fields lists every path field with its default, in declaration order.
+func (p *Paths) fields() []struct {
+	name string
+	v    *string
+	d    string
+} {
 	d := DefaultPaths()
-	for _, f := range []struct {
-		v *string
-		d string
+	return []struct {
+		name string
+		v    *string
+		d    string
 	}{
-		{&p.BinDir, d.BinDir}, {&p.PKIDir, d.PKIDir}, {&p.KubeconfigDir, d.KubeconfigDir},
-		{&p.ConfigDir, d.ConfigDir}, {&p.EtcdDataDir, d.EtcdDataDir}, {&p.AuditLog, d.AuditLog},
-		{&p.ContainerdRoot, d.ContainerdRoot}, {&p.ContainerdState, d.ContainerdState},
-		{&p.ContainerdSocket, d.ContainerdSocket}, {&p.CNIBinDir, d.CNIBinDir}, {&p.CNIConfDir, d.CNIConfDir},
-	} {
+		{"binDir", &p.BinDir, d.BinDir}, {"pkiDir", &p.PKIDir, d.PKIDir},
+		{"kubeconfigDir", &p.KubeconfigDir, d.KubeconfigDir}, {"configDir", &p.ConfigDir, d.ConfigDir},
+		{"etcdDataDir", &p.EtcdDataDir, d.EtcdDataDir}, {"auditLog", &p.AuditLog, d.AuditLog},
+		{"containerdRoot", &p.ContainerdRoot, d.ContainerdRoot}, {"containerdState", &p.ContainerdState, d.ContainerdState},
+		{"containerdSocket", &p.ContainerdSocket, d.ContainerdSocket}, {"cniBinDir", &p.CNIBinDir, d.CNIBinDir},
+		{"cniConfDir", &p.CNIConfDir, d.CNIConfDir}, {"imageDir", &p.ImageDir, d.ImageDir},
+	}
+}
+
+// WithDefaults returns p with empty fields set from DefaultPaths.
+func (p Paths) WithDefaults() Paths { return p.withDefaults() }
+
+func (p Paths) withDefaults() Paths {
+	for _, f := range p.fields() {
 		if *f.v == "" {
 			*f.v = f.d
 		}
+	}
+	return p
+}
+
+// UnderRoot returns p with defaults applied and every path moved under root (root + path), for
+// running a host's services inside a directory, e.g. in tests. An empty root returns p with
+// defaults applied.
+func (p Paths) UnderRoot(root string) Paths {
+	p = p.withDefaults()
+	if root == "" {
+		return p
+	}
+	for _, f := range p.fields() {
+		*f.v = path.Join(root, *f.v)
 	}
 	return p
 }
@@ -275,6 +350,12 @@ func (p Paths) ServiceAccountKey() string { return p.pkiFile("sa.key") }
 
 // ServiceAccountPub is the service-account public key (control-plane hosts).
 func (p Paths) ServiceAccountPub() string { return p.pkiFile("sa.pub") }
+
+// ControllerManagerServing is kube-controller-manager's serving certificate (its secure port).
+func (p Paths) ControllerManagerServing() CertPaths { return p.pair("controller-manager-serving") }
+
+// SchedulerServing is kube-scheduler's serving certificate (its secure port).
+func (p Paths) SchedulerServing() CertPaths { return p.pair("scheduler-serving") }
 
 // APIServer is kube-apiserver's serving certificate.
 func (p Paths) APIServer() CertPaths { return p.pair("apiserver") }

@@ -155,10 +155,36 @@ func (p ClusterParams) resolve() (*resolved, error) {
 	if err := r.resolveNode(); err != nil {
 		return nil, err
 	}
-	if r.APIServer.Port < 1 || r.APIServer.Port > 65535 {
-		return nil, fieldErr("apiServer.port", "%d is not a TCP port", r.APIServer.Port)
+	if err := r.resolvePorts(); err != nil {
+		return nil, err
 	}
 	return r, r.validatePaths()
+}
+
+// resolvePorts applies the default ports and checks that every port is a TCP port and that no
+// two services of a host share one.
+func (r *resolved) resolvePorts() error {
+	r.Ports = r.Ports.WithDefaults()
+	ports := []struct {
+		field string
+		port  int
+	}{
+		{"apiServer.port", r.APIServer.Port}, {"ports.etcdClient", r.Ports.EtcdClient},
+		{"ports.etcdPeer", r.Ports.EtcdPeer}, {"ports.etcdMetrics", r.Ports.EtcdMetrics},
+		{"ports.controllerManager", r.Ports.ControllerManager}, {"ports.scheduler", r.Ports.Scheduler},
+		{"ports.kubeletHealthz", r.Ports.KubeletHealthz},
+	}
+	used := map[int]string{}
+	for _, p := range ports {
+		if p.port < 1 || p.port > 65535 {
+			return fieldErr(p.field, "%d is not a TCP port", p.port)
+		}
+		if other, dup := used[p.port]; dup {
+			return fieldErr(p.field, "%d is also %s", p.port, other)
+		}
+		used[p.port] = p.field
+	}
+	return nil
 }
 
 func parseCIDR(field, s string) (netip.Prefix, error) {
@@ -242,8 +268,10 @@ func (r *resolved) resolveNode() error {
 	if errs := validation.IsDNS1123Subdomain(r.Node.Name); len(errs) > 0 {
 		return fieldErr("node.name", "%q: %s", r.Node.Name, strings.Join(errs, "; "))
 	}
+	// A loopback address is accepted: it makes a single-node cluster confined to its host (the
+	// Plan builder refuses it as soon as another node is involved).
 	ip, err := netip.ParseAddr(r.Node.IP)
-	if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() {
+	if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsMulticast() {
 		return fieldErr("node.ip", "%q is not a usable unicast IP address", r.Node.IP)
 	}
 	if ip.Is4In6() {
@@ -269,15 +297,9 @@ func (r *resolved) resolveNode() error {
 }
 
 func (r *resolved) validatePaths() error {
-	p := r.Paths
-	for field, v := range map[string]string{
-		"binDir": p.BinDir, "pkiDir": p.PKIDir, "kubeconfigDir": p.KubeconfigDir, "configDir": p.ConfigDir,
-		"etcdDataDir": p.EtcdDataDir, "auditLog": p.AuditLog, "containerdRoot": p.ContainerdRoot,
-		"containerdState": p.ContainerdState, "containerdSocket": p.ContainerdSocket,
-		"cniBinDir": p.CNIBinDir, "cniConfDir": p.CNIConfDir,
-	} {
-		if !path.IsAbs(v) || path.Clean(v) != v || strings.ContainsAny(v, " ,=\"'\n") {
-			return fieldErr("paths."+field, "%q is not a clean absolute path", v)
+	for _, f := range r.Paths.fields() {
+		if v := *f.v; !path.IsAbs(v) || path.Clean(v) != v || strings.ContainsAny(v, " ,=\"'\n") {
+			return fieldErr("paths."+f.name, "%q is not a clean absolute path", v)
 		}
 	}
 	if r.Node.ResolvConf != "" && (!path.IsAbs(r.Node.ResolvConf) || path.Clean(r.Node.ResolvConf) != r.Node.ResolvConf) {
@@ -324,7 +346,7 @@ func (r *resolved) validateEtcd() error {
 	if self < 0 {
 		return fieldErr("etcd.members", "node %q is not listed", r.Node.Name)
 	}
-	if want := EtcdPeerURL(r.nodeIP.String()); ms[self].PeerURL != want {
+	if want := EtcdPeerURL(r.nodeIP.String(), r.Ports.EtcdPeer); ms[self].PeerURL != want {
 		return fieldErr(fmt.Sprintf("etcd.members[%d].peerURL", self), "%q, want %q for node.ip %s", ms[self].PeerURL, want, r.nodeIP)
 	}
 	if !r.Etcd.Join && len(ms) != 1 {

@@ -31,6 +31,7 @@ func clusterRequests(t *testing.T) []CertRequest {
 	reqs := []CertRequest{
 		APIServerKubeletClientCert(), APIServerEtcdClientCert(), FrontProxyClientCert(),
 		EtcdHealthcheckClientCert(), AdminCert(), ControllerManagerCert(), SchedulerCert(), KubeProxyCert(),
+		ControllerManagerServingCert(), SchedulerServingCert(),
 	}
 	must := func(r CertRequest, err error) {
 		t.Helper()

@@ -181,6 +181,25 @@ func SchedulerCert() CertRequest {
 	return CertRequest{Name: "scheduler", Issuer: ClusterCA, CommonName: SchedulerUser, Usage: UsageClient}
 }
 
+// ControllerManagerServingCert is the serving certificate of kube-controller-manager's secure
+// port, which listens on loopback only: SANs localhost, 127.0.0.1 and ::1. One certificate serves
+// every control-plane host. (kubeadm lets the component generate a self-signed one; Basalt issues
+// it so that the agent's health probe verifies TLS like every other probe.)
+func ControllerManagerServingCert() CertRequest {
+	return loopbackServingCert("controller-manager-serving", "kube-controller-manager")
+}
+
+// SchedulerServingCert is the serving certificate of kube-scheduler's secure port, on loopback
+// only, like ControllerManagerServingCert.
+func SchedulerServingCert() CertRequest {
+	return loopbackServingCert("scheduler-serving", "kube-scheduler")
+}
+
+func loopbackServingCert(name, cn string) CertRequest {
+	return CertRequest{Name: name, Issuer: ClusterCA, CommonName: cn, Usage: UsageServer,
+		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv6loopback}}
+}
+
 // KubeProxyCert is the client certificate of kube-proxy (bound to system:node-proxier by the
 // default RBAC policy).
 func KubeProxyCert() CertRequest {

@@ -114,6 +114,12 @@ func TestMemberAndNodeRequests(t *testing.T) {
 			t.Errorf("%s: %v (usage %s)", r, err, r.Usage)
 		}
 	}
+	for _, r := range []CertRequest{ControllerManagerServingCert(), SchedulerServingCert()} {
+		if err := r.Validate(); err != nil || r.Usage != UsageServer || r.Issuer != ClusterCA ||
+			!slices.Equal(r.DNSNames, []string{"localhost"}) || !slices.Equal(ipStrings(r.IPs), []string{"127.0.0.1", "::1"}) {
+			t.Errorf("%s: %+v, %v", r, r, err)
+		}
+	}
 	if a := AdminCert(); !slices.Equal(a.Organizations, []string{"system:masters"}) {
 		t.Errorf("admin organizations %q", a.Organizations)
 	}

@@ -20,8 +20,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
@@ -49,6 +52,20 @@ type Plan struct {
 	Images []string `json:"images,omitempty"`
 	// ImageRuntime is the service that must be healthy before Images are imported.
 	ImageRuntime string `json:"imageRuntime,omitempty"`
+	// LoadBalancers are TCP load balancers the agent runs in its own process, e.g. the
+	// node-local load balancer kubelet and kube-proxy reach the API servers through.
+	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty"`
+}
+
+// LoadBalancer is a TCP load balancer the agent runs on the host.
+type LoadBalancer struct {
+	// Name identifies it, e.g. kube-apiserver; lowercase letters, digits and '-'.
+	Name string `json:"name"`
+	// Listen is the local address, ip:port, e.g. 127.0.0.1:6444.
+	Listen string `json:"listen"`
+	// Backends are the ip:port or name:port addresses connections are spread over; a backend
+	// that refuses connections is skipped until it accepts again.
+	Backends []string `json:"backends"`
 }
 
 // File is one file to write.
@@ -167,6 +184,11 @@ func (p *Plan) Normalize() {
 	slices.SortFunc(p.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(p.Routes, func(a, b Route) int { return strings.Compare(a.Destination, b.Destination) })
 	slices.Sort(p.Images)
+	for i := range p.LoadBalancers {
+		slices.Sort(p.LoadBalancers[i].Backends)
+		p.LoadBalancers[i].Backends = slices.Compact(p.LoadBalancers[i].Backends)
+	}
+	slices.SortFunc(p.LoadBalancers, func(a, b LoadBalancer) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // Hash returns the Plan's hash: sha256 over its canonical JSON encoding (after Normalize on a
@@ -306,6 +328,38 @@ func (p *Plan) Validate() error {
 	if len(p.Images) > 0 && !names[p.ImageRuntime] {
 		errs = append(errs, fmt.Errorf("imageRuntime: %q must name the container runtime service", p.ImageRuntime))
 	}
+	dests := map[string]bool{}
+	for i, r := range p.Routes {
+		field := fmt.Sprintf("routes[%d]", i)
+		if pfx, err := netip.ParsePrefix(r.Destination); err != nil || pfx != pfx.Masked() {
+			errs = append(errs, fmt.Errorf("%s: destination %q must be a CIDR without host bits", field, r.Destination))
+		} else if gw, err := netip.ParseAddr(r.Gateway); err != nil || gw.Is4() != pfx.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("%s: gateway %q must be an IP of the destination's family", field, r.Gateway))
+		}
+		if dests[r.Destination] {
+			errs = append(errs, fmt.Errorf("%s: destination %q is routed twice", field, r.Destination))
+		}
+		dests[r.Destination] = true
+	}
+	lbs := map[string]bool{}
+	for i, lb := range p.LoadBalancers {
+		field := fmt.Sprintf("loadBalancers[%d] (%s)", i, lb.Name)
+		if !validServiceName(lb.Name) || lbs[lb.Name] {
+			errs = append(errs, fmt.Errorf("%s: name must be unique, lowercase letters, digits and '-'", field))
+		}
+		lbs[lb.Name] = true
+		if host, _, err := splitHostPort(lb.Listen); err != nil || net.ParseIP(host) == nil {
+			errs = append(errs, fmt.Errorf("%s: listen %q must be ip:port", field, lb.Listen))
+		}
+		if len(lb.Backends) == 0 {
+			errs = append(errs, fmt.Errorf("%s: backends: at least one is required", field))
+		}
+		for j, b := range lb.Backends {
+			if _, _, err := splitHostPort(b); err != nil {
+				errs = append(errs, fmt.Errorf("%s: backends[%d]: %w", field, j, err))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -362,6 +416,19 @@ func (p *Plan) DeepCopy() *Plan {
 		panic(fmt.Sprintf("plan: decoding: %v", err))
 	}
 	return c
+}
+
+// splitHostPort splits host:port and checks the port is a TCP port.
+func splitHostPort(s string) (string, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || host == "" {
+		return "", 0, fmt.Errorf("%q is not host:port", s)
+	}
+	return host, n, nil
 }
 
 func sum(b []byte) string {

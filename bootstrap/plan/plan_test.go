@@ -23,6 +23,8 @@ func examplePlan() *Plan {
 				Probe: &Probe{TCP: &TCPProbe{Address: "127.0.0.1:2379"}}},
 		},
 		Routes: []Route{{Destination: "10.244.2.0/24", Gateway: "172.28.0.12"}, {Destination: "10.244.1.0/24", Gateway: "172.28.0.11"}},
+		LoadBalancers: []LoadBalancer{{Name: "kube-apiserver", Listen: "127.0.0.1:6444",
+			Backends: []string{"192.0.2.11:6443", "192.0.2.12:6443"}}},
 	}
 }
 
@@ -33,6 +35,7 @@ func TestHashStableUnderOrder(t *testing.T) {
 	b.Files[0], b.Files[1] = b.Files[1], b.Files[0]
 	b.Services[0], b.Services[1] = b.Services[1], b.Services[0]
 	b.Routes[0], b.Routes[1] = b.Routes[1], b.Routes[0]
+	b.LoadBalancers[0].Backends[0], b.LoadBalancers[0].Backends[1] = b.LoadBalancers[0].Backends[1], b.LoadBalancers[0].Backends[0]
 	env := map[string]string{}
 	for _, k := range []string{"C", "A", "B"} {
 		env[k] = a.Services[0].Env[k]
@@ -64,6 +67,8 @@ func TestHashChangesWithEveryRelevantInput(t *testing.T) {
 		"route":          func(p *Plan) { p.Routes[0].Gateway = "172.28.0.13" },
 		"host":           func(p *Plan) { p.Host = "node-2" },
 		"images":         func(p *Plan) { p.Images = []string{"etcd"} },
+		"load balancer":  func(p *Plan) { p.LoadBalancers[0].Backends[1] = "192.0.2.13:6443" },
+		"lb listen":      func(p *Plan) { p.LoadBalancers[0].Listen = "127.0.0.1:6445" },
 	}
 	seen := map[string]string{base: "base"}
 	for name, mutate := range mutations {
@@ -145,6 +150,13 @@ func TestValidate(t *testing.T) {
 		"other format":     {func(p *Plan) { p.Format = "v0" }, "format \"v0\""},
 		"unknown image":    {func(p *Plan) { p.Images = []string{"pause"}; p.ImageRuntime = "etcd" }, "images[0]: \"pause\" is not an artifact"},
 		"image no runtime": {func(p *Plan) { p.Images = []string{"etcd"} }, "imageRuntime"},
+		"route host bits":  {func(p *Plan) { p.Routes[0].Destination = "10.244.2.1/24" }, "routes[0]: destination \"10.244.2.1/24\" must be a CIDR"},
+		"route gateway":    {func(p *Plan) { p.Routes[0].Gateway = "fd00::1" }, "routes[0]: gateway"},
+		"route twice":      {func(p *Plan) { p.Routes[1].Destination = p.Routes[0].Destination }, "routed twice"},
+		"lb listen":        {func(p *Plan) { p.LoadBalancers[0].Listen = "localhost:6444" }, "loadBalancers[0] (kube-apiserver): listen \"localhost:6444\" must be ip:port"},
+		"lb no backend":    {func(p *Plan) { p.LoadBalancers[0].Backends = nil }, "backends: at least one"},
+		"lb bad backend":   {func(p *Plan) { p.LoadBalancers[0].Backends[0] = "192.0.2.11" }, "backends[0]: \"192.0.2.11\" is not host:port"},
+		"lb twice":         {func(p *Plan) { p.LoadBalancers = append(p.LoadBalancers, p.LoadBalancers[0]) }, "loadBalancers[1] (kube-apiserver): name must be unique"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
