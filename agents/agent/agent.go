@@ -1,0 +1,369 @@
+// Package agent is the node agent's control loop: it gets the agent an identity (a one-time
+// bootstrap token exchanged for a client certificate, see EnsureIdentity), long-polls the
+// manager for the host's Plan, applies it (package apply), and reports status — per-step results
+// after every apply, and a heartbeat with component health and hardware facts every
+// StatusInterval.
+//
+// The loop is built from single-method interfaces (PlanSource, Applier, StatusReporter,
+// HardwareInspector), so each part is replaced in tests; Run wires the real ones from Options.
+//
+// State (in StateDir): desired.json is the last valid Plan received for this host, written
+// before it is applied; applied.json is the last Plan applied completely, with its hash, written
+// after. A restarted agent polls with the applied hash and, if the manager has nothing newer or
+// cannot be reached, applies desired.json again, which finishes an interrupted apply or, after a
+// reboot, starts the services again.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+)
+
+// PlanSource returns a Plan newer than the applied hash, or nil after waiting up to wait.
+type PlanSource interface {
+	NextPlan(ctx context.Context, applied string, wait time.Duration) (*protocol.PlanResponse, error)
+}
+
+// Applier converges the host to a Plan.
+type Applier interface {
+	Apply(ctx context.Context, p *plan.Plan) ([]protocol.StepResult, error)
+}
+
+// StatusReporter sends a status to the manager.
+type StatusReporter interface {
+	ReportStatus(ctx context.Context, st *protocol.Status) error
+}
+
+// HardwareInspector reads the host's hardware.
+type HardwareInspector interface {
+	Inspect(ctx context.Context) (*protocol.Hardware, error)
+}
+
+// Agent runs the plan loop and the status heartbeat.
+type Agent struct {
+	// Host is the registered Host name; a Plan for another host is refused.
+	Host string
+	// StateDir holds desired.json and applied.json.
+	StateDir string
+	// Version is reported in every status.
+	Version string
+	Plans   PlanSource
+	Applier Applier
+	Status  StatusReporter
+	// Inspector, when set, adds hardware facts to the heartbeat.
+	Inspector HardwareInspector
+	// Health, when set, adds component health to every status.
+	Health *Monitor
+	// PlanWait is the long-poll duration; default 30s.
+	PlanWait time.Duration
+	// StatusInterval is the heartbeat period; default 15s.
+	StatusInterval time.Duration
+	// HardwareInterval is how often hardware is read again; default 10m.
+	HardwareInterval time.Duration
+	// BackoffInitial and BackoffMax bound the delay after an error; default 1s and 1m.
+	BackoffInitial, BackoffMax time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	applied  string
+	applying string
+	steps    []protocol.StepResult
+	kick     chan struct{}
+}
+
+func (a *Agent) defaults() {
+	if a.PlanWait <= 0 {
+		a.PlanWait = 30 * time.Second
+	}
+	if a.StatusInterval <= 0 {
+		a.StatusInterval = 15 * time.Second
+	}
+	if a.HardwareInterval <= 0 {
+		a.HardwareInterval = 10 * time.Minute
+	}
+	if a.BackoffInitial <= 0 {
+		a.BackoffInitial = time.Second
+	}
+	if a.BackoffMax <= 0 {
+		a.BackoffMax = time.Minute
+	}
+	if a.Logger == nil {
+		a.Logger = slog.Default()
+	}
+	a.kick = make(chan struct{}, 1)
+}
+
+// Run runs until ctx ends. It returns nil then; it returns an error only when its state cannot
+// be read.
+func (a *Agent) Run(ctx context.Context) error {
+	a.defaults()
+	applied, err := loadPlanRecord(a.StateDir, AppliedFile)
+	if err != nil {
+		return err
+	}
+	desired, err := loadPlanRecord(a.StateDir, DesiredFile)
+	if err != nil {
+		return err
+	}
+	if applied != nil {
+		a.applied = applied.Hash
+	}
+	if desired != nil && a.Health != nil {
+		a.Health.SetServices(desired.Plan.Services)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.statusLoop(ctx)
+	}()
+	defer wg.Wait()
+
+	bo := &backoff{initial: a.BackoffInitial, max: a.BackoffMax}
+	// First a short poll: a newer Plan is applied at once; otherwise the desired Plan is applied
+	// again (it converges an interrupted apply and restarts services after a reboot).
+	resp, err := a.Plans.NextPlan(ctx, a.appliedHash(), 0)
+	switch {
+	case err == nil && resp != nil:
+		a.handle(ctx, resp, bo)
+	case desired != nil:
+		if err != nil {
+			a.Logger.Warn("Manager unreachable at start; applying the last Plan received", "error", err, "hash", desired.Hash)
+		}
+		a.applyPlan(ctx, desired.Hash, desired.Plan, bo)
+	}
+	for ctx.Err() == nil {
+		resp, err := a.Plans.NextPlan(ctx, a.appliedHash(), a.PlanWait)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			d := bo.next()
+			a.Logger.Warn("Cannot get the Plan; retrying", "error", err, "delay", d)
+			if !sleep(ctx, d) {
+				break
+			}
+			// The manager is away: finish a failed apply of the Plan already received.
+			if desired, _ := loadPlanRecord(a.StateDir, DesiredFile); desired != nil && desired.Hash != a.appliedHash() {
+				a.applyPlan(ctx, desired.Hash, desired.Plan, bo)
+			}
+			continue
+		}
+		if resp != nil {
+			a.handle(ctx, resp, bo)
+		}
+	}
+	return nil
+}
+
+// handle checks a Plan from the manager and applies it; a refused or failed Plan is retried
+// after a backoff (the next poll returns it again at once).
+func (a *Agent) handle(ctx context.Context, resp *protocol.PlanResponse, bo *backoff) {
+	if err := a.check(resp); err != nil {
+		a.Logger.Error("Refusing Plan", "hash", resp.Hash, "error", err)
+		a.setResult("", []protocol.StepResult{{Step: "plan", Error: err.Error()}})
+		sleep(ctx, bo.next())
+		return
+	}
+	if err := savePlanRecord(a.StateDir, DesiredFile, &planRecord{Hash: resp.Hash, Plan: resp.Plan}); err != nil {
+		a.Logger.Error("Cannot record the desired Plan", "error", err)
+	}
+	a.applyPlan(ctx, resp.Hash, resp.Plan, bo)
+}
+
+// check refuses a Plan that is malformed, does not hash to its announced hash, or is for
+// another host.
+func (a *Agent) check(resp *protocol.PlanResponse) error {
+	if resp.Plan == nil {
+		return errors.New("the answer holds no Plan")
+	}
+	if err := resp.Plan.Validate(); err != nil {
+		return err
+	}
+	if got := resp.Plan.Hash(); got != resp.Hash {
+		return fmt.Errorf("the Plan hashes to %s, the manager announced %s", got, resp.Hash)
+	}
+	if resp.Plan.Host != a.Host {
+		return fmt.Errorf("the Plan is for host %q, this agent is %q", resp.Plan.Host, a.Host)
+	}
+	return nil
+}
+
+func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *backoff) {
+	a.mu.Lock()
+	a.applying = hash
+	a.mu.Unlock()
+	a.kickStatus()
+	if a.Health != nil {
+		a.Health.SetServices(p.Services)
+	}
+	a.Logger.Info("Applying Plan", "hash", hash, "applied", a.appliedHash())
+	steps, err := a.Applier.Apply(ctx, p)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		a.setResult("", steps)
+		d := bo.next()
+		a.Logger.Error("Plan not fully applied; retrying", "hash", hash, "error", err, "delay", d)
+		sleep(ctx, d)
+		return
+	}
+	if err := savePlanRecord(a.StateDir, AppliedFile, &planRecord{Hash: hash, Plan: p}); err != nil {
+		a.Logger.Error("Cannot record the applied Plan", "error", err)
+	}
+	bo.reset()
+	a.setResult(hash, steps)
+}
+
+// setResult records the outcome of an apply (hash empty when it failed) and sends a status.
+func (a *Agent) setResult(hash string, steps []protocol.StepResult) {
+	a.mu.Lock()
+	if hash != "" {
+		a.applied = hash
+	}
+	a.applying = ""
+	a.steps = steps
+	a.mu.Unlock()
+	a.kickStatus()
+}
+
+func (a *Agent) appliedHash() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+func (a *Agent) kickStatus() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// statusLoop reports status after every apply and every StatusInterval.
+func (a *Agent) statusLoop(ctx context.Context) {
+	t := time.NewTicker(a.StatusInterval)
+	defer t.Stop()
+	var hw *protocol.Hardware
+	var hwAt time.Time
+	for {
+		if a.Inspector != nil && time.Since(hwAt) >= a.HardwareInterval {
+			if h, err := a.Inspector.Inspect(ctx); err != nil {
+				a.Logger.Warn("Cannot inspect the hardware", "error", err)
+			} else {
+				hw = h
+			}
+			hwAt = time.Now()
+		}
+		a.mu.Lock()
+		st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, ApplyingHash: a.applying, Steps: a.steps, Hardware: hw}
+		a.mu.Unlock()
+		if a.Health != nil {
+			st.Components = a.Health.Snapshot()
+		}
+		sanitize(st)
+		if err := a.Status.ReportStatus(ctx, st); err != nil && ctx.Err() == nil {
+			a.Logger.Warn("Cannot report status", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-a.kick:
+		}
+	}
+}
+
+// Limits of a status the manager accepts (agents/api rejects a status that breaks them, and the
+// whole report would be lost).
+const (
+	maxStepError     = 4096
+	maxComponentText = 1024
+	maxVersion       = 64
+	maxName          = 256
+)
+
+// sanitize makes every text of st valid UTF-8 without NUL bytes and within the manager's limits;
+// it copies the slices it changes.
+func sanitize(st *protocol.Status) {
+	if st.AgentVersion == "" {
+		st.AgentVersion = "unknown"
+	}
+	st.AgentVersion = clip(st.AgentVersion, maxVersion)
+	steps := make([]protocol.StepResult, len(st.Steps))
+	for i, s := range st.Steps {
+		s.Step, s.Error = clip(s.Step, 1024), clip(s.Error, maxStepError)
+		steps[i] = s
+	}
+	st.Steps = steps
+	for i := range st.Components {
+		st.Components[i].Message = clip(st.Components[i].Message, maxComponentText)
+	}
+	if h := st.Hardware; h != nil {
+		c := *h
+		c.Disks = append([]protocol.Disk(nil), h.Disks...)
+		for i := range c.Disks {
+			d := &c.Disks[i]
+			d.Name, d.Model, d.Serial = clip(d.Name, maxName), clip(d.Model, maxName), clip(d.Serial, maxName)
+		}
+		c.NICs = append([]protocol.NIC(nil), h.NICs...)
+		for i := range c.NICs {
+			c.NICs[i].Name = clip(c.NICs[i].Name, maxName)
+		}
+		c.System.Vendor, c.System.Product, c.System.Serial = clip(c.System.Vendor, maxName), clip(c.System.Product, maxName), clip(c.System.Serial, maxName)
+		st.Hardware = &c
+	}
+}
+
+// clip returns s as valid UTF-8 without NUL bytes, cut to at most n bytes (ending in "…" when
+// cut).
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// backoff is an exponential delay with ±20% jitter.
+type backoff struct {
+	initial, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.initial
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return time.Duration(float64(b.cur) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

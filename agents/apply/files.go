@@ -1,0 +1,249 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+)
+
+// WriteFile writes data to path atomically: a temporary file in the same folder is written,
+// fsynced, given mode (and, when the agent runs as root, owner root:root), renamed over path, and
+// the folder is fsynced. After a crash path holds the old or the new bytes, never a mix; a
+// leftover temporary file is removed by the next WriteFile of the same path. Missing parent
+// folders are created with mode 0755.
+func WriteFile(path string, data []byte, mode fs.FileMode) error {
+	return writeFrom(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// tmpPattern names the temporary files of path; a crash may leave one behind.
+func tmpPattern(path string) string {
+	return "." + filepath.Base(path) + ".basalt-tmp-*"
+}
+
+// removeStaleTemps removes temporary files a crashed write of path left behind.
+func removeStaleTemps(path string) {
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(path), tmpPattern(path)))
+	for _, o := range old {
+		_ = os.Remove(o)
+	}
+}
+
+// writeFrom is WriteFile with the content produced by fill, which may fail (a download, a hash
+// mismatch); then nothing is renamed and the temporary file is removed.
+func writeFrom(path string, mode fs.FileMode, fill func(io.Writer) error) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	removeStaleTemps(path)
+	tmp, err := os.CreateTemp(dir, tmpPattern(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := fill(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := setModeOwner(tmp, mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+type chmodChowner interface {
+	Chmod(fs.FileMode) error
+	Chown(uid, gid int) error
+}
+
+// setModeOwner gives f mode and, when the agent is root, owner root:root.
+func setModeOwner(f chmodChowner, mode fs.FileMode) error {
+	if os.Geteuid() == 0 {
+		if err := f.Chown(0, 0); err != nil {
+			return err
+		}
+	}
+	return f.Chmod(mode)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+// fileMode is the permission bits of a Plan mode.
+func fileMode(m uint32) fs.FileMode { return fs.FileMode(m).Perm() }
+
+// fixModeOwner corrects the mode and owner of an existing file whose bytes are right.
+func fixModeOwner(path string, mode fs.FileMode) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() == mode && !wrongOwner(fi) {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return setModeOwner(f, mode)
+}
+
+// ensureFile writes f unless the file already holds its bytes; then only mode and owner are
+// corrected.
+func (a *Applier) ensureFile(f plan.File) (changed bool, err error) {
+	path := a.path(f.Path)
+	mode := fileMode(f.Mode)
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, f.Content) {
+		return false, fixModeOwner(path, mode)
+	}
+	return true, WriteFile(path, f.Content, mode)
+}
+
+// ensureArtifact places the artifact unless a file with its sha256 is there already: the bytes
+// are streamed from the Fetcher into a temporary file while hashed, and renamed into place only
+// when the sha256 (and the size, when the Plan gives it) match.
+func (a *Applier) ensureArtifact(ctx context.Context, art plan.Artifact) (changed bool, err error) {
+	path := a.path(art.Path)
+	mode := fileMode(art.Mode)
+	if a.hasArtifact(path, art) {
+		return false, fixModeOwner(path, mode)
+	}
+	rc, err := a.Fetcher.Fetch(ctx, art.SHA256)
+	if err != nil {
+		return false, fmt.Errorf("fetching %s: %w", art.SHA256, err)
+	}
+	defer rc.Close()
+	err = writeFrom(path, mode, func(w io.Writer) error {
+		h := sha256.New()
+		n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, rc})
+		if err != nil {
+			return fmt.Errorf("downloading: %w", err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != art.SHA256 {
+			return fmt.Errorf("sha256 mismatch: expected %s, got %s (%d bytes); refused", art.SHA256, got, n)
+		}
+		if art.Size > 0 && n != art.Size {
+			return fmt.Errorf("size mismatch: expected %d bytes, got %d", art.Size, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	a.rememberVerified(path, art.SHA256)
+	return true, nil
+}
+
+// hasArtifact says whether path holds the artifact's bytes. A file verified earlier by this
+// process and not changed since (same size, modification time and inode) is not hashed again.
+func (a *Applier) hasArtifact(path string, art plan.Artifact) bool {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || (art.Size > 0 && fi.Size() != art.Size) {
+		return false
+	}
+	key := fileKey(fi)
+	a.mu.Lock()
+	v, ok := a.verified[path]
+	a.mu.Unlock()
+	if ok && v.key == key && v.sha256 == art.SHA256 {
+		return true
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	if hex.EncodeToString(h.Sum(nil)) != art.SHA256 {
+		return false
+	}
+	a.mu.Lock()
+	a.verified[path] = verifiedFile{key: key, sha256: art.SHA256}
+	a.mu.Unlock()
+	return true
+}
+
+func (a *Applier) rememberVerified(path, sum string) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	a.verified[path] = verifiedFile{key: fileKey(fi), sha256: sum}
+	a.mu.Unlock()
+}
+
+type verifiedFile struct {
+	key    string
+	sha256 string
+}
+
+func fileKey(fi fs.FileInfo) string {
+	return fmt.Sprintf("%d/%d/%d", fi.Size(), fi.ModTime().UnixNano(), inode(fi))
+}
+
+// ctxReader stops a copy when ctx ends, so a cancelled apply does not finish a download.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// removePath removes a file the agent wrote for an earlier Plan; one already gone is fine.
+func (a *Applier) removePath(p string) error {
+	err := os.Remove(a.path(p))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	removeStaleTemps(a.path(p))
+	a.mu.Lock()
+	delete(a.verified, a.path(p))
+	a.mu.Unlock()
+	return nil
+}
+
+// since formats a duration for logs.
+func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }

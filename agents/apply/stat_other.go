@@ -1,0 +1,9 @@
+//go:build !unix
+
+package apply
+
+import "io/fs"
+
+func inode(fi fs.FileInfo) uint64 { return 0 }
+
+func wrongOwner(fi fs.FileInfo) bool { return false }

@@ -1,0 +1,100 @@
+package apply
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+)
+
+// Files in StateDir.
+const (
+	// OwnedFile records every path and route the agent wrote or programmed for any Plan not yet
+	// fully superseded.
+	OwnedFile = "owned.json"
+	// ImagesFile records the image artifacts imported into containerd, by path and sha256.
+	ImagesFile = "images.json"
+)
+
+// owned is what the agent wrote or programmed.
+type owned struct {
+	Paths  []string     `json:"paths,omitempty"`
+	Routes []plan.Route `json:"routes,omitempty"`
+}
+
+// union returns o plus everything p writes or programs, sorted and without duplicates.
+func (o owned) union(p *plan.Plan) owned {
+	u := owned{Paths: slices.Clone(o.Paths), Routes: slices.Clone(o.Routes)}
+	for _, f := range p.Files {
+		u.Paths = append(u.Paths, f.Path)
+	}
+	for _, a := range p.Artifacts {
+		u.Paths = append(u.Paths, a.Path)
+	}
+	slices.Sort(u.Paths)
+	u.Paths = slices.Compact(u.Paths)
+	for _, r := range p.Routes {
+		if !containsRoute(u.Routes, r) {
+			u.Routes = append(u.Routes, r)
+		}
+	}
+	slices.SortFunc(u.Routes, func(a, b plan.Route) int {
+		if c := strings.Compare(a.Destination, b.Destination); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Gateway, b.Gateway)
+	})
+	return u
+}
+
+func containsRoute(rs []plan.Route, r plan.Route) bool {
+	return slices.Contains(rs, r)
+}
+
+func (a *Applier) loadOwned() owned {
+	var o owned
+	if err := readJSON(filepath.Join(a.StateDir, OwnedFile), &o); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.Logger.Error("Cannot read the record of owned paths; starting empty", "error", err)
+	}
+	return o
+}
+
+func (a *Applier) saveOwned(o owned) error {
+	return writeJSON(filepath.Join(a.StateDir, OwnedFile), o)
+}
+
+func (a *Applier) loadImages() map[string]string {
+	m := map[string]string{}
+	if err := readJSON(filepath.Join(a.StateDir, ImagesFile), &m); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		a.Logger.Error("Cannot read the record of imported images", "error", err)
+	}
+	return m
+}
+
+func (a *Applier) saveImages(m map[string]string) error {
+	return writeJSON(filepath.Join(a.StateDir, ImagesFile), m)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return WriteFile(path, append(b, '\n'), 0o600)
+}

@@ -1,0 +1,125 @@
+// Package inspect reports the hardware of the host the agent runs on — CPUs, memory, disks, NICs
+// and DMI system information — as a protocol.Hardware, read from sysfs and procfs. The root of
+// both file systems is injected (Inspector.Root), so the code is tested against a fake tree in
+// testdata.
+package inspect
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+)
+
+// Inspector reads hardware facts.
+type Inspector struct {
+	// Root holds sys/ and proc/; default "/".
+	Root string
+	// Addrs returns the addresses (CIDR notation) of a network interface; default reads them
+	// from the kernel with net.InterfaceByName. Tests inject a fake.
+	Addrs func(name string) ([]string, error)
+}
+
+// Inspect reads every fact it can. A fact that cannot be read is left zero; only a host with no
+// readable CPU or memory information is an error.
+func (i Inspector) Inspect(ctx context.Context) (*protocol.Hardware, error) {
+	return i.inspect(ctx)
+}
+
+func (i Inspector) path(elem ...string) string {
+	root := i.Root
+	if root == "" {
+		root = "/"
+	}
+	return filepath.Join(append([]string{root}, elem...)...)
+}
+
+// read returns the trimmed content of a file under Root, or "" when it cannot be read.
+func (i Inspector) read(elem ...string) string {
+	b, err := os.ReadFile(i.path(elem...))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (i Inspector) readInt(elem ...string) (int64, bool) {
+	v, err := strconv.ParseInt(i.read(elem...), 10, 64)
+	return v, err == nil
+}
+
+func (i Inspector) addrs(name string) []string {
+	f := i.Addrs
+	if f == nil {
+		f = kernelAddrs
+	}
+	a, err := f(name)
+	if err != nil {
+		return nil
+	}
+	return a
+}
+
+func kernelAddrs(name string) ([]string, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return out, nil
+}
+
+// parseCPUList counts the CPUs of a kernel CPU list such as "0-3,6,8-9".
+func parseCPUList(s string) int {
+	n := 0
+	for _, part := range strings.Split(strings.TrimSpace(s), ",") {
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return 0
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return 0
+			}
+		}
+		n += b - a + 1
+	}
+	return n
+}
+
+// virtualNIC says whether an interface is plumbing of containers or pod networking rather than
+// a NIC of the host: it is left out of the hardware report.
+func virtualNIC(name string) bool {
+	for _, p := range []string{"lo", "veth", "cni", "flannel", "cali", "docker", "kube-ipvs", "tunl", "dummy"} {
+		if name == p || (p != "lo" && strings.HasPrefix(name, p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// virtualDisk says whether a block device is memory or a loop device rather than a disk.
+func virtualDisk(name string) bool {
+	for _, p := range []string{"loop", "ram", "zram"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
