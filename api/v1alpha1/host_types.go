@@ -28,6 +28,16 @@ const (
 	ReasonHostKeyMismatch = "HostKeyMismatch"
 	// ReasonAgentNotInstalled says no agent has registered from this host yet.
 	ReasonAgentNotInstalled = "AgentNotInstalled"
+	// ReasonWaitingForAgent says the agent was installed and has not registered yet.
+	ReasonWaitingForAgent = "WaitingForAgent"
+	// ReasonSSHKeyInvalid says the SSH private key Secret is missing, incomplete or unusable.
+	ReasonSSHKeyInvalid = "SSHKeyInvalid"
+	// ReasonInstallFailed says installing the agent over SSH failed; the message has the error.
+	ReasonInstallFailed = "InstallFailed"
+	// ReasonAgentSilent says the agent has not reported within its deadline.
+	ReasonAgentSilent = "AgentSilent"
+	// ReasonInspecting says the agent registered and its hardware report is awaited.
+	ReasonInspecting = "Inspecting"
 )
 
 // HostState is where a Host is in its life:
@@ -224,6 +234,10 @@ type AgentStatus struct {
 	// lastSeen is when the agent last reported.
 	// +optional
 	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
+	// installedAt is when Basalt last installed the agent over SSH; a fresh token is issued only
+	// if the agent has not registered some time after it.
+	// +optional
+	InstalledAt *metav1.Time `json:"installedAt,omitempty"`
 }
 
 // PowerState is the host's power as the BMC reports it.

@@ -52,6 +52,12 @@ func hosts(ctx context.Context, ns string) ([]basaltv1.Host, error) {
 // checkBindings verifies that every Host is claimed by at most one live Machine and that every
 // Machine's hostRef matches its Host's claim, and returns how many Machines are bound.
 func checkBindings(ctx context.Context, ns string) (int, error) {
+	// Machines first, Hosts second: a Host is claimed before a Machine names it, so a Machine seen
+	// bound must find its claim in the later read of the Hosts.
+	l := &basaltv1.MachineList{}
+	if err := env.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
 	hs, err := hosts(ctx, ns)
 	if err != nil {
 		return 0, err
@@ -61,10 +67,6 @@ func checkBindings(ctx context.Context, ns string) (int, error) {
 		if h.Status.ConsumerRef != nil {
 			claimOf[h.Name] = h.Status.ConsumerRef.Name
 		}
-	}
-	l := &basaltv1.MachineList{}
-	if err := env.Client.List(ctx, l, client.InNamespace(ns)); err != nil {
-		return 0, err
 	}
 	bound, byHost := 0, map[string]string{}
 	for _, m := range l.Items {

@@ -34,6 +34,11 @@ type Reconciler struct {
 	APIReader client.Reader
 	// Recorder emits events on state changes.
 	Recorder events.EventRecorder
+	// Provisioner installs agents on SSH Hosts; nil leaves them in Registering, saying so.
+	Provisioner *Provisioner
+	// AgentSilentAfter is how long an agent may go without reporting before AgentConnected turns
+	// False. Default 2 minutes.
+	AgentSilentAfter time.Duration
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch;update;patch
@@ -41,6 +46,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts/finalizers,verbs=update
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // scope is what one reconcile of a Host knows.
 type scope struct {
@@ -50,6 +56,16 @@ type scope struct {
 	consumerGone bool
 	// consumerDeleting is true when the consuming Machine exists and is being deleted.
 	consumerDeleting bool
+	// installed is true when the agent is installed and its registration is awaited.
+	installed bool
+	// hostKeyVerified is true when the host presented an accepted SSH host key this reconcile.
+	hostKeyVerified bool
+	// hostKeyMismatch is the refusal, naming both fingerprints, when the host presented another key.
+	hostKeyMismatch string
+	// installProblem and installMessage say why the agent could not be installed.
+	installProblem, installMessage string
+	// silentAfter is the agent deadline in force.
+	silentAfter time.Duration
 }
 
 // Reconcile moves one Host through its state machine. It may be called again at any point after
@@ -76,7 +92,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		}
 	}()
 
-	s := &scope{host: host}
+	s := &scope{host: host, silentAfter: r.AgentSilentAfter}
+	if s.silentAfter == 0 {
+		s.silentAfter = 2 * time.Minute
+	}
 	if err := r.observeConsumer(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -99,7 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if !ok {
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
-	res = handler(s)
+	res = handler(r, ctx, s)
 	updateStatus(s)
 	return res, nil
 }

@@ -1,0 +1,144 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	cryptossh "golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+)
+
+// AgentInstaller puts the node agent onto a host over SSH. *agentssh.Installer satisfies it.
+type AgentInstaller interface {
+	Install(ctx context.Context, in agentssh.InstallInput) (agentssh.InstallResult, error)
+}
+
+// Bootstrapper issues what a new agent needs to register: the agent API's URL, the CA to pin and a
+// one-time token. *api.Server satisfies it.
+type Bootstrapper interface {
+	Bootstrap(ctx context.Context, host *basaltv1.Host) (protocol.Bootstrap, error)
+	RevokeTokens(ctx context.Context, host *basaltv1.Host) error
+}
+
+// Provisioner is what the Host controller needs to bring an agent onto SSH hosts. A nil
+// Provisioner leaves SSH Hosts in Registering, saying so.
+type Provisioner struct {
+	// Installer installs the agent over SSH.
+	Installer AgentInstaller
+	// Bootstrapper issues bootstrap tokens.
+	Bootstrapper Bootstrapper
+	// Agent is the agent executable to install.
+	Agent agentssh.Binary
+	// RegisterTimeout is how long to wait for an installed agent to register before installing
+	// again with a fresh token. Default 2 minutes.
+	RegisterTimeout time.Duration
+}
+
+// Requeue intervals of SSH provisioning.
+const (
+	waitForRegistration = 3 * time.Second
+	retryInstall        = 30 * time.Second
+	retryHostKey        = time.Minute
+)
+
+// installAgent brings the agent onto an SSH Host that has none registered yet. It is idempotent:
+// the installer uploads and restarts only what changed. A host key that matches neither the
+// pinned keys nor the key recorded on first contact stops here, before anything is sent.
+func (r *Reconciler) installAgent(ctx context.Context, s *scope) ctrl.Result {
+	h := s.host
+	p := r.Provisioner
+	if p == nil {
+		s.installProblem, s.installMessage = basaltv1.ReasonNotImplemented,
+			"this manager runs without an agent binary (--agent-binary), so it cannot install agents over SSH"
+		return ctrl.Result{}
+	}
+	timeout := p.RegisterTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	if at := h.Status.Agent.InstalledAt; at != nil && time.Since(at.Time) < timeout {
+		s.installed = true
+		return ctrl.Result{RequeueAfter: waitForRegistration}
+	}
+
+	signer, err := r.sshSigner(ctx, h)
+	if err != nil {
+		s.installProblem, s.installMessage = basaltv1.ReasonSSHKeyInvalid, err.Error()
+		return ctrl.Result{RequeueAfter: retryInstall}
+	}
+	pinned, err := agentssh.ParseHostKeys(h.Spec.SSH.HostKeys)
+	if err != nil {
+		s.installProblem, s.installMessage = basaltv1.ReasonHostKeyMismatch, "spec.ssh."+err.Error()
+		return ctrl.Result{}
+	}
+	target := agentssh.Target{Address: h.Spec.SSH.Address, Port: int(h.Spec.SSH.Port), User: h.Spec.SSH.User, Signer: signer, PinnedKeys: pinned}
+	if len(pinned) == 0 && h.Status.SSHHostKey != "" {
+		if target.RecordedKey, err = agentssh.ParseHostKey(h.Status.SSHHostKey); err != nil {
+			s.installProblem, s.installMessage = basaltv1.ReasonHostKeyMismatch, "status.sshHostKey: "+err.Error()
+			return ctrl.Result{}
+		}
+	}
+	boot, err := p.Bootstrapper.Bootstrap(ctx, h)
+	if err != nil {
+		s.installProblem, s.installMessage = basaltv1.ReasonInstallFailed, "issuing a bootstrap token: "+err.Error()
+		return ctrl.Result{RequeueAfter: retryInstall}
+	}
+	res, err := p.Installer.Install(ctx, agentssh.InstallInput{Target: target, Agent: p.Agent, Bootstrap: boot})
+	if res.HostKey != nil && len(pinned) == 0 && h.Status.SSHHostKey == "" {
+		// Trust on first use: record the key; every later connection must present it.
+		h.Status.SSHHostKey = agentssh.MarshalHostKey(res.HostKey)
+	}
+	var mismatch *agentssh.HostKeyMismatchError
+	switch {
+	case errors.As(err, &mismatch):
+		s.hostKeyMismatch = mismatch.Error()
+		ctrl.LoggerFrom(ctx).Info("Refused SSH host: host key mismatch", "host", klog.KObj(h), "presented", mismatch.Presented, "expected", mismatch.Expected, "reason", basaltv1.ReasonHostKeyMismatch)
+		r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, basaltv1.ReasonHostKeyMismatch, "InstallAgent", "%s", mismatch.Error())
+		return ctrl.Result{RequeueAfter: retryHostKey}
+	case err != nil:
+		s.installProblem, s.installMessage = basaltv1.ReasonInstallFailed, err.Error()
+		r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, basaltv1.ReasonInstallFailed, "InstallAgent", "Installing the agent over SSH failed: %v", err)
+		return ctrl.Result{RequeueAfter: retryInstall}
+	}
+	s.hostKeyVerified = true
+	if !res.BootstrapWritten {
+		// The agent had registered already: the new token is not needed.
+		if err := p.Bootstrapper.RevokeTokens(ctx, h); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Revoking an unused bootstrap token", "host", klog.KObj(h))
+		}
+	}
+	s.installed = true
+	now := metav1.Now()
+	h.Status.Agent.InstalledAt = &now
+	ctrl.LoggerFrom(ctx).Info("Installed the agent over SSH", "host", klog.KObj(h), "init", res.Init, "uploaded", res.Uploaded, "reason", "AgentNotRegistered")
+	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "AgentInstalled", "InstallAgent", "Installed the agent over SSH (%s); waiting for it to register", res.Init)
+	return ctrl.Result{RequeueAfter: waitForRegistration}
+}
+
+// sshSigner reads the Host's SSH private key from its Secret (uncached: Secrets are not watched).
+func (r *Reconciler) sshSigner(ctx context.Context, h *basaltv1.Host) (cryptossh.Signer, error) {
+	ref := h.Spec.SSH.PrivateKeySecretRef
+	sec := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: h.Namespace, Name: ref.Name}, sec); err != nil {
+		return nil, fmt.Errorf("reading Secret %s (spec.ssh.privateKeySecretRef): %w", ref.Name, err)
+	}
+	data, ok := sec.Data[ref.Key]
+	if !ok {
+		return nil, fmt.Errorf("secret %s has no key %q (spec.ssh.privateKeySecretRef.key)", ref.Name, ref.Key)
+	}
+	signer, err := agentssh.SignerFromSecretData(data)
+	if err != nil {
+		return nil, fmt.Errorf("secret %s key %q: %w", ref.Name, ref.Key, err)
+	}
+	return signer, nil
+}
