@@ -5,21 +5,19 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
-	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
-	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/controllers/setup"
 )
 
 func main() {
@@ -29,6 +27,8 @@ func main() {
 		qps                                         float64
 		burst                                       int
 		clusterWorkers, machineWorkers, hostWorkers int
+		agentAddresses, artifactSets                string
+		setupOpts                                   setup.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization by the API server.")
@@ -40,11 +40,20 @@ func main() {
 	flag.IntVar(&clusterWorkers, "cluster-concurrency", 4, "Clusters reconciled at once.")
 	flag.IntVar(&machineWorkers, "machine-concurrency", 10, "Machines reconciled at once.")
 	flag.IntVar(&hostWorkers, "host-concurrency", 10, "Hosts reconciled at once.")
+	flag.StringVar(&setupOpts.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace: agent API CAs and bootstrap tokens live there (default $POD_NAMESPACE).")
+	flag.StringVar(&setupOpts.AgentAPIAddr, "agent-api-bind-address", "", "Address the agent API (HTTPS, mTLS) listens on, e.g. :9443; empty disables it and SSH provisioning.")
+	flag.StringVar(&agentAddresses, "agent-api-addresses", "", "Comma-separated IPs or DNS names hosts reach the agent API at; the first goes into bootstraps.")
+	flag.StringVar(&setupOpts.AgentBinary, "agent-binary", "", "Path of the agent executable installed on SSH hosts; empty disables SSH provisioning.")
+	flag.StringVar(&artifactSets, "artifact-sets", "", "Comma-separated artifact-set folders the artifact cache fetches from.")
+	flag.StringVar(&setupOpts.CacheDir, "artifact-cache-dir", "", "Folder of the sha256-addressed artifact cache (default $BASALT_CACHE/agent-api/artifacts or /var/lib/basalt/cache).")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupOpts.ClusterConcurrency, setupOpts.MachineConcurrency, setupOpts.HostConcurrency = clusterWorkers, machineWorkers, hostWorkers
+	setupOpts.AgentAPIAddresses = splitList(agentAddresses)
+	setupOpts.ArtifactSets = splitList(artifactSets)
 	log := ctrl.Log.WithName("setup")
 
 	scheme := runtime.NewScheme()
@@ -74,26 +83,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := (&clustercontroller.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("basalt-cluster"),
-	}).SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: clusterWorkers}); err != nil {
-		log.Error(err, "Unable to set up the controller", "controller", "cluster")
-		os.Exit(1)
-	}
-	if err := (&machinecontroller.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("basalt-machine"),
-	}).SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: machineWorkers}); err != nil {
-		log.Error(err, "Unable to set up the controller", "controller", "machine")
-		os.Exit(1)
-	}
-	if err := (&hostcontroller.Reconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("basalt-host"),
-	}).SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: hostWorkers}); err != nil {
-		log.Error(err, "Unable to set up the controller", "controller", "host")
+	if _, err := setup.Setup(mgr, setupOpts); err != nil {
+		log.Error(err, "Unable to set up the controllers")
 		os.Exit(1)
 	}
 
@@ -111,4 +102,14 @@ func main() {
 		log.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -1,0 +1,130 @@
+// Package setup wires Basalt's manager: the Cluster, Machine and Host reconcilers, the agent API
+// with its artifact cache, and the SSH provisioner. cmd/manager and the end-to-end suites call the
+// same Setup, so what the tests run is what ships.
+package setup
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	"github.com/basalt-dev/basalt/agents/api"
+	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
+	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
+	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+)
+
+// Options configure the manager's parts.
+type Options struct {
+	// Namespace is the manager's own namespace: agent API CAs and bootstrap tokens live there.
+	Namespace string
+
+	// AgentAPIAddr is where the agent API listens, e.g. ":9443". Empty disables the agent API and
+	// with it SSH provisioning.
+	AgentAPIAddr string
+	// AgentAPIAddresses are the IPs or DNS names agents reach the agent API at (its serving
+	// certificate's SANs); the first one goes into bootstraps.
+	AgentAPIAddresses []string
+	// AgentBinary is the path of the agent executable to install over SSH. Empty disables SSH
+	// provisioning: SSH Hosts stay Registering and say why.
+	AgentBinary string
+	// ArtifactSets are artifact-set folders (hack/build-artifacts.sh output) the artifact cache
+	// fetches from.
+	ArtifactSets []string
+	// CacheDir is the artifact cache's folder; empty means api.DefaultCacheDir().
+	CacheDir string
+
+	// ClusterConcurrency, MachineConcurrency and HostConcurrency bound reconciles at once.
+	ClusterConcurrency, MachineConcurrency, HostConcurrency int
+	// SkipNameValidation lets tests start several managers in one process.
+	SkipNameValidation bool
+}
+
+// Parts are what Setup built, for callers that need them (tests store Plans through the server).
+type Parts struct {
+	// AgentAPI is the agent API server, nil when disabled.
+	AgentAPI *api.Server
+	// Artifacts is the artifact cache, nil when the agent API is disabled.
+	Artifacts *api.Cache
+}
+
+// Setup adds every controller and server to mgr.
+func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
+	parts := &Parts{}
+	var prov *hostcontroller.Provisioner
+	if o.AgentAPIAddr != "" {
+		if o.Namespace == "" || len(o.AgentAPIAddresses) == 0 {
+			return nil, errors.New("the agent API needs the manager's namespace and at least one address agents reach it at")
+		}
+		parts.Artifacts = &api.Cache{Dir: o.CacheDir, Log: ctrl.Log.WithName("artifacts")}
+		if len(o.ArtifactSets) > 0 {
+			up, err := api.NewDirUpstream(o.ArtifactSets...)
+			if err != nil {
+				return nil, err
+			}
+			parts.Artifacts.Upstream = up
+			for _, m := range up.Manifests() {
+				parts.Artifacts.RegisterManifest(m)
+			}
+		}
+		parts.AgentAPI = &api.Server{
+			Addr:       o.AgentAPIAddr,
+			Namespace:  o.Namespace,
+			Addresses:  o.AgentAPIAddresses,
+			Client:     mgr.GetClient(),
+			APIReader:  mgr.GetAPIReader(),
+			HostReader: mgr.GetClient(),
+			Config:     mgr.GetConfig(),
+			Artifacts:  parts.Artifacts,
+			Log:        ctrl.Log.WithName("agent-api"),
+		}
+		if err := mgr.Add(parts.AgentAPI); err != nil {
+			return nil, err
+		}
+		if o.AgentBinary != "" {
+			bin, err := agentssh.BinaryFromFile(o.AgentBinary, runtime.GOARCH)
+			if err != nil {
+				return nil, err
+			}
+			prov = &hostcontroller.Provisioner{
+				Installer:    &agentssh.Installer{Log: ctrl.Log.WithName("ssh")},
+				Bootstrapper: parts.AgentAPI,
+				Agent:        bin,
+			}
+		}
+	}
+
+	opts := func(n int) controller.Options {
+		c := controller.Options{MaxConcurrentReconciles: max(n, 1)}
+		if o.SkipNameValidation {
+			c.SkipNameValidation = ptr.To(true)
+		}
+		return c
+	}
+	if err := (&clustercontroller.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("basalt-cluster"),
+	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
+		return nil, fmt.Errorf("cluster controller: %w", err)
+	}
+	if err := (&machinecontroller.Reconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("basalt-machine"),
+	}).SetupWithManager(mgr, opts(o.MachineConcurrency)); err != nil {
+		return nil, fmt.Errorf("machine controller: %w", err)
+	}
+	if err := (&hostcontroller.Reconciler{
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Recorder:    mgr.GetEventRecorder("basalt-host"),
+		Provisioner: prov,
+	}).SetupWithManager(mgr, opts(o.HostConcurrency)); err != nil {
+		return nil, fmt.Errorf("host controller: %w", err)
+	}
+	return parts, nil
+}
