@@ -80,7 +80,7 @@ func TestAgentsOverSSH(t *testing.T) {
 			}
 			for _, cond := range []string{basaltv1.ConditionReady, basaltv1.HostAgentConnected, basaltv1.HostKeyVerified, basaltv1.HostInspected} {
 				if cc, err := envtest.Condition(got.Status.Conditions, cond); err != nil || cc.Status != metav1.ConditionTrue {
-					return fmt.Errorf("Host %s %s: %v %v", h.Name, cond, cc, err)
+					return fmt.Errorf("Host %s %s: %v %w", h.Name, cond, cc, err)
 				}
 			}
 		}
@@ -224,11 +224,11 @@ func TestAgentsOverSSH(t *testing.T) {
 		framework.Eventually(t, 3*time.Minute, func() error {
 			sum, err := h.Run(ctx, "sha256sum /opt/basalt/bin/kube-apiserver | cut -d' ' -f1")
 			if err != nil || strings.TrimSpace(sum) != big.SHA256 {
-				return fmt.Errorf("kube-apiserver on %s: %q %v", h.Name, sum, err)
+				return fmt.Errorf("kube-apiserver on %s: %q %w", h.Name, sum, err)
 			}
 			cmdline, err := h.Run(ctx, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value basalt-etcd)/cmdline")
 			if err != nil || !strings.Contains(cmdline, "--election-timeout=1500") {
-				return fmt.Errorf("etcd on %s runs %q (%v)", h.Name, cmdline, err)
+				return fmt.Errorf("etcd on %s runs %q (%w)", h.Name, cmdline, err)
 			}
 			leftovers, _ := h.Run(ctx, "ls -a /opt/basalt/bin/ | grep -v -e '^\\.$' -e '^\\.\\.$' -e '^etcd$' -e '^kube-apiserver$' || true")
 			if strings.TrimSpace(leftovers) != "" {
