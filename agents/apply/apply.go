@@ -165,6 +165,9 @@ func (a *Applier) Apply(ctx context.Context, p *plan.Plan) ([]protocol.StepResul
 		}
 	}
 	if ctx.Err() == nil {
+		r.configureLoadBalancers()
+	}
+	if ctx.Err() == nil {
 		r.stopRemovedServices(ctx)
 	}
 	if ctx.Err() == nil {

@@ -28,7 +28,8 @@ type Options struct {
 	Image string
 	// Volumes are directories that each get a named volume of their own per host (an ext4 or
 	// whatever the engine's volumes are, not the image's fuse-overlayfs or overlay root), e.g. for
-	// containerd's snapshots or etcd's data. nil means []string{"/var/lib/containerd"}.
+	// containerd's snapshots or etcd's data. nil means /var/lib/containerd and /var/lib/kubelet (cAdvisor
+	// cannot size a fuse-overlayfs root, so kubelet's root dir must be on a volume).
 	Volumes []string
 	// BootTimeout bounds the wait for every host to finish booting with sshd up; 0 means 3 minutes.
 	BootTimeout time.Duration
@@ -85,7 +86,7 @@ func New(ctx context.Context, opts Options) (*Bed, error) {
 		return nil, fmt.Errorf("test bed: Name %q is not a DNS label of at most 40 characters", opts.Name)
 	}
 	if opts.Volumes == nil {
-		opts.Volumes = []string{"/var/lib/containerd"}
+		opts.Volumes = []string{"/var/lib/containerd", "/var/lib/kubelet"}
 	}
 	for _, v := range opts.Volumes {
 		if !path.IsAbs(v) || path.Clean(v) != v || v == "/" {
