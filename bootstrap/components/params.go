@@ -104,7 +104,8 @@ type NodeParams struct {
 	// CgroupDriver is the kubelet and containerd cgroup driver; see CgroupDriverFor.
 	CgroupDriver CgroupDriver
 	// InContainer is set when the "host" is a container (the e2e harness): the kubelet stops
-	// evicting on shared-disk pressure and kube-proxy leaves the host's conntrack sysctls alone.
+	// evicting on shared-disk pressure, kube-proxy leaves the host's conntrack sysctls alone, and
+	// containerd restricts containers' OOM score to its own (restrict_oom_score_adj).
 	InContainer bool
 	// ResolvConf is the resolv.conf the kubelet gives pods with dnsPolicy Default; empty
 	// keeps the kubelet default (/etc/resolv.conf). Hosts running systemd-resolved need

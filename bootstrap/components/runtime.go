@@ -28,6 +28,11 @@ state = {{q .State}}
       sandbox = {{q .SandboxImage}}
 
   [plugins.'io.containerd.cri.v1.runtime']
+{{- if .RestrictOOMScoreAdj}}
+    # The host is a container without CAP_SYS_RESOURCE: no process may lower its OOM score, so
+    # containers get no lower score than containerd's instead of failing to start.
+    restrict_oom_score_adj = true
+{{- end}}
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
 
@@ -87,6 +92,7 @@ func Containerd(p ClusterParams) (Component, error) {
 		"ShimPath": path.Join(pk.BinDir, "containerd-shim-runc-v2"), "RuncPath": path.Join(pk.BinDir, "runc"),
 		"SystemdCgroup": r.Node.CgroupDriver == CgroupDriverSystemd,
 		"CNIBinDir":     pk.CNIBinDir, "CNIConfDir": pk.CNIConfDir,
+		"RestrictOOMScoreAdj": r.Node.InContainer,
 	})
 	if err != nil {
 		return Component{}, err
