@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
@@ -48,6 +49,7 @@ type demoHost struct {
 // hostsFile is what the hosts stage leaves in the demo dir for later runs and for `down`.
 type hostsFile struct {
 	RunID     string     `json:"runID"`
+	Gateway   string     `json:"gateway"`
 	ClientKey []byte     `json:"clientKey"`
 	Hosts     []demoHost `json:"hosts"`
 }
@@ -67,7 +69,7 @@ func startHosts(ctx context.Context, cfg *config, st *state) error {
 		if err != nil {
 			return err
 		}
-		hf = &hostsFile{RunID: b.RunID, ClientKey: b.ClientKey.PrivatePEM}
+		hf = &hostsFile{RunID: b.RunID, Gateway: b.Gateway, ClientKey: b.ClientKey.PrivatePEM}
 		for i, h := range b.Hosts {
 			role := "worker"
 			if i < cfg.controlPlanes {
@@ -85,7 +87,7 @@ func startHosts(ctx context.Context, cfg *config, st *state) error {
 	} else {
 		logf("Reusing the %d hosts of test bed run %s", len(hf.Hosts), hf.RunID)
 	}
-	st.hosts = hf.Hosts
+	st.hosts, st.gateway = hf.Hosts, hf.Gateway
 
 	c, err := newClient(st.kubeconfig)
 	if err != nil {
@@ -155,4 +157,49 @@ func runAlive(ctx context.Context, runID string) bool {
 		}
 	}
 	return false
+}
+
+// managerNamespace holds the manager's agent API CAs and bootstrap tokens.
+const managerNamespace = "basalt-system"
+
+func ensureNamespace(ctx context.Context, kubeconfig, name string) error {
+	c, err := newClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitHostsAvailable waits until the manager has installed the agent over SSH on every host and
+// each agent has registered and reported its hardware.
+func waitHostsAvailable(ctx context.Context, cfg *config, st *state) error {
+	c, err := newClient(st.kubeconfig)
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 5*time.Minute, func() error {
+		for _, h := range st.hosts {
+			got := &basaltv1.Host{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: demoNamespace, Name: h.Name}, got); err != nil {
+				return err
+			}
+			if got.Status.State != basaltv1.HostStateAvailable {
+				msg := ""
+				for _, cond := range got.Status.Conditions {
+					if cond.Type == basaltv1.ConditionReady {
+						msg = cond.Reason + ": " + cond.Message
+					}
+				}
+				return fmt.Errorf("Host %s is %s (%s)", h.Name, got.Status.State, msg)
+			}
+		}
+		for _, h := range st.hosts {
+			logf("Host %s is Available: agent installed over SSH with its host key pinned, registered, hardware reported", h.Name)
+		}
+		return nil
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,6 +98,8 @@ type stage struct {
 type state struct {
 	kubeconfig string
 	hosts      []demoHost
+	// gateway is this machine's address on the hosts' network: where they reach the agent API.
+	gateway string
 }
 
 func up(ctx context.Context, cfg *config) error {
@@ -114,8 +117,9 @@ func up(ctx context.Context, cfg *config) error {
 			return err
 		}},
 		{"CRDs", installCRDs},
-		{"manager", startManager},
 		{"hosts", startHosts},
+		{"manager", startManager},
+		{"agents", waitHostsAvailable},
 		{"cluster", applyCluster},
 	}
 	for i, s := range stages {
@@ -152,11 +156,17 @@ func buildNodeImage(ctx context.Context, cfg *config, _ *state) error {
 
 func startManager(ctx context.Context, cfg *config, st *state) error {
 	bin := filepath.Join(cfg.dir, "bin", "manager")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
-	cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building the manager: %w", err)
+	agent := filepath.Join(cfg.dir, "bin", "basalt-agent")
+	for out, pkg := range map[string]string{bin: "./cmd/manager", agent: "./cmd/agent"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = cfg.root, os.Stdout, os.Stderr
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building %s: %w", pkg, err)
+		}
+	}
+	if err := ensureNamespace(ctx, st.kubeconfig, managerNamespace); err != nil {
+		return err
 	}
 	if pid, ok := running(cfg.dir, "manager"); ok {
 		// A rebuilt manager must replace the running one.
@@ -169,6 +179,12 @@ func startManager(ctx context.Context, cfg *config, st *state) error {
 		"--kubeconfig="+st.kubeconfig, "--leader-elect=false",
 		"--health-probe-bind-address=127.0.0.1:"+strconv.Itoa(managerProbe),
 		"--metrics-bind-address=127.0.0.1:"+strconv.Itoa(managerMetrics),
+		"--namespace="+managerNamespace,
+		"--agent-api-bind-address="+net.JoinHostPort(st.gateway, strconv.Itoa(agentAPIPort)),
+		"--agent-api-addresses="+st.gateway,
+		"--agent-binary="+agent,
+		"--artifact-sets="+filepath.Join(cfg.cache, "artifacts", cfg.version),
+		"--artifact-cache-dir="+filepath.Join(cfg.dir, "artifact-cache"),
 	); err != nil {
 		return err
 	}

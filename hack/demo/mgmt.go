@@ -27,6 +27,8 @@ const (
 	apiServerPort  = 16443
 	managerProbe   = 18081
 	managerMetrics = 18443
+	// agentAPIPort is where the manager serves agents, on the hosts' network gateway.
+	agentAPIPort = 19443
 )
 
 // mgmtPKI is the management plane's certificates, written under dir/pki.
