@@ -1,0 +1,53 @@
+// Package httpboot is the HTTP side of Basalt's PXE boot: the per-MAC iPXE scripts, the agent's
+// kernel and its initramfs.
+//
+// # The boot chain
+//
+//	PXE ROM ──DHCP (pxe/dhcp)──► TFTP ipxe.efi / undionly.kpxe (pxe/tftp)
+//	iPXE    ──DHCP──► GET /boot/<mac>.ipxe ──► script
+//	script  ──► GET /boot/kernel, GET /boot/initramfs ──► Linux + /init (pxe/image) ──► basalt-agent
+//
+// # What a script does
+//
+// Scripts (implemented by the Host controller) says, for a MAC address, whether a Host has it,
+// the Host's state, and, when the host must run the agent, its bootstrap. The server turns that
+// into one of four scripts (golden copies in testdata/):
+//
+//	no Host has the MAC              exit                  the next boot device takes over
+//	Host Provisioned                 local_disk            UEFI: exit to the boot manager, which
+//	                                                       boots the next option (the disk);
+//	                                                       BIOS: sanboot --no-describe --drive 0x80
+//	Host in any other state + Agent  agent                 kernel + initramfs with the bootstrap
+//	Host with nothing to boot        wait                  sleep, then fetch the script again
+//
+// A Provisioned host always gets local_disk, whatever else Scripts returns: a host that boots from
+// the network first cannot be sent back into the agent by a stale answer, so there is no
+// provisioning loop. A script that fails (download error, disk that does not boot) waits before
+// it asks again or returns to the firmware, so nothing loops fast either.
+//
+// # The bootstrap on the kernel command line
+//
+// The agent script passes the host's protocol.Bootstrap as three kernel parameters, next to
+// initrd=initramfs (for the EFI stub), KernelArgs (consoles) and BOOTIF=01-<mac> (the interface
+// to configure first):
+//
+//	basalt.server=https://192.168.10.1:9443 basalt.ca=LS0tLS1CRUdJTi... basalt.token=abc123.0123456789abcdef
+//
+// basalt.ca is the PEM in standard base64, exactly as encoding/json writes Bootstrap.CA, so the
+// initramfs /init writes protocol.BootstrapPath as {"server":"…","ca":"…","token":"…"} without
+// decoding anything; every value is limited to characters that need no escaping in JSON, iPXE or
+// the kernel (see BootstrapArgs, ParseBootstrapArgs). With an ECDSA CA the command line is about
+// 1,100 bytes; MaxCommandLine (2,000) is checked.
+//
+// Tokens stay out of logs: the server logs the MAC, the Host, its state and the action, never a
+// script; errors about a bootstrap never quote the token; scripts are sent with Cache-Control:
+// no-store and only for GET (HEAD is refused, since a script may issue a token). The token is on
+// the host's kernel command line (/proc/cmdline, the boot console) until the agent registers, and
+// it crosses the provisioning network in clear, since Debian's iPXE has no HTTPS: the token is
+// single-use and short-lived, and the provisioning network must be one you trust.
+//
+// # Metrics
+//
+// basalt_pxe_http_requests_total{path,code} (path: script, kernel, initramfs, other) and
+// basalt_pxe_http_scripts_total{action}.
+package httpboot

@@ -1,0 +1,345 @@
+package httpboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+)
+
+// Paths served.
+const (
+	// PathScripts is the prefix of the per-MAC scripts: /boot/52:54:00:12:34:56.ipxe.
+	PathScripts = "/boot/"
+	// ScriptSuffix ends a script path.
+	ScriptSuffix = ".ipxe"
+	// PathKernel serves KernelPath.
+	PathKernel = "/boot/kernel"
+	// PathInitramfs serves InitramfsPath.
+	PathInitramfs = "/boot/initramfs"
+)
+
+// Defaults of Server.
+const (
+	// DefaultAddr is where the server listens.
+	DefaultAddr = ":8080"
+	// scriptTimeout bounds one Scripts call (it may issue a token).
+	scriptTimeout = 10 * time.Second
+)
+
+// DefaultKernelArgs go on every agent kernel command line: the console on screen and on the
+// first serial port (the last console= is /dev/console: the serial port, which BMCs expose), and
+// quiet, which keeps the kernel from printing its command line, and so the token, on consoles
+// that a BMC may record (warnings and errors still show). Drop quiet to debug a boot.
+var DefaultKernelArgs = []string{"console=tty0", "console=ttyS0,115200n8", "quiet"}
+
+// macRE is the only accepted form of a MAC address in a path: Host spec.boot.macAddresses',
+// and what pxe/dhcp and iPXE's ${mac} write.
+var macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+
+// Scripts tells the server what a MAC address should boot. The Host controller implements it: it
+// finds the Host by spec.boot.macAddresses, and for a host that must boot the agent issues a
+// bootstrap with agents/api's Server.Bootstrap (a new one-time token each time). Discovery, if
+// any, lives there too: answering an unknown MAC with a new Host in Registering makes it known.
+type Scripts interface {
+	// Target returns what the machine with mac (lowercase, colon-separated) boots. An error is
+	// a failed lookup: the host is told to ask again a little later.
+	Target(ctx context.Context, mac string) (Target, error)
+}
+
+// Target is what one MAC address boots.
+type Target struct {
+	// Known is true when a Host has the MAC address.
+	Known bool
+	// Host is "<namespace>/<name>", for the script's messages and the logs.
+	Host string
+	// State is the Host's status.state. Provisioned always boots the local disk.
+	State basaltv1.HostState
+	// Agent, when set and the host is not Provisioned, boots the agent.
+	Agent *AgentBoot
+}
+
+// AgentBoot is how a host boots the agent.
+type AgentBoot struct {
+	// Bootstrap is passed on the kernel command line (ArgServer, ArgCA, ArgToken).
+	Bootstrap protocol.Bootstrap
+	// KernelURL and InitramfsURL default to the server's own PathKernel and PathInitramfs.
+	KernelURL, InitramfsURL string
+	// ExtraArgs are appended to the kernel command line, after the server's KernelArgs.
+	ExtraArgs []string
+}
+
+// Server serves iPXE scripts, the agent kernel and the initramfs over HTTP. It is an
+// http.Handler; ListenAndServe runs it on Addr.
+//
+// Fields must not change after the first request.
+type Server struct {
+	// Addr is the TCP address to listen on. Default DefaultAddr.
+	Addr string
+	// BaseURL is how hosts reach this server, e.g. http://192.168.10.1:8080: scripts chain back
+	// to it and point the kernel and initramfs at it. Required.
+	BaseURL string
+	// Scripts decides what each MAC boots. Required.
+	Scripts Scripts
+	// KernelPath and InitramfsPath are the files served at PathKernel and PathInitramfs (built
+	// by pxe/image). Empty answers 404.
+	KernelPath, InitramfsPath string
+	// KernelArgs start every agent kernel command line (after initrd=initramfs). Default
+	// DefaultKernelArgs; set an empty non-nil slice for none.
+	KernelArgs []string
+	// Log receives the server's logs. Default ctrl.Log.WithName("pxe-http").
+	Log logr.Logger
+}
+
+// Validate reports whether the fields make a working server.
+func (s *Server) Validate() error {
+	var errs []error
+	if s.Scripts == nil {
+		errs = append(errs, errors.New("httpboot: Scripts is required"))
+	}
+	if err := checkURL(strings.TrimRight(s.BaseURL, "/") + PathKernel); s.BaseURL == "" || err != nil {
+		errs = append(errs, fmt.Errorf("httpboot: BaseURL %q must be an http(s) URL such as http://192.168.10.1:8080", s.BaseURL))
+	}
+	for _, a := range s.kernelArgs() {
+		if !argRE.MatchString(a) {
+			errs = append(errs, fmt.Errorf("httpboot: kernel argument %q has characters that are not allowed", a))
+		}
+	}
+	for _, p := range []string{s.KernelPath, s.InitramfsPath} {
+		if p == "" {
+			continue
+		}
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+			errs = append(errs, fmt.Errorf("httpboot: %s is not a file (build it with pxe/image)", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) kernelArgs() []string {
+	if s.KernelArgs == nil {
+		return DefaultKernelArgs
+	}
+	return s.KernelArgs
+}
+
+func (s *Server) log() logr.Logger {
+	if s.Log.GetSink() == nil {
+		return ctrl.Log.WithName("pxe-http")
+	}
+	return s.Log
+}
+
+func (s *Server) scriptURL(mac string) string {
+	return strings.TrimRight(s.BaseURL, "/") + PathScripts + mac + ScriptSuffix
+}
+
+var (
+	requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "basalt", Subsystem: "pxe_http", Name: "requests_total",
+		Help: "HTTP boot requests by path (script, kernel, initramfs, other) and status code.",
+	}, []string{"path", "code"})
+	scriptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "basalt", Subsystem: "pxe_http", Name: "scripts_total",
+		Help: "iPXE scripts served by action: agent, local_disk, exit, wait.",
+	}, []string{"action"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(requestsTotal, scriptsTotal)
+}
+
+// ServeHTTP serves:
+//
+//	GET       /boot/<mac>.ipxe   the host's iPXE script (text/plain, no-store: it holds a token)
+//	GET, HEAD /boot/kernel       KernelPath     (http.ServeContent: ranges, If-Modified-Since)
+//	GET, HEAD /boot/initramfs    InitramfsPath
+//
+// A MAC address that is not six lowercase hex pairs separated by colons is a 400; other paths
+// are 404, other methods 405.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	label := s.route(rec, r)
+	requestsTotal.WithLabelValues(label, strconv.Itoa(rec.code())).Inc()
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
+	p := r.URL.Path
+	switch {
+	case p == PathKernel:
+		s.serveFile(w, r, s.KernelPath)
+		return "kernel"
+	case p == PathInitramfs:
+		s.serveFile(w, r, s.InitramfsPath)
+		return "initramfs"
+	case strings.HasPrefix(p, PathScripts) && strings.HasSuffix(p, ScriptSuffix):
+		s.serveScript(w, r, strings.TrimSuffix(strings.TrimPrefix(p, PathScripts), ScriptSuffix))
+		return "script"
+	}
+	http.NotFound(w, r)
+	return "other"
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, path string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if path == "" {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		s.log().Error(err, "Cannot open a boot file", "path", path)
+		http.NotFound(w, r)
+		return
+	}
+	defer func() { _ = f.Close() }()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+}
+
+func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, mac string) {
+	if r.Method != http.MethodGet {
+		// Not even HEAD: rendering may issue a token.
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !macRE.MatchString(mac) {
+		http.Error(w, "the MAC address must be six lowercase hex pairs separated by colons", http.StatusBadRequest)
+		return
+	}
+	log := s.log().WithValues("mac", mac, "remote", r.RemoteAddr)
+	ctx, cancel := context.WithTimeout(r.Context(), scriptTimeout)
+	defer cancel()
+	action, body := ActionWait, []byte(nil)
+	t, err := s.Scripts.Target(ctx, mac)
+	if err == nil {
+		action, body, err = s.script(mac, t)
+	}
+	if err != nil {
+		// The error may come from a Bootstrap check; those never hold the token.
+		log.Error(err, "Cannot make the boot script; the host will ask again", "host", t.Host)
+		action, body = ActionWait, s.waitScript(mac)
+	} else {
+		log.V(1).Info("Served a boot script", "host", t.Host, "state", t.State, "action", action)
+	}
+	scriptsTotal.WithLabelValues(string(action)).Inc()
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// ListenAndServe listens on Addr and serves until ctx ends; then it stops listening and gives
+// running requests (downloads included) 5 seconds to finish before closing them, and returns nil.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	addr := s.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("httpboot: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is ListenAndServe on a listener the caller opened; it closes ln before returning.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.Validate(); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: an initramfs over a slow link takes as long as it takes.
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log().Info("Serving HTTP boot", "addr", ln.Addr().String(), "baseURL", s.BaseURL)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("httpboot: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("httpboot: %w", err)
+	}
+	return nil
+}
+
+// statusRecorder remembers the status code written.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps http.ServeContent's copy on the connection's ReadFrom (sendfile).
+func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (r *statusRecorder) code() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}

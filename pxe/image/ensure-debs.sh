@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs Debian packages that Basalt's PXE side needs, idempotently: packages already installed
+# are left alone, and apt-get update runs only when something is missing. Needs root.
+#
+#   pxe/image/ensure-debs.sh ipxe                 # /usr/lib/ipxe/{ipxe.efi,snponly.efi,undionly.kpxe}
+#   pxe/image/ensure-debs.sh qemu-system-x86 cpio # what the image boot test needs
+set -euo pipefail
+missing=()
+for p in "$@"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "ensure-debs: ${missing[*]} missing and not root; install them with: apt-get install -y ${missing[*]}" >&2
+	exit 1
+fi
+echo "ensure-debs: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
