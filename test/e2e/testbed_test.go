@@ -316,7 +316,9 @@ func TestBedLeftovers(t *testing.T) {
 		slices.Sort(k)
 		return k
 	}
-	want := []string{"container", "network", "volume"}
+	// One host: its container, the run's network and one volume per default volume path
+	// (/var/lib/containerd and /var/lib/kubelet).
+	want := []string{"container", "network", "volume", "volume"}
 	if got := kinds(); !slices.Equal(got, want) {
 		t.Fatalf("Run %s of the live helper has %v, want %v", runID, got, want)
 	}
