@@ -9,6 +9,7 @@ import (
 	cryptossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,11 +95,16 @@ func (r *Reconciler) installAgent(ctx context.Context, s *scope) ctrl.Result {
 		return ctrl.Result{RequeueAfter: retryInstall}
 	}
 	res, err := p.Installer.Install(ctx, agentssh.InstallInput{Target: target, Agent: p.Agent, Bootstrap: boot})
-	if res.HostKey != nil && len(pinned) == 0 && h.Status.SSHHostKey == "" {
-		// Trust on first use: record the key; every later connection must present it.
-		h.Status.SSHHostKey = agentssh.MarshalHostKey(res.HostKey)
-	}
 	var mismatch *agentssh.HostKeyMismatchError
+	if err == nil || (res.HostKey != nil && !errors.As(err, &mismatch)) {
+		// The host proved its key. Record that now, in a write of its own: the agent may
+		// register (and write this Host) before this reconcile's final status patch, which
+		// would then conflict and lose what the install established.
+		if rerr := r.recordContact(ctx, h, res.HostKey, len(pinned) == 0, err == nil); rerr != nil {
+			s.installProblem, s.installMessage = basaltv1.ReasonInstallFailed, rerr.Error()
+			return ctrl.Result{RequeueAfter: waitForRegistration}
+		}
+	}
 	switch {
 	case errors.As(err, &mismatch):
 		s.hostKeyMismatch = mismatch.Error()
@@ -118,8 +124,6 @@ func (r *Reconciler) installAgent(ctx context.Context, s *scope) ctrl.Result {
 		}
 	}
 	s.installed = true
-	now := metav1.Now()
-	h.Status.Agent.InstalledAt = &now
 	ctrl.LoggerFrom(ctx).Info("Installed the agent over SSH", "host", klog.KObj(h), "init", res.Init, "uploaded", res.Uploaded, "reason", "AgentNotRegistered")
 	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "AgentInstalled", "InstallAgent", "Installed the agent over SSH (%s); waiting for it to register", res.Init)
 	return ctrl.Result{RequeueAfter: waitForRegistration}
@@ -141,4 +145,32 @@ func (r *Reconciler) sshSigner(ctx context.Context, h *basaltv1.Host) (cryptossh
 		return nil, fmt.Errorf("secret %s key %q: %w", ref.Name, ref.Key, err)
 	}
 	return signer, nil
+}
+
+// recordContact writes what an SSH contact established straight to the Host, retrying on
+// conflict: the host key seen on first contact (trust on first use; enforced from then on), and,
+// when the agent was installed, the install time. h is updated to match.
+func (r *Reconciler) recordContact(ctx context.Context, h *basaltv1.Host, key cryptossh.PublicKey, tofu, installed bool) error {
+	now := metav1.Now()
+	mutate := func(o *basaltv1.Host) {
+		if tofu && key != nil && o.Status.SSHHostKey == "" {
+			o.Status.SSHHostKey = agentssh.MarshalHostKey(key)
+		}
+		if installed {
+			o.Status.Agent.InstalledAt = &now
+		}
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		fresh := &basaltv1.Host{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(h), fresh); err != nil {
+			return err
+		}
+		mutate(fresh)
+		return r.Client.Status().Update(ctx, fresh)
+	})
+	if err != nil {
+		return fmt.Errorf("recording the SSH contact: %w", err)
+	}
+	mutate(h)
+	return nil
 }

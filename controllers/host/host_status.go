@@ -73,6 +73,10 @@ func setHostKeyVerified(s *scope) {
 		conditions.False(h, basaltv1.HostKeyVerified, basaltv1.ReasonHostKeyMismatch, s.hostKeyMismatch)
 	case s.hostKeyVerified:
 		conditions.True(h, basaltv1.HostKeyVerified, basaltv1.ReasonReady, "the host presented "+source)
+	case h.Status.Agent.LastSeen != nil:
+		// The agent of an SSH Host only registers after an install whose SSH connection passed
+		// the host key check.
+		conditions.True(h, basaltv1.HostKeyVerified, basaltv1.ReasonReady, "the host presented "+source+" when the agent was installed")
 	case prev != nil && prev.Status == metav1.ConditionTrue && prev.ObservedGeneration == h.Generation:
 		conditions.True(h, basaltv1.HostKeyVerified, prev.Reason, prev.Message)
 	case prev != nil && prev.Status == metav1.ConditionFalse && prev.Reason == basaltv1.ReasonHostKeyMismatch && prev.ObservedGeneration == h.Generation:
