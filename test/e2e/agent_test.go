@@ -40,65 +40,27 @@ func TestAgentsOverSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b, err := bed.New(ctx, bed.Options{Hosts: 3, Name: "agent", Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(context.WithoutCancel(ctx)); err != nil {
-			t.Errorf("closing the bed: %v", err)
-		}
-	})
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 3, Name: "agent"})
 	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, ArtifactSets: []string{setDir}})
 	c := m.Env.Client
 	ns := m.Env.Namespace(t)
-	m.CreateSSHKeySecret(t, framework.SSHKeySecretInput{Namespace: ns, Name: "ssh", PrivateKey: b.ClientKey.PrivatePEM})
-
-	// host-1 and host-2 pinned, host-3 trusted on first use.
-	for i, h := range b.Hosts {
-		host := sshHost(ns, h.Name, h.IP)
-		if i < 2 {
-			host.Spec.SSH.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.HostKey)))}
-		}
-		if err := c.Create(ctx, host); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// agent-1 and agent-2 pinned, agent-3 trusted on first use.
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{Namespace: ns, Bed: b, TrustOnFirstUse: 1})
 	start := time.Now()
-	framework.Eventually(t, 5*time.Minute, func() error {
-		for _, h := range b.Hosts {
-			got := &basaltv1.Host{}
-			if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), got); err != nil {
-				return err
-			}
-			if got.Status.State != basaltv1.HostStateAvailable {
-				return fmt.Errorf("Host %s is %s: %s", h.Name, got.Status.State, conditionSummary(got.Status.Conditions))
-			}
-			hw := got.Status.Hardware
-			if hw == nil || hw.CPUs < 1 || hw.Memory == nil || hw.Memory.IsZero() || len(hw.NICs) == 0 {
-				return fmt.Errorf("Host %s hardware %+v", h.Name, hw)
-			}
-			for _, cond := range []string{basaltv1.ConditionReady, basaltv1.HostAgentConnected, basaltv1.HostKeyVerified, basaltv1.HostInspected} {
-				if cc, err := envtest.Condition(got.Status.Conditions, cond); err != nil || cc.Status != metav1.ConditionTrue {
-					return fmt.Errorf("Host %s %s: %v %w", h.Name, cond, cc, err)
-				}
-			}
-		}
-		return nil
-	})
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
 	t.Logf("Three hosts from SSH to Available (agent installed, registered, inspected) in %s", time.Since(start).Round(time.Millisecond))
 	h3 := &basaltv1.Host{}
 	if err := c.Get(ctx, framework.ObjectKey(ns, b.Hosts[2].Name), h3); err != nil {
 		t.Fatal(err)
 	}
-	if want := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(b.Hosts[2].HostKey))); h3.Status.SSHHostKey != want {
+	if want := framework.AuthorizedKey(b.Hosts[2].HostKey); h3.Status.SSHHostKey != want {
 		t.Fatalf("host key recorded on first contact %q, want %q", h3.Status.SSHHostKey, want)
 	}
 
 	t.Run("host key mismatch is refused naming both fingerprints", func(t *testing.T) {
 		// An impostor: host-1's address, but pinned to host-2's key.
-		imp := sshHost(ns, "impostor", b.Hosts[0].IP)
-		imp.Spec.SSH.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(b.Hosts[1].HostKey)))}
+		imp := framework.SSHHost(ns, "impostor", b.Hosts[0].IP)
+		imp.Spec.SSH.HostKeys = []string{framework.AuthorizedKey(b.Hosts[1].HostKey)}
 		if err := c.Create(ctx, imp); err != nil {
 			t.Fatal(err)
 		}
@@ -239,14 +201,12 @@ func TestAgentsOverSSH(t *testing.T) {
 	})
 }
 
-func sshHost(ns, name, ip string) *basaltv1.Host {
-	return &basaltv1.Host{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{
-			Address:             ip,
-			PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "ssh", Key: "id_ed25519"},
-		}},
+func hostNames(b *bed.Bed) []string {
+	names := make([]string, len(b.Hosts))
+	for i, h := range b.Hosts {
+		names[i] = h.Name
 	}
+	return names
 }
 
 // artifactSet returns the folder of the complete artifact set of version, building what is
@@ -358,14 +318,4 @@ func etcdFormed(ctx context.Context, endpoints []string, clients []*clientv3.Cli
 		return fmt.Errorf("%d started voting members, want %d", voters, want)
 	}
 	return nil
-}
-
-func conditionSummary(conds []metav1.Condition) string {
-	var parts []string
-	for _, c := range conds {
-		if c.Status != metav1.ConditionTrue {
-			parts = append(parts, c.Type+"="+string(c.Status)+"/"+c.Reason+": "+c.Message)
-		}
-	}
-	return strings.Join(parts, "; ")
 }

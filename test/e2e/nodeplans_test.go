@@ -8,14 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/basalt-dev/basalt/agents/api"
-	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
 	"github.com/basalt-dev/basalt/bootstrap/components"
@@ -42,15 +40,7 @@ func TestNodePlansMakeAKubernetesCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bed.New(ctx, bed.Options{Hosts: 2, Name: "node", Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(context.WithoutCancel(ctx)); err != nil {
-			t.Errorf("closing the bed: %v", err)
-		}
-	})
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 2, Name: "node"})
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range b.Hosts {
@@ -64,26 +54,8 @@ func TestNodePlansMakeAKubernetesCluster(t *testing.T) {
 	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, ArtifactSets: []string{setDir}})
 	c := m.Env.Client
 	ns := m.Env.Namespace(t)
-	m.CreateSSHKeySecret(t, framework.SSHKeySecretInput{Namespace: ns, Name: "ssh", PrivateKey: b.ClientKey.PrivatePEM})
-	for _, h := range b.Hosts {
-		host := sshHost(ns, h.Name, h.IP)
-		host.Spec.SSH.HostKeys = []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.HostKey)))}
-		if err := c.Create(ctx, host); err != nil {
-			t.Fatal(err)
-		}
-	}
-	framework.Eventually(t, 5*time.Minute, func() error {
-		for _, h := range b.Hosts {
-			got := &basaltv1.Host{}
-			if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), got); err != nil {
-				return err
-			}
-			if got.Status.State != basaltv1.HostStateAvailable {
-				return fmt.Errorf("Host %s is %s: %s", h.Name, got.Status.State, conditionSummary(got.Status.Conditions))
-			}
-		}
-		return nil
-	})
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{Namespace: ns, Bed: b})
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
 
 	cp, worker := b.Hosts[0], b.Hosts[1]
 	const podCIDR, serviceCIDR = "10.244.0.0/16", "10.96.0.0/12"

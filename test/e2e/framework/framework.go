@@ -11,14 +11,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/setup"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/envtest"
@@ -145,3 +148,105 @@ func freePort(host string) (int, error) {
 
 // ObjectKey is a shorthand for tests.
 func ObjectKey(ns, name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+
+// NewBed starts a test bed and removes it when the test ends.
+func NewBed(ctx context.Context, t *testing.T, opts bed.Options) *bed.Bed {
+	t.Helper()
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	b, err := bed.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(context.WithoutCancel(ctx)); err != nil {
+			t.Errorf("closing the bed: %v", err)
+		}
+	})
+	return b
+}
+
+// SSHHostsInput says which Hosts CreateSSHHosts registers.
+type SSHHostsInput struct {
+	// Namespace of the Hosts and their SSH key Secret.
+	Namespace string
+	// Bed provides the hosts, their host keys and the client key.
+	Bed *bed.Bed
+	// TrustOnFirstUse is how many of the last hosts get no pinned host key, so the key seen on
+	// first contact is recorded; the others are pinned.
+	TrustOnFirstUse int
+}
+
+// SSHKeySecret is the name of the Secret CreateSSHHosts stores the bed's client key in.
+const SSHKeySecret = "ssh"
+
+// CreateSSHHosts stores the bed's client key in a Secret and creates one SSH Host per bed host,
+// named like it.
+func (m *Management) CreateSSHHosts(ctx context.Context, t *testing.T, in SSHHostsInput) {
+	t.Helper()
+	m.CreateSSHKeySecret(t, SSHKeySecretInput{Namespace: in.Namespace, Name: SSHKeySecret, PrivateKey: in.Bed.ClientKey.PrivatePEM})
+	for i, h := range in.Bed.Hosts {
+		host := SSHHost(in.Namespace, h.Name, h.IP)
+		if i < len(in.Bed.Hosts)-in.TrustOnFirstUse {
+			host.Spec.SSH.HostKeys = []string{AuthorizedKey(h.HostKey)}
+		}
+		if err := m.Env.Client.Create(ctx, host); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// SSHHost is a Host reached over SSH at ip with the key in SSHKeySecret.
+func SSHHost(ns, name, ip string) *basaltv1.Host {
+	return &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{
+			Address:             ip,
+			PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: SSHKeySecret, Key: "id_ed25519"},
+		}},
+	}
+}
+
+// AuthorizedKey is k in authorized_keys format, as spec.ssh.hostKeys holds it.
+func AuthorizedKey(k ssh.PublicKey) string {
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+}
+
+// WaitHostsAvailable waits until every named Host is Available with its hardware reported and
+// Ready, AgentConnected, HostKeyVerified and Inspected True.
+func (m *Management) WaitHostsAvailable(ctx context.Context, t *testing.T, ns string, names []string, timeout time.Duration) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		for _, name := range names {
+			got := &basaltv1.Host{}
+			if err := m.Env.Client.Get(ctx, ObjectKey(ns, name), got); err != nil {
+				return err
+			}
+			if got.Status.State != basaltv1.HostStateAvailable {
+				return fmt.Errorf("host %s is %s: %s", name, got.Status.State, ConditionSummary(got.Status.Conditions))
+			}
+			hw := got.Status.Hardware
+			if hw == nil || hw.CPUs < 1 || hw.Memory == nil || hw.Memory.IsZero() || len(hw.NICs) == 0 {
+				return fmt.Errorf("host %s hardware %+v", name, hw)
+			}
+			for _, cond := range []string{basaltv1.ConditionReady, basaltv1.HostAgentConnected, basaltv1.HostKeyVerified, basaltv1.HostInspected} {
+				if cc, err := envtest.Condition(got.Status.Conditions, cond); err != nil || cc.Status != metav1.ConditionTrue {
+					return fmt.Errorf("host %s %s: %v %w", name, cond, cc, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// ConditionSummary lists the conditions that are not True, for failure messages.
+func ConditionSummary(conds []metav1.Condition) string {
+	var parts []string
+	for _, c := range conds {
+		if c.Status != metav1.ConditionTrue {
+			parts = append(parts, c.Type+"="+string(c.Status)+"/"+c.Reason+": "+c.Message)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
