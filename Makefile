@@ -91,6 +91,10 @@ test: test-artifacts ## Run every test tier: unit, integration (real kube-apiser
 fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP)
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
+.PHONY: bench
+bench: ## Run the benchmarks and write docs/benchmarks.md
+	hack/bench.sh
+
 ##@ Demo
 
 .PHONY: demo

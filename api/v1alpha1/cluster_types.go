@@ -21,6 +21,10 @@ const (
 	ClusterControlPlaneReady = "ControlPlaneReady"
 	// ClusterWorkersReady is True when every worker Machine is Running with its node Ready.
 	ClusterWorkersReady = "WorkersReady"
+	// ClusterUpToDate is True when every Machine is built for spec.version. Changing the version
+	// of a running cluster (upgrades) is not implemented yet: it is then False with reason
+	// NotImplemented and the Machines keep their version.
+	ClusterUpToDate = "UpToDate"
 )
 
 // Cluster condition reasons.
@@ -31,6 +35,23 @@ const (
 	ReasonHostsBound = "HostsBound"
 	// ReasonInvalidSelector says a host selector cannot be parsed.
 	ReasonInvalidSelector = "InvalidSelector"
+	// ReasonWaitingForEndpoint says no control-plane endpoint is known yet: spec.controlPlane.endpoint
+	// is empty and no control-plane Machine has a Host.
+	ReasonWaitingForEndpoint = "WaitingForEndpoint"
+	// ReasonCertificatesFailed says the cluster's PKI could not be ensured or stored; the message
+	// has the error.
+	ReasonCertificatesFailed = "CertificatesFailed"
+	// ReasonWaitingForEtcd says etcd is not running yet: the initialising member's agent has not
+	// reported etcd healthy.
+	ReasonWaitingForEtcd = "WaitingForEtcd"
+	// ReasonEtcdUnreachable says the manager cannot talk to the cluster's etcd; the message has the
+	// error.
+	ReasonEtcdUnreachable = "EtcdUnreachable"
+	// ReasonMachinesNotReady says Machines of a role are missing or not Ready, when no Machine
+	// gives a more precise reason.
+	ReasonMachinesNotReady = "MachinesNotReady"
+	// ReasonPodCIDRExhausted says spec.network.podCIDR has no free per-node range left.
+	ReasonPodCIDRExhausted = "PodCIDRExhausted"
 )
 
 // ClusterPhase is a one-word summary of where a Cluster is in its life.
@@ -296,7 +317,8 @@ type ClusterStatus struct {
 	// +optional
 	Phase ClusterPhase `json:"phase,omitempty"`
 
-	// conditions: Ready, CertificatesReady, HostsBound, EtcdReady, ControlPlaneReady, WorkersReady.
+	// conditions: Ready, HostsBound, CertificatesReady, EtcdReady, ControlPlaneReady, WorkersReady,
+	// UpToDate.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -96,6 +96,29 @@ type HostSpec struct {
 	// bmc is the host's baseboard management controller, for power and boot-device control.
 	// +optional
 	BMC *BMCSpec `json:"bmc,omitempty"`
+
+	// os declares facts about the host's operating system that decide how Kubernetes runs on it.
+	// A field set here wins over what the agent reports in status.os; a field set in neither
+	// takes the safe default (not a container, cgroupfs driver).
+	// +optional
+	OS *OSFacts `json:"os,omitempty"`
+}
+
+// OSFacts are the facts about a host's operating system that a node's Plan depends on.
+type OSFacts struct {
+	// container says the host is a container (a test-bed host, a system container) rather than a
+	// machine: the kubelet then tolerates swap and leaves disk eviction, and kube-proxy leaves the
+	// kernel's conntrack settings, to the machine that runs the container.
+	// +optional
+	Container *bool `json:"container,omitempty"`
+	// systemdPID1 says systemd is PID 1 on the host.
+	// +optional
+	SystemdPID1 *bool `json:"systemdPID1,omitempty"`
+	// cgroupVersion is the cgroup hierarchy the host runs, 1 or 2. The kubelet and containerd use
+	// the systemd cgroup driver only with systemd as PID 1 and cgroup v2, cgroupfs otherwise.
+	// +kubebuilder:validation:Enum=1;2
+	// +optional
+	CgroupVersion int32 `json:"cgroupVersion,omitempty"`
 }
 
 // SSHSpec says how to reach a host over SSH.
@@ -278,6 +301,10 @@ type HostStatus struct {
 	// hardware reported by the agent.
 	// +optional
 	Hardware *Hardware `json:"hardware,omitempty"`
+
+	// os is what the agent found about the host's operating system; spec.os overrides it.
+	// +optional
+	OS *OSFacts `json:"os,omitempty"`
 
 	// agent is what Basalt knows of the host's agent.
 	// +optional

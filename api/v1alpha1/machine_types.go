@@ -33,6 +33,47 @@ const (
 	ReasonHostNotAvailable = "HostNotAvailable"
 	// ReasonClusterNotFound says spec.cluster names a Cluster that does not exist.
 	ReasonClusterNotFound = "ClusterNotFound"
+
+	// ReasonAgentNotReported says the Host controller has not yet said whether the Host's agent
+	// reports.
+	ReasonAgentNotReported = "AgentNotReported"
+	// ReasonInvalidHostAddress says the Host has no IP address a node can advertise
+	// (spec.ssh.address must be an IP address).
+	ReasonInvalidHostAddress = "InvalidHostAddress"
+	// ReasonWaitingForPodCIDR says the Cluster controller has not allocated the Machine's pod range
+	// (status.podCIDR) yet.
+	ReasonWaitingForPodCIDR = "WaitingForPodCIDR"
+	// ReasonArtifactSetNotFound says the manager has no artifact set for the Machine's version.
+	ReasonArtifactSetNotFound = "ArtifactSetNotFound"
+	// ReasonWaitingForCertificates says the Cluster controller has not issued the node's
+	// certificates yet.
+	ReasonWaitingForCertificates = "WaitingForCertificates"
+	// ReasonWaitingForEtcdMember says a control-plane Machine waits for the Cluster controller to
+	// make it the initialising etcd member or to add it to etcd as a learner.
+	ReasonWaitingForEtcdMember = "WaitingForEtcdMember"
+	// ReasonWaitingForControlPlane says no kube-apiserver is known yet for the node-local load
+	// balancer, or the workload cluster's API is not up yet.
+	ReasonWaitingForControlPlane = "WaitingForControlPlane"
+	// ReasonPlanInvalid says the node's Plan cannot be built from the Cluster, Machine and Host;
+	// the message names the field at fault.
+	ReasonPlanInvalid = "PlanInvalid"
+	// ReasonApplying says the agent has not applied the current Plan yet.
+	ReasonApplying = "Applying"
+	// ReasonApplyFailed says a step of the agent's last apply failed (a checksum mismatch, a file
+	// that cannot be written, a service that does not start); the message has the agent's error.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonComponentUnhealthy says a component of the applied Plan fails its health probe; the
+	// message has the agent's probe result.
+	ReasonComponentUnhealthy = "ComponentUnhealthy"
+	// ReasonWorkloadClusterUnreachable says the workload cluster's API server could not be asked
+	// about the Node; the message has the error.
+	ReasonWorkloadClusterUnreachable = "WorkloadClusterUnreachable"
+	// ReasonNodeNotRegistered says the Node exists (Basalt created it with its pod range) but the
+	// kubelet has not reported on it yet.
+	ReasonNodeNotRegistered = "NodeNotRegistered"
+	// ReasonPodCIDRConflict says the workload cluster's Node has another pod range than
+	// status.podCIDR.
+	ReasonPodCIDRConflict = "PodCIDRConflict"
 )
 
 // MachineRole is what a Machine does in its cluster.
@@ -62,6 +103,11 @@ const (
 	MachinePhaseFailed        MachinePhase = "Failed"
 )
 
+// AnnotationForceDelete, set to "true" on a Machine being deleted, skips the waits of its
+// deletion: for its etcd member to be removed and for its agent to wipe the host. Use it for a
+// host that is gone for good.
+const AnnotationForceDelete = "basalt.dev/force-delete"
+
 // Labels Basalt sets on Machines it creates.
 const (
 	// LabelClusterName is the name of the Cluster a Machine belongs to.
@@ -71,6 +117,49 @@ const (
 	// LabelPool is the worker pool of a worker Machine.
 	LabelPool = "basalt.dev/pool"
 )
+
+// EtcdPeer is one etcd member by name and peer URL.
+type EtcdPeer struct {
+	// name is the member's name, the node name of its Machine.
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// peerURL is the member's peer URL, https://<node IP>:2380.
+	// +kubebuilder:validation:MaxLength=2048
+	PeerURL string `json:"peerURL"`
+}
+
+// MachineEtcd is what the Cluster controller recorded about a control-plane Machine's etcd member.
+// The node's etcd flags are rendered from it and never change afterwards (etcd reads its
+// --initial-* flags only on its first start).
+type MachineEtcd struct {
+	// join is false for the member that initialised the cluster (--initial-cluster-state=new)
+	// and true for a member added to the running cluster as a learner.
+	// +optional
+	Join bool `json:"join,omitempty"`
+	// initialCluster is the member list a joining member started with, itself included. Empty
+	// for the initialising member.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	InitialCluster []EtcdPeer `json:"initialCluster,omitempty"`
+	// learner is true until the member is promoted to a voter. A learner's Plan runs etcd but not
+	// kube-apiserver, kube-controller-manager and kube-scheduler.
+	// +optional
+	Learner bool `json:"learner,omitempty"`
+	// addedAt is when the member was chosen to initialise the cluster or added as a learner.
+	// +optional
+	AddedAt *metav1.Time `json:"addedAt,omitempty"`
+}
+
+// PlanStepError is one failed step of the agent's last Plan apply.
+type PlanStepError struct {
+	// step names it: "artifact:etcd", "file:/etc/basalt/pki/ca.crt", "service:kubelet".
+	// +kubebuilder:validation:MaxLength=1024
+	Step string `json:"step"`
+	// error is the agent's error text.
+	// +kubebuilder:validation:MaxLength=4096
+	Error string `json:"error"`
+}
 
 // MachineSpec is the desired state of a Machine.
 //
@@ -163,6 +252,28 @@ type MachineStatus struct {
 	// +listMapKey=name
 	// +optional
 	Components []ComponentHealth `json:"components,omitempty"`
+
+	// applyingPlanHash is the hash of the Plan the agent is applying now; empty when it is idle.
+	// +optional
+	ApplyingPlanHash string `json:"applyingPlanHash,omitempty"`
+
+	// failedSteps are the steps of the agent's last apply that failed, as the agent reported them;
+	// empty when the last apply succeeded.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	FailedSteps []PlanStepError `json:"failedSteps,omitempty"`
+
+	// podCIDR is the node's pod range, a slice of the Cluster's spec.network.podCIDR allocated by
+	// the Cluster controller once and never changed; the workload Node's spec.podCIDR, the CNI
+	// configuration and the other nodes' routes use it.
+	// +kubebuilder:validation:MaxLength=43
+	// +optional
+	PodCIDR string `json:"podCIDR,omitempty"`
+
+	// etcd is what the Cluster controller recorded about this control-plane Machine's etcd member.
+	// +optional
+	Etcd *MachineEtcd `json:"etcd,omitempty"`
 
 	// failureReason and failureMessage say why the Machine is Failed.
 	// +optional

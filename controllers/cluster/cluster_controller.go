@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
+	"github.com/basalt-dev/basalt/controllers/cluster/workload"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
@@ -31,6 +35,20 @@ type Reconciler struct {
 	Client client.Client
 	// Recorder emits events on phase changes and on Machines created or deleted.
 	Recorder events.EventRecorder
+	// APIReader reads straight from the API server: Secrets (never cached by the manager) and
+	// the Machines when a pod range or the initial etcd member is chosen, where a lagging cache
+	// could hand out one range twice. Nil means Client.
+	APIReader client.Reader
+	// Workload gives clients of workload clusters; nil leaves the workload cluster alone.
+	Workload *workload.Clients
+	// EtcdClient connects to a workload cluster's etcd; nil means NewEtcdClient.
+	EtcdClient func(etcdcluster.Config) (etcdcluster.Client, error)
+	// Now is the clock certificates are issued and renewed by; nil means time.Now.
+	Now func() time.Time
+
+	// workloadDone remembers, by Cluster UID, that the workload cluster got what
+	// reconcileWorkload writes.
+	workloadDone sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=clusters,verbs=get;list;watch;update;patch
@@ -40,6 +58,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=update;patch
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=basalt.dev,resources=machines/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // scope is what one reconcile of a Cluster knows. Phases fill it in; updateStatus reads it.
@@ -55,6 +75,27 @@ type scope struct {
 	shortfall map[groupKey]int32
 	// selectorErrors says, per group, why its host selector could not be used.
 	selectorErrors map[groupKey]string
+	// failingHosts lists, per group short of Hosts, the matching Hosts that cannot become
+	// Available and why.
+	failingHosts map[groupKey][]hostProblem
+
+	// endpoint is the control-plane endpoint in use, nil while none is known.
+	endpoint *basaltv1.APIEndpoint
+	// material is the cluster's PKI as stored, nil when it could not be ensured.
+	material clusterpki.Material
+	// pkiReason and pkiMessage say why the PKI is not ready (reason empty when it is), or
+	// describe it when it is.
+	pkiReason, pkiMessage string
+	// podCIDRProblem says why a bound Machine has no pod range.
+	podCIDRProblem string
+	// etcdReady is true when every desired control-plane Machine is a healthy etcd voter;
+	// etcdReason and etcdMessage say why not, or describe it.
+	etcdReady               bool
+	etcdReason, etcdMessage string
+	// etcdAction is the last membership action, nil when etcd was not reached.
+	etcdAction *etcdcluster.Action
+	// workloadProblem says why the workload cluster could not be set up.
+	workloadProblem string
 }
 
 // phase is one step of a Cluster reconcile, with one signature for all.
@@ -71,7 +112,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	log := ctrl.LoggerFrom(ctx)
 	helper := patch.NewHelper(c, r.Client)
 	oldPhase := c.Status.Phase
-	s := &scope{cluster: c, shortfall: map[groupKey]int32{}, selectorErrors: map[groupKey]string{}}
+	s := &scope{cluster: c, shortfall: map[groupKey]int32{}, selectorErrors: map[groupKey]string{}, failingHosts: map[groupKey][]hostProblem{}}
 	defer func() {
 		updateStatus(s)
 		if reterr == nil {
@@ -100,7 +141,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 
 	var res ctrl.Result
-	for _, p := range []phase{r.reconcileMachines, r.reconcileBindings} {
+	for _, p := range []phase{r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
+		r.reconcileEtcd, r.reconcileWorkload} {
 		pr, err := p(ctx, s)
 		if err != nil {
 			return ctrl.Result{}, err
@@ -142,6 +184,27 @@ func (r *Reconciler) hostToClusters(ctx context.Context, o client.Object) []reco
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return reqs
+}
+
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Reconciler) etcdClient() func(etcdcluster.Config) (etcdcluster.Client, error) {
+	if r.EtcdClient != nil {
+		return r.EtcdClient
+	}
+	return NewEtcdClient
 }
 
 // minResult keeps the sooner of two requeue requests.

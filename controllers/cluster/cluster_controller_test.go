@@ -87,11 +87,11 @@ func checkBindings(ctx context.Context, ns string) (int, error) {
 
 // TestClusterWaitsForHostsThenBinds: a 3+2 Cluster with no Hosts creates its 5 Machines and says
 // how many Hosts each group is missing; when Hosts become Available every Machine is bound to a
-// distinct Host of the right kind. Ready stays False with NotImplemented: nothing is faked.
+// distinct Host of the right kind. Ready stays False: no agent reports, and nothing is faked.
 func TestClusterWaitsForHostsThenBinds(t *testing.T) {
-	startControllers(t)
 	ctx := context.Background()
 	ns := env.Namespace(t)
+	startControllers(t, ns)
 	c := newCluster(ns, "prod", 3, 2)
 	if err := env.Client.Create(ctx, c); err != nil {
 		t.Fatal(err)
@@ -149,12 +149,21 @@ func TestClusterWaitsForHostsThenBinds(t *testing.T) {
 		if !strings.HasPrefix(got.Status.ControlPlaneEndpoint.Host, "10.0.0.1") {
 			return fmt.Errorf("endpoint %+v", got.Status.ControlPlaneEndpoint)
 		}
+		// The Hosts' agents never report hardware here, so no Plan is built and no etcd member
+		// chosen: Ready stays False, saying so, while the certificates are issued.
+		certs, err := envtest.Condition(got.Status.Conditions, basaltv1.ClusterCertificatesReady)
+		if err != nil {
+			return err
+		}
+		if certs.Status != metav1.ConditionTrue {
+			return fmt.Errorf("CertificatesReady %s/%s: %s", certs.Status, certs.Reason, certs.Message)
+		}
 		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
 		if err != nil {
 			return err
 		}
-		if ready.Status != metav1.ConditionFalse || ready.Reason != basaltv1.ReasonNotImplemented {
-			return fmt.Errorf("Ready %s/%s, want False/NotImplemented", ready.Status, ready.Reason)
+		if ready.Status != metav1.ConditionFalse || ready.Reason != basaltv1.ReasonWaitingForEtcd {
+			return fmt.Errorf("Ready %s/%s, want False/WaitingForEtcd", ready.Status, ready.Reason)
 		}
 		if got.Status.ObservedGeneration != got.Generation {
 			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
@@ -179,9 +188,9 @@ func TestClusterWaitsForHostsThenBinds(t *testing.T) {
 // TestClustersRacingForHosts: two Clusters that together want more Hosts than exist never bind
 // one Host twice.
 func TestClustersRacingForHosts(t *testing.T) {
-	startControllers(t)
 	ctx := context.Background()
 	ns := env.Namespace(t)
+	startControllers(t, ns)
 	for i := range 4 {
 		env.CreateAvailableHost(t, envtest.AvailableHostInput{Namespace: ns, Name: fmt.Sprintf("h-%d", i), Labels: cpLabels})
 	}
@@ -207,9 +216,9 @@ func TestClustersRacingForHosts(t *testing.T) {
 // paused, scaling up creates nothing; deleting the Cluster removes every Machine, frees every Host
 // and completes.
 func TestScaleDownPauseAndDelete(t *testing.T) {
-	startControllers(t)
 	ctx := context.Background()
 	ns := env.Namespace(t)
+	startControllers(t, ns)
 	env.CreateAvailableHost(t, envtest.AvailableHostInput{Namespace: ns, Name: "cp-0", Labels: cpLabels})
 	for i := range 2 {
 		env.CreateAvailableHost(t, envtest.AvailableHostInput{Namespace: ns, Name: fmt.Sprintf("w-%d", i), Labels: workerLabels})
@@ -237,13 +246,9 @@ func TestScaleDownPauseAndDelete(t *testing.T) {
 	}
 	waitBound(3)
 
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
-		t.Fatal(err)
-	}
-	c.Spec.Workers[0].Replicas = 1
-	if err := env.Client.Update(ctx, c); err != nil {
-		t.Fatal(err)
-	}
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Workers[0].Replicas = 1
+	})
 	waitBound(2)
 	envtest.Eventually(t, wait, func() error {
 		hs, err := hosts(ctx, ns)
@@ -262,14 +267,10 @@ func TestScaleDownPauseAndDelete(t *testing.T) {
 		return nil
 	})
 
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
-		t.Fatal(err)
-	}
-	c.Spec.Paused = true
-	c.Spec.Workers[0].Replicas = 2
-	if err := env.Client.Update(ctx, c); err != nil {
-		t.Fatal(err)
-	}
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Paused = true
+		c.Spec.Workers[0].Replicas = 2
+	})
 	envtest.Eventually(t, wait, func() error {
 		got, err := get(ctx, c)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
 )
 
@@ -143,7 +144,9 @@ func (r *Reconciler) createMachine(ctx context.Context, c *basaltv1.Cluster, k g
 				basaltv1.LabelRole:        string(k.role),
 			},
 		},
-		Spec: basaltv1.MachineSpec{Cluster: c.Name, Role: k.role, Pool: k.pool},
+		// The version is pinned at creation: a Machine is never moved to another version by a
+		// change of the Cluster's spec.version, since upgrades are not implemented yet.
+		Spec: basaltv1.MachineSpec{Cluster: c.Name, Role: k.role, Pool: k.pool, Version: runningVersion(c)},
 	}
 	if k.pool != "" {
 		m.Labels[basaltv1.LabelPool] = k.pool
@@ -239,12 +242,38 @@ func (r *Reconciler) reconcileBindings(ctx context.Context, s *scope) (ctrl.Resu
 		}
 	}
 	var res ctrl.Result
-	for _, n := range s.shortfall {
+	for k, n := range s.shortfall {
 		if n > 0 {
 			res = ctrl.Result{RequeueAfter: waitRequeue}
+			for _, g := range desiredGroups(s.cluster) {
+				if g.key == k {
+					sel, _ := metav1.LabelSelectorAsSelector(&g.selector)
+					s.failingHosts[k] = failingHosts(s.hosts, sel)
+				}
+			}
 		}
 	}
 	return res, nil
+}
+
+// hostProblem is why a Host that matches a selector cannot become Available.
+type hostProblem struct{ host, reason, message string }
+
+// failingHosts lists the unclaimed Hosts matching sel whose agent cannot be brought on or heard
+// from (an SSH failure, ...), by name.
+func failingHosts(hosts []basaltv1.Host, sel labels.Selector) []hostProblem {
+	var out []hostProblem
+	for i := range hosts {
+		h := &hosts[i]
+		if h.Status.ConsumerRef != nil || !h.DeletionTimestamp.IsZero() || !sel.Matches(labels.Set(h.Labels)) {
+			continue
+		}
+		if reason, msg, failed := topology.HostFailure(h); failed {
+			out = append(out, hostProblem{host: h.Name, reason: reason, message: msg})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].host < out[j].host })
+	return out
 }
 
 // pickHost returns the first Host, by name, that is free and matches sel.
@@ -279,6 +308,19 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	if remaining > 0 {
 		return ctrl.Result{RequeueAfter: waitRequeue}, nil
 	}
+	if r.Workload != nil {
+		r.Workload.Forget(s.cluster.UID)
+	}
+	r.workloadDone.Delete(s.cluster.UID)
 	controllerutil.RemoveFinalizer(s.cluster, basaltv1.ClusterFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// runningVersion is the version new Machines are built for: the version the cluster runs, or
+// spec.version before any Machine runs.
+func runningVersion(c *basaltv1.Cluster) string {
+	if c.Status.Version != "" {
+		return c.Status.Version
+	}
+	return c.Spec.Version
 }

@@ -2,21 +2,28 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/conditions"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 )
 
 // updateStatus derives counts, the endpoint, the phase and every condition the Cluster controller
-// owns from the scope. It always sets every condition, so none is ever stale.
+// owns from the scope. Conditions about what the phases observe (certificates, etcd) keep their
+// last value when the phases did not run (paused, deleting, or an earlier phase failed).
 func updateStatus(s *scope) {
 	c := s.cluster
 	c.Status.ControlPlane = basaltv1.ReplicaCounts{}
 	c.Status.Workers = basaltv1.ReplicaCounts{}
 	c.Status.WorkerPools = nil
 	for _, g := range desiredGroups(c) {
-		counts := countGroup(g.replicas, s.machines[g.key])
+		counts := countGroup(c, g.replicas, s.machines[g.key])
 		if g.key.role == basaltv1.RoleControlPlane {
 			c.Status.ControlPlane = counts
 			continue
@@ -27,13 +34,18 @@ func updateStatus(s *scope) {
 		c.Status.Workers.Ready += counts.Ready
 		c.Status.Workers.Updated += counts.Updated
 	}
-	c.Status.ControlPlaneEndpoint = endpoint(s)
+	if s.endpoint == nil {
+		s.endpoint = endpoint(s)
+	}
+	c.Status.ControlPlaneEndpoint = s.endpoint
 
 	setHostsBound(s)
-	conditions.False(c, basaltv1.ClusterCertificatesReady, basaltv1.ReasonNotImplemented, "issuing the cluster's certificates is not implemented yet")
-	conditions.False(c, basaltv1.ClusterEtcdReady, basaltv1.ReasonNotImplemented, "forming etcd is not implemented yet")
-	conditions.False(c, basaltv1.ClusterControlPlaneReady, basaltv1.ReasonNotImplemented, "starting the control plane is not implemented yet")
-	conditions.False(c, basaltv1.ClusterWorkersReady, basaltv1.ReasonNotImplemented, "joining workers is not implemented yet")
+	setCertificatesReady(s)
+	setEtcdReady(s)
+	setRoleReady(s, basaltv1.ClusterControlPlaneReady, basaltv1.RoleControlPlane, c.Status.ControlPlane.Desired)
+	setRoleReady(s, basaltv1.ClusterWorkersReady, basaltv1.RoleWorker, c.Status.Workers.Desired)
+	setUpToDate(s)
+	setVersion(s)
 
 	switch {
 	case !c.DeletionTimestamp.IsZero():
@@ -46,31 +58,186 @@ func updateStatus(s *scope) {
 			c.Status.Phase = basaltv1.ClusterPhasePending
 		}
 		return
+	case conditions.IsTrue(c, basaltv1.ClusterControlPlaneReady) && conditions.IsTrue(c, basaltv1.ClusterWorkersReady):
+		c.Status.Phase = basaltv1.ClusterPhaseRunning
 	case conditions.IsTrue(c, basaltv1.ClusterHostsBound):
 		c.Status.Phase = basaltv1.ClusterPhaseProvisioning
 	default:
 		c.Status.Phase = basaltv1.ClusterPhasePending
 	}
 	conditions.SetSummary(c, basaltv1.ClusterHostsBound, basaltv1.ClusterCertificatesReady, basaltv1.ClusterEtcdReady,
-		basaltv1.ClusterControlPlaneReady, basaltv1.ClusterWorkersReady)
+		basaltv1.ClusterControlPlaneReady, basaltv1.ClusterWorkersReady, basaltv1.ClusterUpToDate)
+}
+
+// setCertificatesReady reports what reconcileCertificates found.
+func setCertificatesReady(s *scope) {
+	c := s.cluster
+	switch {
+	case s.pkiReason != "":
+		conditions.False(c, basaltv1.ClusterCertificatesReady, s.pkiReason, s.pkiMessage)
+	case s.material != nil:
+		conditions.True(c, basaltv1.ClusterCertificatesReady, basaltv1.ReasonReady, s.pkiMessage)
+	case meta.FindStatusCondition(c.Status.Conditions, basaltv1.ClusterCertificatesReady) == nil:
+		conditions.Unknown(c, basaltv1.ClusterCertificatesReady, "NotObserved", "the cluster's certificates have not been looked at yet")
+	}
+}
+
+// setEtcdReady reports what reconcileEtcd found.
+func setEtcdReady(s *scope) {
+	c := s.cluster
+	switch {
+	case s.etcdReady:
+		conditions.True(c, basaltv1.ClusterEtcdReady, etcdcluster.ReasonInSync, s.etcdMessage)
+	case s.etcdReason != "":
+		conditions.False(c, basaltv1.ClusterEtcdReady, s.etcdReason, s.etcdMessage)
+	case meta.FindStatusCondition(c.Status.Conditions, basaltv1.ClusterEtcdReady) == nil:
+		conditions.Unknown(c, basaltv1.ClusterEtcdReady, "NotObserved", "etcd has not been looked at yet")
+	}
+}
+
+// setRoleReady sets ControlPlaneReady or WorkersReady from the Ready conditions of the role's
+// Machines. When it is False it carries the reason and message of the first Machine that is not
+// Ready (an SSH failure, a failed apply step, a crashing component, a Node not Ready), so what
+// stops a Machine shows on the Cluster too.
+func setRoleReady(s *scope, condType string, role basaltv1.MachineRole, desired int32) {
+	c := s.cluster
+	var ms []*basaltv1.Machine
+	for _, k := range s.groupsWithMachines() {
+		if k.role != role || !wantedGroup(c, k) {
+			continue
+		}
+		active, _ := splitDeleting(s.machines[k])
+		ms = append(ms, active...)
+	}
+	slices.SortFunc(ms, topology.OldestFirst)
+	what := "control-plane"
+	if role == basaltv1.RoleWorker {
+		what = "worker"
+	}
+	ready := int32(0)
+	var blocker *basaltv1.Machine
+	var blockerCond *metav1.Condition
+	for _, m := range ms {
+		rc := meta.FindStatusCondition(m.Status.Conditions, basaltv1.ConditionReady)
+		if rc != nil && rc.Status == metav1.ConditionTrue {
+			ready++
+			continue
+		}
+		if blocker == nil && rc != nil {
+			blocker, blockerCond = m, rc
+		}
+	}
+	if ready >= desired {
+		if desired == 0 {
+			conditions.True(c, condType, basaltv1.ReasonReady, fmt.Sprintf("no %s Machines are desired", what))
+			return
+		}
+		if role == basaltv1.RoleControlPlane && s.workloadProblem != "" {
+			conditions.False(c, condType, basaltv1.ReasonWorkloadClusterUnreachable, s.workloadProblem)
+			return
+		}
+		conditions.True(c, condType, basaltv1.ReasonReady, fmt.Sprintf("%d of %d %s Machines Ready", ready, desired, what))
+		return
+	}
+	summary := fmt.Sprintf("%d of %d %s Machines Ready", ready, desired, what)
+	switch {
+	case s.podCIDRProblem != "":
+		conditions.False(c, condType, basaltv1.ReasonPodCIDRExhausted, summary+"; "+s.podCIDRProblem)
+	case blocker != nil:
+		conditions.False(c, condType, blockerCond.Reason, fmt.Sprintf("%s; Machine %s: %s", summary, blocker.Name, blockerCond.Message))
+	default:
+		conditions.False(c, condType, basaltv1.ReasonMachinesNotReady, summary)
+	}
+}
+
+// wantedGroup says whether the spec still asks for group k.
+func wantedGroup(c *basaltv1.Cluster, k groupKey) bool {
+	for _, g := range desiredGroups(c) {
+		if g.key == k {
+			return true
+		}
+	}
+	return false
+}
+
+// setUpToDate says whether every Machine is built for spec.version. Moving Machines to another
+// version is not implemented: a changed spec.version is reported, never acted upon.
+func setUpToDate(s *scope) {
+	c := s.cluster
+	var behind []string
+	from := ""
+	for _, k := range s.groupsWithMachines() {
+		active, _ := splitDeleting(s.machines[k])
+		for _, m := range active {
+			if v := machineVersion(c, m); v != c.Spec.Version {
+				behind = append(behind, m.Name)
+				from = v
+			}
+		}
+	}
+	if len(behind) == 0 {
+		conditions.True(c, basaltv1.ClusterUpToDate, basaltv1.ReasonReady, "every Machine is built for "+c.Spec.Version)
+		return
+	}
+	conditions.False(c, basaltv1.ClusterUpToDate, basaltv1.ReasonNotImplemented, fmt.Sprintf(
+		"upgrading a cluster is not implemented yet: %d Machine(s) keep running %s instead of spec.version %s (e.g. %s)",
+		len(behind), from, c.Spec.Version, behind[0]))
+}
+
+// machineVersion is the version m is built for: its spec.version, or the cluster's running
+// version for a Machine that names none.
+func machineVersion(c *basaltv1.Cluster, m *basaltv1.Machine) string {
+	if m.Spec.Version != "" {
+		return m.Spec.Version
+	}
+	return runningVersion(c)
+}
+
+// setVersion sets status.version to spec.version once every desired Machine is Ready and its
+// kubelet reports spec.version.
+func setVersion(s *scope) {
+	c := s.cluster
+	want := c.Status.ControlPlane.Desired + c.Status.Workers.Desired
+	n := int32(0)
+	for _, k := range s.groupsWithMachines() {
+		active, _ := splitDeleting(s.machines[k])
+		for _, m := range active {
+			if m.Status.Version != c.Spec.Version {
+				return
+			}
+			n++
+		}
+	}
+	if n >= want && c.Status.ControlPlane.Ready >= c.Status.ControlPlane.Desired && c.Status.Workers.Ready >= c.Status.Workers.Desired {
+		c.Status.Version = c.Spec.Version
+	}
 }
 
 // setHostsBound says, per group, how many Hosts are missing.
 func setHostsBound(s *scope) {
 	c := s.cluster
 	var missing []string
+	reason := basaltv1.ReasonWaitingForHosts
 	for _, g := range desiredGroups(c) {
 		if msg, bad := s.selectorErrors[g.key]; bad {
 			conditions.False(c, basaltv1.ClusterHostsBound, basaltv1.ReasonInvalidSelector, msg)
 			return
 		}
 		if n := s.shortfall[g.key]; n > 0 {
-			missing = append(missing, fmt.Sprintf("%s needs %d more Available Host(s) matching %s", g.key, n, g.selectorField))
+			msg := fmt.Sprintf("%s needs %d more Available Host(s) matching %s", g.key, n, g.selectorField)
+			for _, p := range s.failingHosts[g.key] {
+				// A matching Host that cannot become Available says why, with its reason.
+				if reason == basaltv1.ReasonWaitingForHosts {
+					reason = p.reason
+				}
+				msg += fmt.Sprintf("; Host %s matches but %s: %s", p.host, p.reason, p.message)
+			}
+			missing = append(missing, msg)
 		}
 	}
 	switch {
 	case len(missing) > 0:
-		conditions.False(c, basaltv1.ClusterHostsBound, basaltv1.ReasonWaitingForHosts, strings.Join(missing, "; "))
+		conditions.False(c, basaltv1.ClusterHostsBound, reason, strings.Join(missing, "; "))
 	case c.Status.ControlPlane.Bound < c.Status.ControlPlane.Desired || c.Status.Workers.Bound < c.Status.Workers.Desired:
 		conditions.False(c, basaltv1.ClusterHostsBound, basaltv1.ReasonWaitingForHosts, "Machines are being created and bound")
 	default:
@@ -78,34 +245,49 @@ func setHostsBound(s *scope) {
 	}
 }
 
-// countGroup counts the Machines of one group. Ready and Updated stay zero until Machines can run.
-func countGroup(desired int32, ms []*basaltv1.Machine) basaltv1.ReplicaCounts {
+// countGroup counts the Machines of one group: bound to a Host, Ready, and Ready at spec.version.
+func countGroup(c *basaltv1.Cluster, desired int32, ms []*basaltv1.Machine) basaltv1.ReplicaCounts {
 	counts := basaltv1.ReplicaCounts{Desired: desired}
 	for _, m := range ms {
-		if m.DeletionTimestamp.IsZero() && m.Spec.HostRef != nil {
+		if !m.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if m.Spec.HostRef != nil {
 			counts.Bound++
 		}
-		if m.Status.Phase == basaltv1.MachinePhaseRunning {
+		if meta.IsStatusConditionTrue(m.Status.Conditions, basaltv1.ConditionReady) {
 			counts.Ready++
+			if m.Status.Version == c.Spec.Version {
+				counts.Updated++
+			}
 		}
 	}
 	return counts
 }
 
-// endpoint is spec.controlPlane.endpoint, or else the SSH address of the oldest bound
-// control-plane Machine's Host.
+// endpoint is spec.controlPlane.endpoint or, by default, the address of a bound control-plane
+// Machine's Host: the one in use as long as one of the Hosts still has it (a default endpoint
+// moves only when its Host leaves the cluster, since it re-issues the API server certificates and
+// the admin kubeconfig), else the oldest bound control-plane Machine's.
 func endpoint(s *scope) *basaltv1.APIEndpoint {
 	if ep := s.cluster.Spec.ControlPlane.Endpoint; ep != nil {
-		return ep.DeepCopy()
-	}
-	for _, m := range s.machines[groupKey{role: basaltv1.RoleControlPlane}] {
-		if m.Spec.HostRef == nil {
-			continue
+		out := ep.DeepCopy()
+		if out.Port == 0 {
+			out.Port = topology.APIServerPort
 		}
-		for i := range s.hosts {
-			if h := &s.hosts[i]; h.Name == m.Spec.HostRef.Name && h.Spec.SSH != nil {
-				return &basaltv1.APIEndpoint{Host: h.Spec.SSH.Address, Port: 6443}
+		return out
+	}
+	cp, _ := s.boundNodes()
+	if cur := s.cluster.Status.ControlPlaneEndpoint; cur != nil {
+		for _, n := range cp {
+			if n.ip == cur.Host && n.machine.DeletionTimestamp.IsZero() {
+				return cur.DeepCopy()
 			}
+		}
+	}
+	for _, n := range cp {
+		if n.machine.DeletionTimestamp.IsZero() {
+			return &basaltv1.APIEndpoint{Host: n.ip, Port: topology.APIServerPort}
 		}
 	}
 	return nil

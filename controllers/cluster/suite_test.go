@@ -3,9 +3,18 @@ package cluster_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
 	"github.com/basalt-dev/basalt/controllers/cluster"
+	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/host"
 	"github.com/basalt-dev/basalt/controllers/machine"
 	"github.com/basalt-dev/basalt/test/envtest"
@@ -25,23 +34,82 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// harness is a running manager with the test doubles of the outside world: the workload
+// clusters are the test API server itself (their Nodes live there), etcd is fakeEtcd, and the
+// Cluster controller's clock can be moved.
+type harness struct {
+	etcd  *fakeEtcd
+	clock *testClock
+
+	mu sync.Mutex
+	// servers are the API server URLs of the workload kubeconfigs the controllers used.
+	servers map[string]bool
+}
+
+func (h *harness) workloadServers() map[string]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]bool{}
+	for k := range h.servers {
+		out[k] = true
+	}
+	return out
+}
+
 // startControllers runs all three controllers against env until the test ends, as the manager
-// does.
-func startControllers(t *testing.T) {
+// does, with the artifact set of v1.37.2 the tests run with. The manager sees namespace ns only,
+// so the Clusters earlier tests left behind are not reconciled against this test's doubles.
+func startControllers(t *testing.T, ns string) *harness {
 	t.Helper()
-	mgr, err := env.NewManager()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := &harness{etcd: &fakeEtcd{}, clock: &testClock{}, servers: map[string]bool{}}
+	sets := artifactSets(t)
+	workloads := &workload.Clients{Reader: mgr.GetAPIReader(), New: func(cfg *rest.Config) (client.Client, error) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.servers[cfg.Host] = true
+		return env.Client, nil
+	}}
 	opts := envtest.ControllerOptions()
-	if err := (&cluster.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("basalt-cluster")}).SetupWithManager(mgr, opts); err != nil {
+	if err := (&cluster.Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),
+		Workload: workloads, EtcdClient: h.etcd.connect, Now: h.clock.Now,
+	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&machine.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("basalt-machine")}).SetupWithManager(mgr, opts); err != nil {
+	if err := (&machine.Reconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-machine"),
+		ArtifactSets: sets, Workload: workloads,
+	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
-	if err := (&host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host")}).SetupWithManager(mgr, opts); err != nil {
+	// SSH provisioning is real up to the network: a Host still Registering gets its key read and a
+	// bootstrap issued, and the connection is refused (refusingInstaller).
+	prov := &host.Provisioner{Installer: refusingInstaller{}, Bootstrapper: fakeBootstrapper{}}
+	if err := (&host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
+		Provisioner: prov}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
 	envtest.StartManager(t, mgr)
+	return h
+}
+
+// artifactSets loads the artifact set next to the envtest binaries (KUBEBUILDER_ASSETS is its bin
+// folder). Only its manifest is read.
+func artifactSets(t *testing.T) machine.ArtifactSets {
+	t.Helper()
+	dir := filepath.Dir(os.Getenv("KUBEBUILDER_ASSETS"))
+	sets, err := machine.LoadArtifactSets(dir)
+	if err != nil {
+		t.Fatalf("the artifact set of v1.37.2 is needed (run `hack/build-artifacts.sh v1.37.2` and set KUBEBUILDER_ASSETS to its bin folder): %v", err)
+	}
+	return sets
 }

@@ -3,19 +3,27 @@ package machine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
@@ -23,12 +31,22 @@ import (
 // would bring it back.
 const hostRequeue = 15 * time.Second
 
+// conflictRequeue is how soon a Machine is looked at again after a concurrent write.
+const conflictRequeue = 200 * time.Millisecond
+
 // Reconciler reconciles Machine objects.
 type Reconciler struct {
 	// Client reads through the manager's cache and writes to the API server.
 	Client client.Client
 	// Recorder emits events on phase changes.
 	Recorder events.EventRecorder
+	// APIReader reads straight from the API server: the cluster's PKI Secrets and the Plan
+	// Secrets, which the manager does not cache. Nil means Client.
+	APIReader client.Reader
+	// ArtifactSets are the manifests of the artifact sets the manager serves, by version.
+	ArtifactSets ArtifactSets
+	// Workload gives clients of workload clusters; nil leaves Nodes alone (NodeReady then waits).
+	Workload *workload.Clients
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch;update;patch
@@ -37,6 +55,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=clusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;delete
 
 // scope is what one reconcile of a Machine knows. Phases fill it in; updateStatus reads it.
 type scope struct {
@@ -48,10 +67,38 @@ type scope struct {
 	host *basaltv1.Host
 	// hostProblem says why the Host cannot be used, as a condition reason and message.
 	hostProblem, hostMessage string
+
+	// nodeIP is the node's address (from the Host), nodeIPErr why there is none.
+	nodeIP    netip.Addr
+	nodeIPErr error
+	// peers are the bound Machines of the cluster with their node IPs, this one included.
+	peers []topology.Peer
+	// planReason and planMessage say why no Plan was stored this reconcile.
+	planReason, planMessage string
+	// planHash is the hash of the Plan stored for the Host; planServices its services.
+	planHash     string
+	planServices []string
+	// learner is true when the stored Plan is a control-plane Plan whose etcd member is a
+	// learner: it runs no kube-apiserver yet.
+	learner bool
+	// nodeRegistered is true when the workload cluster has the Node with the Machine's pod
+	// range.
+	nodeRegistered bool
+	// nodeReady mirrors the Node's Ready condition; nodeReason and nodeMessage say why not, or
+	// describe it.
+	nodeReady               bool
+	nodeReason, nodeMessage string
+	// deleteWait says what the deletion of the Machine waits for.
+	deleteWait string
 }
 
-// phase is one step of a Machine reconcile. Phases run in order; one that returns a non-zero
-// Result or an error stops the ones after it.
+// hostBound says whether the Host named by spec.hostRef is claimed by this Machine.
+func (s *scope) hostBound() bool {
+	return s.host != nil && s.host.Status.ConsumerRef != nil && s.host.Status.ConsumerRef.Name == s.machine.Name
+}
+
+// phase is one step of a Machine reconcile. Phases run in order, each checking in the scope that
+// what it needs is there; an error stops the ones after it.
 type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
 
 // Reconcile brings one Machine closer to its desired state. It may be called again at any point
@@ -93,40 +140,153 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 
 	var res ctrl.Result
-	var errs []error
-	for _, p := range []phase{r.reconcileClusterLink, r.reconcileHost} {
+	for _, p := range []phase{r.reconcileClusterLink, r.reconcileHost, r.observe, r.reconcileNode, r.reconcilePlan} {
 		pr, err := p(ctx, s)
 		if err != nil {
-			errs = append(errs, err)
-			break
+			return ctrl.Result{}, err
 		}
-		if !pr.IsZero() {
-			res = pr
-			break
-		}
+		res = minResult(res, pr)
 	}
-	return res, errors.Join(errs...)
+	return res, nil
 }
 
-// SetupWithManager registers the controller. Machines are also reconciled when their Host or
-// Cluster changes.
+// observe records the node's IP and the cluster's other Machines.
+func (r *Reconciler) observe(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if s.cluster == nil || !s.hostBound() {
+		return ctrl.Result{}, nil
+	}
+	s.nodeIP, s.nodeIPErr = topology.NodeIP(s.host)
+	if err := r.observePeers(ctx, s); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing the Machines of Cluster %s: %w", s.cluster.Name, err)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *Reconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// planClient is what StorePlan reads and writes through: Secrets are read from the API server,
+// everything else from the cache.
+func (r *Reconciler) planClient() client.Client {
+	return uncachedSecrets{Client: r.Client, reader: r.apiReader()}
+}
+
+// uncachedSecrets reads Secrets through reader and everything else through the embedded Client.
+type uncachedSecrets struct {
+	client.Client
+	reader client.Reader
+}
+
+func (u uncachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return u.reader.Get(ctx, key, obj, opts...)
+	}
+	return u.Client.Get(ctx, key, obj, opts...)
+}
+
+// minResult keeps the sooner of two requeue requests.
+func minResult(a, b ctrl.Result) ctrl.Result {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero():
+		return a
+	case b.RequeueAfter < a.RequeueAfter:
+		return b
+	}
+	return a
+}
+
+// SetupWithManager registers the controller. Machines are also reconciled when their Host
+// changes, when their Cluster's spec or what their Plans use of its status changes, and when
+// another Machine of the cluster changes in a way that changes their Plans (its pod range, node
+// IP, etcd record, or whether its kube-apiserver is up).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&basaltv1.Machine{}).
-		Watches(&basaltv1.Host{}, handler.EnqueueRequestsFromMapFunc(hostToMachine)).
-		Watches(&basaltv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.clusterToMachines)).
+		Watches(&basaltv1.Host{}, handler.EnqueueRequestsFromMapFunc(r.hostToMachine)).
+		Watches(&basaltv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.clusterToMachines), builder.WithPredicates(clusterInputsChanged)).
+		Watches(&basaltv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.peersOf), builder.WithPredicates(peerInputsChanged)).
 		WithOptions(opts).
 		Named("machine").
 		Complete(r)
 }
 
-// hostToMachine maps a Host to the Machine that consumes it.
-func hostToMachine(_ context.Context, o client.Object) []reconcile.Request {
-	h, ok := o.(*basaltv1.Host)
-	if !ok || h.Status.ConsumerRef == nil {
+// clusterInputsChanged passes Cluster events that may change its Machines' Plans or Nodes.
+var clusterInputsChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*basaltv1.Cluster)
+	n, ok2 := e.ObjectNew.(*basaltv1.Cluster)
+	return !ok1 || !ok2 || clusterKey(o) != clusterKey(n)
+}}
+
+func clusterKey(c *basaltv1.Cluster) string {
+	k := fmt.Sprintf("%d|%v|%s|%v|%v", c.Generation, c.DeletionTimestamp, c.Status.Version, c.Status.KubeconfigSecretRef, c.Status.CertificatesExpireAt)
+	if ep := c.Status.ControlPlaneEndpoint; ep != nil {
+		k += fmt.Sprintf("|%s:%d", ep.Host, ep.Port)
+	}
+	return k
+}
+
+// peerInputsChanged passes Machine events that change what other Machines' Plans or Nodes use.
+var peerInputsChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*basaltv1.Machine)
+	n, ok2 := e.ObjectNew.(*basaltv1.Machine)
+	return !ok1 || !ok2 || peerKey(o) != peerKey(n)
+}}
+
+func peerKey(m *basaltv1.Machine) string {
+	k := fmt.Sprintf("%v|%v|%s|%v|%v", m.Spec.HostRef, m.DeletionTimestamp.IsZero(), m.Status.PodCIDR, m.Status.Addresses,
+		topology.RunsAPIServer(m) && topology.ComponentHealthy(m, topology.ComponentAPIServer))
+	if e := m.Status.Etcd; e != nil {
+		k += fmt.Sprintf("|etcd %v %v", e.Join, e.Learner)
+	}
+	return k
+}
+
+// peersOf maps a Machine to the other Machines of its cluster.
+func (r *Reconciler) peersOf(ctx context.Context, o client.Object) []reconcile.Request {
+	m, ok := o.(*basaltv1.Machine)
+	if !ok {
 		return nil
 	}
-	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: h.Namespace, Name: h.Status.ConsumerRef.Name}}}
+	list := &basaltv1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(m.Namespace), client.MatchingLabels{basaltv1.LabelClusterName: m.Spec.Cluster}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].Name != m.Name {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}
+
+// hostToMachine maps a Host to the Machine that consumes it, or, for a Host nobody consumes, to
+// the Machines of its namespace that wait for one (they say why no Host can be bound).
+func (r *Reconciler) hostToMachine(ctx context.Context, o client.Object) []reconcile.Request {
+	h, ok := o.(*basaltv1.Host)
+	if !ok {
+		return nil
+	}
+	if h.Status.ConsumerRef != nil {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: h.Namespace, Name: h.Status.ConsumerRef.Name}}}
+	}
+	list := &basaltv1.MachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(h.Namespace)); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].Spec.HostRef == nil {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
 }
 
 // clusterToMachines maps a Cluster to its Machines.

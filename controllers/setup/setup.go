@@ -15,6 +15,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/api"
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
 	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
+	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
 )
@@ -34,7 +35,7 @@ type Options struct {
 	// provisioning: SSH Hosts stay Registering and say why.
 	AgentBinary string
 	// ArtifactSets are artifact-set folders (hack/build-artifacts.sh output) the artifact cache
-	// fetches from.
+	// fetches from; the Machine controller builds Plans from their manifests.
 	ArtifactSets []string
 	// CacheDir is the artifact cache's folder; empty means api.DefaultCacheDir().
 	CacheDir string
@@ -106,15 +107,25 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		}
 		return c
 	}
+	sets, err := machinecontroller.LoadArtifactSets(o.ArtifactSets...)
+	if err != nil {
+		return nil, err
+	}
+	workloads := &workload.Clients{Reader: mgr.GetAPIReader()}
 	if err := (&clustercontroller.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("basalt-cluster"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("basalt-cluster"),
+		Workload:  workloads,
 	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
 		return nil, fmt.Errorf("cluster controller: %w", err)
 	}
 	if err := (&machinecontroller.Reconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("basalt-machine"),
+		Client:       mgr.GetClient(),
+		APIReader:    mgr.GetAPIReader(),
+		Recorder:     mgr.GetEventRecorder("basalt-machine"),
+		ArtifactSets: sets,
+		Workload:     workloads,
 	}).SetupWithManager(mgr, opts(o.MachineConcurrency)); err != nil {
 		return nil, fmt.Errorf("machine controller: %w", err)
 	}

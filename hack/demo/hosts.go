@@ -194,7 +194,7 @@ func waitHostsAvailable(ctx context.Context, cfg *config, st *state) error {
 						msg = cond.Reason + ": " + cond.Message
 					}
 				}
-				return fmt.Errorf("Host %s is %s (%s)", h.Name, got.Status.State, msg)
+				return fmt.Errorf("host %s is %s (%s)", h.Name, got.Status.State, msg)
 			}
 		}
 		for _, h := range st.hosts {

@@ -1,0 +1,355 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/protocol"
+	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+)
+
+// testClock is the Cluster controller's clock; tests move it forward to reach renewal windows.
+type testClock struct{ offset atomic.Int64 }
+
+func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// fakeEtcd is an in-process etcd membership with inspectable state: members are added as
+// learners, promoted and removed as etcd does it, and a member starts (gets its name and client
+// URL) when the simulated agent applies a Plan that runs etcd.
+type fakeEtcd struct {
+	mu      sync.Mutex
+	members []etcdcluster.Member
+	nextID  uint64
+	// actions lists the membership changes made, e.g. "AddLearner https://10.0.0.11:2380".
+	actions []string
+	// holdPromotions makes Promote refuse as etcd does for a learner not in sync yet.
+	holdPromotions bool
+}
+
+// HoldPromotions makes etcd refuse (true) or allow (false) promotions.
+func (f *fakeEtcd) HoldPromotions(hold bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.holdPromotions = hold
+}
+
+func (f *fakeEtcd) connect(etcdcluster.Config) (etcdcluster.Client, error) { return f, nil }
+
+func (f *fakeEtcd) snapshot() []etcdcluster.Member {
+	out := make([]etcdcluster.Member, len(f.members))
+	for i, m := range f.members {
+		m.PeerURLs, m.ClientURLs = slices.Clone(m.PeerURLs), slices.Clone(m.ClientURLs)
+		out[i] = m
+	}
+	return out
+}
+
+func (f *fakeEtcd) Members(context.Context) ([]etcdcluster.Member, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.members) == 0 {
+		return nil, errors.New("dial tcp: connection refused")
+	}
+	return f.snapshot(), nil
+}
+
+func (f *fakeEtcd) AddLearner(_ context.Context, peerURL string) (etcdcluster.Member, []etcdcluster.Member, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.IsLearner {
+			return etcdcluster.Member{}, nil, etcdcluster.ErrTooManyLearners
+		}
+		if slices.Contains(m.PeerURLs, peerURL) {
+			return etcdcluster.Member{}, nil, etcdcluster.ErrPeerURLExists
+		}
+	}
+	f.nextID++
+	m := etcdcluster.Member{ID: 0x1000 + f.nextID, PeerURLs: []string{peerURL}, IsLearner: true}
+	f.members = append(f.members, m)
+	f.actions = append(f.actions, "AddLearner "+peerURL)
+	return m, f.snapshot(), nil
+}
+
+func (f *fakeEtcd) Promote(_ context.Context, id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.members {
+		if f.members[i].ID == id {
+			if !f.members[i].IsLearner {
+				return etcdcluster.ErrNotLearner
+			}
+			if !f.members[i].Started() || f.holdPromotions {
+				return fmt.Errorf("promote member %x: %w", id, etcdcluster.ErrLearnerNotReady)
+			}
+			f.members[i].IsLearner = false
+			f.actions = append(f.actions, "Promote "+f.members[i].Name)
+			return nil
+		}
+	}
+	return etcdcluster.ErrMemberNotFound
+}
+
+func (f *fakeEtcd) Remove(_ context.Context, id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.members {
+		if f.members[i].ID == id {
+			f.actions = append(f.actions, "Remove "+f.members[i].Name)
+			f.members = slices.Delete(f.members, i, i+1)
+			return nil
+		}
+	}
+	return etcdcluster.ErrMemberNotFound
+}
+
+func (f *fakeEtcd) MoveLeader(context.Context, uint64) error { return nil }
+
+func (f *fakeEtcd) Health(_ context.Context, endpoint string) (etcdcluster.Health, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var leader uint64
+	for _, m := range f.members {
+		if !m.IsLearner && m.Started() {
+			leader = m.ID
+			break
+		}
+	}
+	for _, m := range f.members {
+		if slices.Contains(m.ClientURLs, endpoint) {
+			return etcdcluster.Health{Healthy: leader != 0, MemberID: m.ID, Leader: leader, RaftIndex: 42, RaftAppliedIndex: 42, IsLearner: m.IsLearner}, nil
+		}
+	}
+	return etcdcluster.Health{}, fmt.Errorf("dial %s: connection refused", endpoint)
+}
+
+func (f *fakeEtcd) Close() error { return nil }
+
+// start is etcd starting on a node: the first member initialises the cluster, a later one must
+// have been added (as etcd requires) and gets its name and client URL.
+func (f *fakeEtcd) start(name string, ip netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	peer, cl := topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip)
+	if len(f.members) == 0 {
+		f.nextID++
+		f.members = append(f.members, etcdcluster.Member{ID: 0x1000 + f.nextID, Name: name, PeerURLs: []string{peer}, ClientURLs: []string{cl}})
+		f.actions = append(f.actions, "Initialise "+name)
+		return
+	}
+	for i := range f.members {
+		if slices.Contains(f.members[i].PeerURLs, peer) && !f.members[i].Started() {
+			f.members[i].Name, f.members[i].ClientURLs = name, []string{cl}
+		}
+	}
+}
+
+func (f *fakeEtcd) memberOf(name string) (etcdcluster.Member, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return etcdcluster.Member{}, false
+}
+
+func (f *fakeEtcd) history() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.actions)
+}
+
+// fakeAgents stands in for the agents of a namespace's Hosts and for the kubelets of the workload
+// cluster: it writes what the agent API writes (Machine status.planHash and components) once a
+// Plan is stored, starts etcd in fakeEtcd when a Plan runs it, and marks the workload Node Ready
+// with the kubelet's version once a Plan runs the kubelet. Machines named in hold are left alone,
+// so a test can write their status itself.
+type fakeAgents struct {
+	ns   string
+	etcd *fakeEtcd
+
+	mu   sync.Mutex
+	hold map[string]bool
+	// violations are Plans the agents were given that a real node could not have run correctly.
+	violations []string
+}
+
+// runAgents starts the simulated agents of namespace ns until the test ends.
+func runAgents(t *testing.T, ns string, etcd *fakeEtcd) *fakeAgents {
+	a := &fakeAgents{ns: ns, etcd: etcd, hold: map[string]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := a.step(ctx); err != nil && ctx.Err() == nil && !apierrors.IsConflict(err) {
+				t.Logf("simulated agents: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, v := range a.violations {
+			t.Error(v)
+		}
+	})
+	return a
+}
+
+// Hold stops the simulated agent of Machine name from writing its status.
+func (a *fakeAgents) Hold(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hold[name] = true
+}
+
+// Release lets the simulated agent of Machine name report again.
+func (a *fakeAgents) Release(name string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.hold, name)
+}
+
+func (a *fakeAgents) held(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hold[name]
+}
+
+func (a *fakeAgents) step(ctx context.Context) error {
+	ml := &basaltv1.MachineList{}
+	if err := env.Client.List(ctx, ml, client.InNamespace(a.ns)); err != nil {
+		return err
+	}
+	for i := range ml.Items {
+		m := &ml.Items[i]
+		if m.Spec.HostRef == nil || a.held(m.Name) {
+			continue
+		}
+		p, hash, err := api.LoadPlan(ctx, env.Client, a.ns, m.Spec.HostRef.Name)
+		if errors.Is(err, api.ErrNoPlan) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		h := &basaltv1.Host{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: m.Spec.HostRef.Name}, h); err != nil {
+			return err
+		}
+		if has(p, "etcd") {
+			a.etcd.start(m.Name, netip.MustParseAddr(h.Spec.SSH.Address))
+		}
+		if err := a.report(ctx, m, hash, p); err != nil {
+			return err
+		}
+		if has(p, "kubelet") {
+			// The kubelet may only start once its Node exists with the Machine's pod range, or it
+			// would register a Node kube-controller-manager gives another range.
+			n := &corev1.Node{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Name: m.Name}, n); err != nil || n.Spec.PodCIDR == "" || n.Spec.PodCIDR != m.Status.PodCIDR {
+				a.mu.Lock()
+				a.violations = append(a.violations, fmt.Sprintf("the Plan of %s runs the kubelet before its Node has the pod range %s (Node: %q, %v)", m.Name, m.Status.PodCIDR, n.Spec.PodCIDR, err))
+				a.mu.Unlock()
+			}
+			if err := markNodeReady(ctx, m.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// report writes the applied Plan hash and every service healthy, as the agent API does.
+func (a *fakeAgents) report(ctx context.Context, m *basaltv1.Machine, hash string, p *plan.Plan) error {
+	var comps []basaltv1.ComponentHealth
+	for _, s := range p.Services {
+		comps = append(comps, basaltv1.ComponentHealth{Name: s.Name, Healthy: true})
+	}
+	slices.SortFunc(comps, func(a, b basaltv1.ComponentHealth) int { return cmpString(a.Name, b.Name) })
+	if m.Status.PlanHash == hash && slices.EqualFunc(m.Status.Components, comps, func(a, b basaltv1.ComponentHealth) bool {
+		return a.Name == b.Name && a.Healthy == b.Healthy
+	}) {
+		return nil
+	}
+	before := m.DeepCopy()
+	m.Status.PlanHash, m.Status.Components, m.Status.FailedSteps = hash, comps, nil
+	return env.Client.Status().Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func has(p *plan.Plan, service string) bool {
+	return slices.ContainsFunc(p.Services, func(s plan.Service) bool { return s.Name == service })
+}
+
+// markNodeReady is the kubelet registering: the Node the Machine controller created gets a Ready
+// condition and the kubelet's version.
+func markNodeReady(ctx context.Context, name string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n := &corev1.Node{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if n.Status.NodeInfo.KubeletVersion == "v1.37.2" && len(n.Status.Conditions) > 0 {
+			return nil
+		}
+		n.Status.NodeInfo.KubeletVersion = "v1.37.2"
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "kubelet is posting ready status", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
+		return env.Client.Status().Update(ctx, n)
+	})
+}
+
+// refusingInstaller is the SSH installer of a host whose SSH port refuses connections.
+type refusingInstaller struct{}
+
+func (refusingInstaller) Install(_ context.Context, in agentssh.InstallInput) (agentssh.InstallResult, error) {
+	return agentssh.InstallResult{}, fmt.Errorf("ssh %s:%d: dial tcp %s:%d: connect: connection refused", in.Address, in.Port, in.Address, in.Port)
+}
+
+// fakeBootstrapper issues empty bootstraps (no agent API runs in these tests).
+type fakeBootstrapper struct{}
+
+func (fakeBootstrapper) Bootstrap(context.Context, *basaltv1.Host) (protocol.Bootstrap, error) {
+	return protocol.Bootstrap{}, nil
+}
+
+func (fakeBootstrapper) RevokeTokens(context.Context, *basaltv1.Host) error { return nil }
