@@ -1,8 +1,8 @@
 // Package agent is the node agent's control loop: it gets the agent an identity (a one-time
 // bootstrap token exchanged for a client certificate, see EnsureIdentity), long-polls the
-// manager for the host's Plan, applies it (package apply), and reports status — per-step results
-// after every apply, and a heartbeat with component health and hardware facts every
-// StatusInterval.
+// manager for the host's Plan, applies it (package apply), and reports status — the hash being
+// applied when an apply starts, per-step results (the failed steps with their errors) when it
+// ends, and a heartbeat with component health, hardware and OS facts every StatusInterval.
 //
 // The loop is built from single-method interfaces (PlanSource, Applier, StatusReporter,
 // HardwareInspector), so each part is replaced in tests; Run wires the real ones from Options.
@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,7 +61,8 @@ type Agent struct {
 	Plans   PlanSource
 	Applier Applier
 	Status  StatusReporter
-	// Inspector, when set, adds hardware facts to the heartbeat.
+	// Inspector, when set, adds hardware facts (and the OS facts in Hardware.OS) to the
+	// heartbeat.
 	Inspector HardwareInspector
 	// Health, when set, adds component health to every status.
 	Health *Monitor
@@ -79,7 +81,10 @@ type Agent struct {
 	applied  string
 	applying string
 	steps    []protocol.StepResult
-	kick     chan struct{}
+	// started is the state at the start of the latest apply until a status has reported that
+	// apply running; the status loop sends it first when the apply ended before it could.
+	started *protocol.Status
+	kick    chan struct{}
 }
 
 func (a *Agent) defaults() {
@@ -200,9 +205,13 @@ func (a *Agent) check(resp *protocol.PlanResponse) error {
 	return nil
 }
 
+// applyPlan applies p. The manager hears of it at least twice: once at the start (ApplyingHash
+// set, even when the apply ends before the status loop gets to run) and once with the result
+// (PlanHash moved, or the failed steps of the apply).
 func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *backoff) {
 	a.mu.Lock()
 	a.applying = hash
+	a.started = &protocol.Status{PlanHash: a.applied, ApplyingHash: hash, Steps: a.steps}
 	a.mu.Unlock()
 	a.kickStatus()
 	if a.Health != nil {
@@ -214,7 +223,7 @@ func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *ba
 		return
 	}
 	if err != nil {
-		a.setResult("", steps)
+		a.setResult("", withFailure(steps, err))
 		d := bo.next()
 		a.Logger.Error("Plan not fully applied; retrying", "hash", hash, "error", err, "delay", d)
 		sleep(ctx, d)
@@ -239,6 +248,18 @@ func (a *Agent) setResult(hash string, steps []protocol.StepResult) {
 	a.kickStatus()
 }
 
+// withFailure returns the steps of a failed apply with at least one failed step: when none of
+// them failed (the apply stopped before or between steps), err becomes an "apply" step, so the
+// manager always learns why.
+func withFailure(steps []protocol.StepResult, err error) []protocol.StepResult {
+	for _, s := range steps {
+		if !s.OK {
+			return steps
+		}
+	}
+	return append(slices.Clip(steps), protocol.StepResult{Step: "apply", Error: err.Error()})
+}
+
 func (a *Agent) appliedHash() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -252,7 +273,7 @@ func (a *Agent) kickStatus() {
 	}
 }
 
-// statusLoop reports status after every apply and every StatusInterval.
+// statusLoop reports status at the start and end of every apply and every StatusInterval.
 func (a *Agent) statusLoop(ctx context.Context) {
 	t := time.NewTicker(a.StatusInterval)
 	defer t.Stop()
@@ -269,13 +290,24 @@ func (a *Agent) statusLoop(ctx context.Context) {
 		}
 		a.mu.Lock()
 		st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, ApplyingHash: a.applying, Steps: a.steps, Hardware: hw}
-		a.mu.Unlock()
-		if a.Health != nil {
-			st.Components = a.Health.Snapshot()
+		reports := []*protocol.Status{st}
+		if start := a.started; start != nil && start.ApplyingHash != a.applying {
+			// The apply ended (or another began) before its start was reported.
+			start.AgentVersion, start.Hardware = a.Version, hw
+			reports = []*protocol.Status{start, st}
 		}
-		sanitize(st)
-		if err := a.Status.ReportStatus(ctx, st); err != nil && ctx.Err() == nil {
-			a.Logger.Warn("Cannot report status", "error", err)
+		a.started = nil
+		a.mu.Unlock()
+		var components []protocol.ComponentHealth
+		if a.Health != nil {
+			components = a.Health.Snapshot()
+		}
+		for _, r := range reports {
+			r.Components = components
+			sanitize(r)
+			if err := a.Status.ReportStatus(ctx, r); err != nil && ctx.Err() == nil {
+				a.Logger.Warn("Cannot report status", "error", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -104,7 +104,8 @@ func (r *fileRunner) Run(ctx context.Context, name string, args ...string) ([]by
 type fixedHardware struct{}
 
 func (fixedHardware) Inspect(ctx context.Context) (*protocol.Hardware, error) {
-	return &protocol.Hardware{CPUs: 4, MemoryBytes: 8 << 30, System: protocol.SystemInfo{Vendor: "QEMU"}}, nil
+	return &protocol.Hardware{CPUs: 4, MemoryBytes: 8 << 30, System: protocol.SystemInfo{Vendor: "QEMU"},
+		OS: &protocol.OSFacts{Container: true, SystemdPID1: true, CgroupVersion: 1}}, nil
 }
 
 // e2e is one end-to-end scenario: a fake manager, a host root and a state folder.
@@ -275,8 +276,10 @@ func TestAgentEndToEnd(t *testing.T) {
 	e.waitApplied(h1)
 	e.expectStarts(1, 1)
 	e.waitStatus("both components healthy", func(s protocol.Status) bool {
-		return len(s.Components) == 2 && s.Components[0].Healthy && s.Components[1].Healthy && s.Hardware != nil && s.Hardware.CPUs == 4
+		return len(s.Components) == 2 && s.Components[0].Healthy && s.Components[1].Healthy && s.Hardware != nil && s.Hardware.CPUs == 4 &&
+			s.Hardware.OS != nil && *s.Hardware.OS == protocol.OSFacts{Container: true, SystemdPID1: true, CgroupVersion: 1}
 	})
+	e.waitStatus("the first apply reported while it ran", func(s protocol.Status) bool { return s.ApplyingHash == h1 && s.PlanHash == "" })
 	if b, err := os.ReadFile(filepath.Join(e.opts.Root, "/opt/basalt/bin/kube-apiserver")); err != nil || len(b) != int(p.Artifacts[0].Size) {
 		t.Fatalf("artifact: %d bytes, %v", len(b), err)
 	}
@@ -315,6 +318,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	if st.PlanHash != h2 {
 		t.Errorf("applied hash moved to %s with a failed step (h3 %s)", st.PlanHash, h3)
 	}
+	e.waitStatus("the tampered Plan reported while it was applied", func(s protocol.Status) bool { return s.ApplyingHash == h3 && s.PlanHash == h2 })
 	if s, _ := hasStep(st, "service:kube-apiserver"); s.OK {
 		t.Errorf("kube-apiserver step: %+v", s)
 	}

@@ -194,6 +194,9 @@ func validateStatus(st *protocol.Status) error {
 		add(checkText("hardware.system.vendor", h.System.Vendor, 0, maxNameLen))
 		add(checkText("hardware.system.product", h.System.Product, 0, maxNameLen))
 		add(checkText("hardware.system.serial", h.System.Serial, 0, maxNameLen))
+		if o := h.OS; o != nil && o.CgroupVersion != 0 && o.CgroupVersion != 1 && o.CgroupVersion != 2 {
+			add(fmt.Errorf("hardware.os.cgroupVersion: %d; want 1, 2, or 0 when unknown", o.CgroupVersion))
+		}
 	}
 	if len(errs) > 10 {
 		errs = append(errs[:10], fmt.Errorf("and %d more", len(errs)-10))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
@@ -283,6 +285,9 @@ func (s *Server) applyHostReport(h *basaltv1.Host, st *protocol.Status) {
 	h.Status.Agent.Version = st.AgentVersion
 	if st.Hardware != nil {
 		h.Status.Hardware = convertHardware(st.Hardware)
+		if st.Hardware.OS != nil {
+			h.Status.OS = convertOS(st.Hardware.OS)
+		}
 	}
 	now := s.Now()
 	last := h.Status.Agent.LastSeen
@@ -318,8 +323,10 @@ func (s *Server) updateHost(ctx context.Context, id agentIdentity, mutate func(*
 	return out, err
 }
 
-// updateMachine records the applied Plan hash and component health on the Machine consuming the
-// Host, if that Machine still names the Host.
+// updateMachine records the applied Plan hash, the hash being applied, the failed steps of the
+// last apply and component health on the Machine consuming the Host, if that Machine still names
+// the Host. Every report is a full report: one whose steps all succeeded (or that has none)
+// clears failedSteps, one without an applying hash clears applyingPlanHash.
 func (s *Server) updateMachine(ctx context.Context, id agentIdentity, name string, st *protocol.Status) error {
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		m := &basaltv1.Machine{}
@@ -335,6 +342,8 @@ func (s *Server) updateMachine(ctx context.Context, id agentIdentity, name strin
 		}
 		before := m.DeepCopy()
 		m.Status.PlanHash = st.PlanHash
+		m.Status.ApplyingPlanHash = st.ApplyingHash
+		m.Status.FailedSteps = convertFailedSteps(st.Steps)
 		components := convertComponents(st.Components)
 		if !onlyProbeTimesChanged(m.Status.Components, components, s.Now(), s.StatusWriteInterval) {
 			m.Status.Components = components
@@ -390,6 +399,53 @@ func convertHardware(h *protocol.Hardware) *basaltv1.Hardware {
 		})
 	}
 	return out
+}
+
+// convertOS maps the agent's OS facts to the API type; an unknown cgroup version (0) is left out.
+func convertOS(o *protocol.OSFacts) *basaltv1.OSFacts {
+	return &basaltv1.OSFacts{Container: ptr.To(o.Container), SystemdPID1: ptr.To(o.SystemdPID1), CgroupVersion: int32(o.CgroupVersion)}
+}
+
+// Limits of Machine.status.failedSteps (see basaltv1.PlanStepError and the CRD).
+const (
+	maxFailedSteps     = 32
+	maxFailedStepName  = 1024
+	maxFailedStepError = 4096
+)
+
+// convertFailedSteps keeps the failed steps of a report, in the agent's order (the first
+// failures are usually the cause of the later ones), at most maxFailedSteps of them, with names
+// and error texts cut to the API's limits as valid UTF-8. It returns nil when no step failed.
+func convertFailedSteps(steps []protocol.StepResult) []basaltv1.PlanStepError {
+	var out []basaltv1.PlanStepError
+	for _, s := range steps {
+		if s.OK {
+			continue
+		}
+		if len(out) == maxFailedSteps {
+			break
+		}
+		msg := s.Error
+		if msg == "" {
+			msg = "failed (the agent gave no error text)"
+		}
+		out = append(out, basaltv1.PlanStepError{Step: clipUTF8(s.Step, maxFailedStepName), Error: clipUTF8(msg, maxFailedStepError)})
+	}
+	return out
+}
+
+// clipUTF8 returns s as valid UTF-8 without NUL bytes, at most n bytes long; a cut text ends in
+// "…" and never splits a character.
+func clipUTF8(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // convertComponents maps component health, sorted by name (the list is a map keyed by name).

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -115,5 +116,30 @@ func TestPathLabel(t *testing.T) {
 		if got := pathLabel(in); got != want {
 			t.Errorf("pathLabel(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestConvertFailedSteps(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes
+	got := convertFailedSteps([]protocol.StepResult{
+		{Step: "file:/etc/x", OK: true},
+		{Step: "artifact:etcd", Error: long},
+		{Step: "service:etcd", Error: "bad \xff byte\x00"},
+		{Step: strings.Repeat("s", 2000), Error: "x"},
+	})
+	if len(got) != 3 {
+		t.Fatalf("%d failed steps, want 3", len(got))
+	}
+	if e := got[0].Error; len(e) > maxFailedStepError || !utf8.ValidString(e) || !strings.HasSuffix(e, "é…") {
+		t.Errorf("long error: %d bytes, valid %v, ends %q", len(e), utf8.ValidString(e), e[len(e)-8:])
+	}
+	if got[1].Error != "bad \uFFFD byte" {
+		t.Errorf("error with an invalid byte and a NUL: %q", got[1].Error)
+	}
+	if n := len(got[2].Step); n > maxFailedStepName {
+		t.Errorf("step name of %d bytes", n)
+	}
+	if convertFailedSteps([]protocol.StepResult{{Step: "file:/etc/x", OK: true}}) != nil || convertFailedSteps(nil) != nil {
+		t.Error("no failed step must give nil (failedSteps cleared)")
 	}
 }

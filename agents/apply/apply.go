@@ -260,6 +260,11 @@ func (r *run) removeStalePaths() {
 	for _, art := range r.plan.Artifacts {
 		desired[art.Path] = true
 	}
+	for _, s := range r.plan.Services {
+		for _, d := range s.StateDirs {
+			desired[d] = true
+		}
+	}
 	var keep []string
 	for _, p := range want.Paths {
 		if desired[p] {

@@ -234,7 +234,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // removePath removes a file the agent wrote for an earlier Plan; one already gone is fine.
 func (a *Applier) removePath(p string) error {
-	err := os.Remove(a.path(p))
+	// A path is a file or artifact the agent wrote, or a service's state dir (removed whole,
+	// after the service was stopped).
+	err := os.RemoveAll(a.path(p))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

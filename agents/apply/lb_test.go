@@ -2,6 +2,8 @@ package apply
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/basalt-dev/basalt/agents/lb"
@@ -36,5 +38,30 @@ func TestLoadBalancerConfigFollowsThePlan(t *testing.T) {
 	e.mustApply(t, p)
 	if e.exists(lb.DefaultConfigPath) {
 		t.Fatal("the load balancer config outlived the Plan that asked for it")
+	}
+}
+
+// TestStateDirsGoWithTheirService: a service's state dir survives Plans that keep the service
+// and is removed, with its content, by the first Plan without it.
+func TestStateDirsGoWithTheirService(t *testing.T) {
+	e := newEnv(t)
+	p := basePlan(e)
+	p.Services[0].StateDirs = []string{"/var/lib/etcd"}
+	e.mustApply(t, p)
+	if err := os.MkdirAll(filepath.Join(e.root, "var/lib/etcd/member/snap"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.root, "var/lib/etcd/member/snap/db"), []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustApply(t, p)
+	if !e.exists("/var/lib/etcd/member/snap/db") {
+		t.Fatal("a kept service lost its state")
+	}
+	p.Services = p.Services[1:]
+	p.Services[0].After = nil
+	e.mustApply(t, p)
+	if e.exists("/var/lib/etcd") {
+		t.Fatal("the state dir outlived its service")
 	}
 }

@@ -36,6 +36,9 @@ func (o owned) union(p *plan.Plan) owned {
 	for _, a := range p.Artifacts {
 		u.Paths = append(u.Paths, a.Path)
 	}
+	for _, s := range p.Services {
+		u.Paths = append(u.Paths, s.StateDirs...)
+	}
 	slices.Sort(u.Paths)
 	u.Paths = slices.Compact(u.Paths)
 	for _, r := range p.Routes {

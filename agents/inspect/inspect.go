@@ -1,7 +1,8 @@
 // Package inspect reports the hardware of the host the agent runs on — CPUs, memory, disks, NICs
-// and DMI system information — as a protocol.Hardware, read from sysfs and procfs. The root of
-// both file systems is injected (Inspector.Root), so the code is tested against a fake tree in
-// testdata.
+// and DMI system information — as a protocol.Hardware, read from sysfs and procfs, together with
+// the operating system facts a node's Plan depends on (container or machine, systemd as PID 1,
+// cgroup version; see Inspector.InspectOS). The root of every file read is injected
+// (Inspector.Root), so the code is tested against fake trees.
 package inspect
 
 import (
@@ -17,15 +18,15 @@ import (
 
 // Inspector reads hardware facts.
 type Inspector struct {
-	// Root holds sys/ and proc/; default "/".
+	// Root holds sys/, proc/ and run/; default "/".
 	Root string
 	// Addrs returns the addresses (CIDR notation) of a network interface; default reads them
 	// from the kernel with net.InterfaceByName. Tests inject a fake.
 	Addrs func(name string) ([]string, error)
 }
 
-// Inspect reads every fact it can. A fact that cannot be read is left zero; only a host with no
-// readable CPU or memory information is an error.
+// Inspect reads every fact it can, the OS facts (Hardware.OS) included. A fact that cannot be
+// read is left zero; only a host with no readable CPU or memory information is an error.
 func (i Inspector) Inspect(ctx context.Context) (*protocol.Hardware, error) {
 	return i.inspect(ctx)
 }

@@ -28,6 +28,7 @@ func (i Inspector) inspect(ctx context.Context) (*protocol.Hardware, error) {
 	}
 	hw.Disks = i.disks()
 	hw.NICs = i.nics()
+	hw.OS, _ = i.InspectOS(ctx) // never fails on Linux
 	return hw, nil
 }
 

@@ -41,6 +41,7 @@ func TestInspectFakeHost(t *testing.T) {
 			{Name: "eno2", MAC: "ac:1f:6b:01:02:04"},
 		},
 		System: protocol.SystemInfo{Vendor: "Supermicro", Product: "SYS-1029P-WTR", Serial: "S123456X9"},
+		OS:     &protocol.OSFacts{}, // the tree has no /proc/1, /run or /sys/fs/cgroup
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("hardware (-want +got):\n%s", d)
@@ -59,7 +60,7 @@ func TestCPUInfoFallbackAndMissingFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(&protocol.Hardware{CPUs: 3}, got); d != "" {
+	if d := cmp.Diff(&protocol.Hardware{CPUs: 3, OS: &protocol.OSFacts{}}, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
 	if _, err := (Inspector{Root: t.TempDir()}).Inspect(context.Background()); err == nil {
@@ -83,5 +84,10 @@ func TestInspectThisHost(t *testing.T) {
 	}
 	if hw.CPUs < 1 || hw.MemoryBytes < 1<<20 {
 		t.Errorf("this host: %+v", hw)
+	}
+	if hw.OS == nil || (hw.OS.CgroupVersion != 1 && hw.OS.CgroupVersion != 2) {
+		t.Errorf("this host's OS facts: %+v", hw.OS)
+	} else {
+		t.Logf("this host's OS facts: %+v", *hw.OS)
 	}
 }

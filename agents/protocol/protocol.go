@@ -10,7 +10,7 @@
 //	  POST /v1/register  {token, CSR}  ───►  token valid, unused, unexpired? → sign CSR, burn token
 //	  GET  /v1/plan?hash=H&wait=30s    ───►  200 + Plan when its hash ≠ H, else 304 after wait
 //	  GET  /v1/artifacts/<sha256>      ───►  bytes from the sha256-addressed cache (Range served)
-//	  POST /v1/status    {Status}      ───►  Host.status.agent/hardware, Machine.status
+//	  POST /v1/status    {Status}      ───►  Host.status.agent/hardware/os, Machine.status
 //
 // Request bodies are JSON and bounded by MaxRequestBytes; anything larger or malformed gets a 4xx.
 package protocol
@@ -121,6 +121,21 @@ type Hardware struct {
 	Disks       []Disk     `json:"disks,omitempty"`
 	NICs        []NIC      `json:"nics,omitempty"`
 	System      SystemInfo `json:"system"`
+	// OS holds facts about the operating system the host runs, read together with the
+	// hardware; nil from an agent that does not report them.
+	OS *OSFacts `json:"os,omitempty"`
+}
+
+// OSFacts are what the agent found about its host's operating system; the manager records them
+// in Host.status.os, and a node's Plan depends on them.
+type OSFacts struct {
+	// Container is true when the host is a container (/.dockerenv or /run/.containerenv exists,
+	// PID 1 has a container= environment variable, or PID 1's cgroup is a container runtime's).
+	Container bool `json:"container"`
+	// SystemdPID1 is true when systemd is PID 1 and booted the host (/run/systemd/system exists).
+	SystemdPID1 bool `json:"systemdPID1"`
+	// CgroupVersion is 2 on the unified hierarchy, 1 on the legacy or hybrid one, 0 when unknown.
+	CgroupVersion int `json:"cgroupVersion,omitempty"`
 }
 
 // Disk is a block device.

@@ -118,6 +118,10 @@ type Service struct {
 	// Reads lists the files and artifact paths the service reads: a change to any of them
 	// restarts it.
 	Reads []string `json:"reads,omitempty"`
+	// StateDirs are directories the service keeps its data in (etcd's data dir). The agent
+	// removes them, with everything in them, once the service is no longer in the Plan, so a
+	// host that leaves a cluster keeps nothing of it.
+	StateDirs []string `json:"stateDirs,omitempty"`
 	// Probe checks the service's health.
 	Probe *Probe `json:"probe,omitempty"`
 	// Restart policy; default Always.
@@ -178,6 +182,8 @@ func (p *Plan) Normalize() {
 		p.Services[i].After = slices.Compact(p.Services[i].After)
 		slices.Sort(p.Services[i].Reads)
 		p.Services[i].Reads = slices.Compact(p.Services[i].Reads)
+		slices.Sort(p.Services[i].StateDirs)
+		p.Services[i].StateDirs = slices.Compact(p.Services[i].StateDirs)
 	}
 	slices.SortFunc(p.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	slices.SortFunc(p.Artifacts, func(a, b Artifact) int { return strings.Compare(a.Path, b.Path) })
@@ -290,6 +296,13 @@ func (p *Plan) Validate() error {
 		names[s.Name] = true
 		if len(s.Argv) == 0 || !path.IsAbs(s.Argv[0]) {
 			errs = append(errs, fmt.Errorf("%s: argv[0] must be an absolute path", field))
+		}
+		for _, d := range s.StateDirs {
+			if !path.IsAbs(d) || path.Clean(d) != d || protectedDirs[d] || strings.Count(d, "/") < 2 {
+				errs = append(errs, fmt.Errorf("%s: state dir %q must be an absolute clean path below a system directory, e.g. /var/lib/etcd", field, d))
+				continue
+			}
+			claim(field+" state dir", d)
 		}
 		for _, r := range s.Reads {
 			if _, ok := paths[r]; !ok {
@@ -434,6 +447,12 @@ func splitHostPort(s string) (string, int, error) {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// protectedDirs are never a service's state dir: removing one would break the host.
+var protectedDirs = map[string]bool{
+	"/var/lib": true, "/var/log": true, "/usr/local": true, "/usr/lib": true, "/etc/basalt": true,
+	"/var/lib/basalt": true, "/var/lib/basalt/agent": true, "/opt/basalt": true, "/run/basalt": true,
 }
 
 func validServiceName(s string) bool {

@@ -59,7 +59,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete;deletecollection
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // scope is what one reconcile of a Cluster knows. Phases fill it in; updateStatus reads it.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
 	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
 )
@@ -307,6 +309,12 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	}
 	if remaining > 0 {
 		return ctrl.Result{RequeueAfter: waitRequeue}, nil
+	}
+	// The Secrets are owned by the Cluster, but a management cluster's garbage collector may be
+	// slow or absent: delete them here, so a deleted Cluster never leaves its keys behind.
+	if err := r.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(s.cluster.Namespace),
+		client.MatchingLabels{basaltv1.LabelClusterName: s.cluster.Name}, client.HasLabels{pkisecrets.LabelKind}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("deleting the Cluster's Secrets: %w", err)
 	}
 	if r.Workload != nil {
 		r.Workload.Forget(s.cluster.UID)

@@ -25,6 +25,7 @@ import (
 )
 
 const (
+	demoRoleLabel = "basalt.dev/demo-role"
 	demoNamespace = "default"
 	sshSecretName = "basalt-demo-ssh"
 	timeoutCRD    = time.Minute
@@ -102,12 +103,16 @@ func startHosts(ctx context.Context, cfg *config, st *state) error {
 	}
 	for _, h := range hf.Hosts {
 		host := &basaltv1.Host{
-			ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: demoNamespace, Labels: map[string]string{"basalt.dev/demo-role": h.Role}},
-			Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{
-				Address:             h.IP,
-				PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: sshSecretName, Key: "id_ed25519"},
-				HostKeys:            []string{h.HostKey},
-			}},
+			ObjectMeta: metav1.ObjectMeta{Name: h.Name, Namespace: demoNamespace, Labels: map[string]string{demoRoleLabel: h.Role}},
+			Spec: basaltv1.HostSpec{
+				SSH: &basaltv1.SSHSpec{
+					Address:             h.IP,
+					PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: sshSecretName, Key: "id_ed25519"},
+					HostKeys:            []string{h.HostKey},
+				},
+				// The demo's hosts are containers running systemd, on this machine's cgroups.
+				OS: &basaltv1.OSFacts{Container: &yes, SystemdPID1: &yes, CgroupVersion: cgroupVersion()},
+			},
 		}
 		if err := c.Create(ctx, host); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("creating Host %s: %w", h.Name, err)
@@ -202,4 +207,14 @@ func waitHostsAvailable(ctx context.Context, cfg *config, st *state) error {
 		}
 		return nil
 	})
+}
+
+var yes = true
+
+// cgroupVersion is this machine's cgroup hierarchy, which its containers share.
+func cgroupVersion() int32 {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return 2
+	}
+	return 1
 }

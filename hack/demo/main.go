@@ -100,6 +100,10 @@ type state struct {
 	hosts      []demoHost
 	// gateway is this machine's address on the hosts' network: where they reach the agent API.
 	gateway string
+	// workloadKubeconfig is the demo cluster's admin kubeconfig, once it is Ready.
+	workloadKubeconfig string
+	// clusterReadyAfter is how long the Cluster took from applied to Ready.
+	clusterReadyAfter time.Duration
 }
 
 func up(ctx context.Context, cfg *config) error {
@@ -225,15 +229,22 @@ func printUsage(cfg *config, st *state, took time.Duration) {
 		return
 	}
 	fmt.Printf(`
-The management plane is up (%s). Look around:
+The management plane is up (%s in all). Look around:
 
   export KUBECONFIG=%s
   kubectl get basalt                 # Clusters, Machines and Hosts
   kubectl get hosts -o wide
   kubectl get host %s -o yaml     # conditions say what happens next, and why
+`, took.Round(time.Second), st.kubeconfig, firstHost(st))
+	if st.workloadKubeconfig != "" {
+		fmt.Printf(`
+Cluster %s was Ready %s after it was applied. Use it:
 
-Logs: %s/logs   Remove everything: make demo-down
-`, took.Round(time.Second), st.kubeconfig, firstHost(st), cfg.dir)
+  kubectl --kubeconfig %s get nodes -o wide
+  kubectl --kubeconfig %s run web --image=basalt.dev/webserver:v1 --image-pull-policy=Never
+`, demoCluster, st.clusterReadyAfter.Round(time.Second), st.workloadKubeconfig, st.workloadKubeconfig)
+	}
+	fmt.Printf("\nLogs: %s/logs   Remove everything: make demo-down\n", cfg.dir)
 }
 
 func run(ctx context.Context, dir, name string, args ...string) error {

@@ -147,6 +147,9 @@ func (b *planBuilder) etcd() error {
 	b.service(c, nil, reads, &plan.Probe{HTTP: &plan.HTTPProbe{
 		URL:    b.url("https", r.ports.EtcdClient, "/health?serializable=true"),
 		CAFile: ca, ClientCertFile: probe[0], ClientKeyFile: probe[1]}})
+	// The member's data goes with it: a host that leaves the cluster must not start an old member
+	// when it joins another one.
+	b.p.Services[len(b.p.Services)-1].StateDirs = []string{r.paths.EtcdDataDir}
 	return nil
 }
 

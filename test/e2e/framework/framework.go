@@ -176,6 +176,10 @@ type SSHHostsInput struct {
 	// TrustOnFirstUse is how many of the last hosts get no pinned host key, so the key seen on
 	// first contact is recorded; the others are pinned.
 	TrustOnFirstUse int
+	// Labels, when set, gives the labels of each host, by index.
+	Labels []map[string]string
+	// OS, when set, is every Host's spec.os.
+	OS *basaltv1.OSFacts
 }
 
 // SSHKeySecret is the name of the Secret CreateSSHHosts stores the bed's client key in.
@@ -191,6 +195,10 @@ func (m *Management) CreateSSHHosts(ctx context.Context, t *testing.T, in SSHHos
 		if i < len(in.Bed.Hosts)-in.TrustOnFirstUse {
 			host.Spec.SSH.HostKeys = []string{AuthorizedKey(h.HostKey)}
 		}
+		if i < len(in.Labels) {
+			host.Labels = in.Labels[i]
+		}
+		host.Spec.OS = in.OS
 		if err := m.Env.Client.Create(ctx, host); err != nil {
 			t.Fatal(err)
 		}
@@ -250,3 +258,6 @@ func ConditionSummary(conds []metav1.Condition) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// InNamespace is a shorthand for client.InNamespace.
+func InNamespace(ns string) client.InNamespace { return client.InNamespace(ns) }

@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/test/e2e/bed"
+	"github.com/basalt-dev/basalt/test/e2e/framework"
+	"github.com/basalt-dev/basalt/test/envtest"
+)
+
+// TestClusterLifecycle is Basalt's core promise on the test bed: one Cluster object (1 control
+// plane + 1 worker) applied to the management API, and the manager binds two Hosts, installs their
+// agents over SSH, issues the PKI, forms etcd, starts the control plane and the workers, and the
+// Cluster becomes Ready. Through the kubeconfig Basalt wrote, both nodes are Ready and a pod of the
+// test web server runs on the worker and answers by pod IP from the control-plane host. Deleting
+// the Cluster removes its Machines and Secrets, and its Hosts become Available again with no
+// Basalt service but the agent left running on them.
+func TestClusterLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: needs Docker and the test bed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	setDir := artifactSet(t, etcdTestVersion)
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 2, Name: "life"})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range b.Hosts {
+				out, _ := h.Run(context.WithoutCancel(ctx), "systemctl list-units 'basalt-*' --all --no-legend --plain; journalctl -u basalt-kubelet -u basalt-kube-apiserver -u basalt-etcd --no-pager -n 20 | grep -v -E ' [IW][0-9]{4} ' | cut -c1-600")
+				t.Logf("%s:\n%s", h.Name, out)
+			}
+		}
+	})
+	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, ArtifactSets: []string{setDir}})
+	c := m.Env.Client
+	ns := m.Env.Namespace(t)
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
+		Namespace: ns, Bed: b,
+		Labels: []map[string]string{{"role": "cp"}, {"role": "worker"}},
+		OS:     &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
+	})
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
+
+	cl := &basaltv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "life"},
+		Spec: basaltv1.ClusterSpec{
+			Version:      etcdTestVersion,
+			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}},
+			Workers:      []basaltv1.WorkerPool{{Name: "pool", Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}}}},
+		},
+	}
+	start := time.Now()
+	if err := c.Create(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 15*time.Minute, func() error {
+		got := &basaltv1.Cluster{}
+		if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+			return err
+		}
+		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
+		if err != nil {
+			return err
+		}
+		if ready.Status != metav1.ConditionTrue {
+			return fmt.Errorf("cluster %s: Ready=%s %s: %s (phase %s)", cl.Name, ready.Status, ready.Reason, ready.Message, got.Status.Phase)
+		}
+		if got.Status.Version != etcdTestVersion || got.Status.ControlPlane.Ready != 1 || got.Status.Workers.Ready != 1 {
+			return fmt.Errorf("cluster %s status: version %q control plane %+v workers %+v", cl.Name, got.Status.Version, got.Status.ControlPlane, got.Status.Workers)
+		}
+		return nil
+	})
+	t.Logf("Cluster Ready %s after it was applied (1 control plane + 1 worker)", time.Since(start).Round(time.Second))
+
+	// The kubeconfig Basalt wrote reaches the workload cluster.
+	kc := &corev1.Secret{}
+	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name+"-kubeconfig"), kc); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Timeout = 10 * time.Second
+	wc := kubernetes.NewForConfigOrDie(rc)
+	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nl.Items) != 2 {
+		t.Fatalf("%d nodes, want 2", len(nl.Items))
+	}
+	var workerNode string
+	for _, n := range nl.Items {
+		if !nodeReady(n) {
+			t.Fatalf("node %s is not Ready", n.Name)
+		}
+		if n.Labels["node-role.kubernetes.io/control-plane"] == "" {
+			workerNode = n.Name
+		}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"kubernetes.io/hostname": workerNode},
+			Containers:   []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+	framework.Eventually(t, time.Minute, func() error {
+		_, err := wc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	})
+	var podIP string
+	framework.Eventually(t, 3*time.Minute, func() error {
+		p, err := wc.CoreV1().Pods("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			return fmt.Errorf("pod %s: %s %s", p.Name, p.Status.Phase, podMessage(p))
+		}
+		podIP = p.Status.PodIP
+		return nil
+	})
+	framework.Eventually(t, time.Minute, func() error {
+		out, err := b.Hosts[0].Run(ctx, "curl -fsS --max-time 3 http://"+podIP+":8080/")
+		if err != nil || !strings.Contains(out, "podIP="+podIP) {
+			return fmt.Errorf("from %s to pod %s: %q %w", b.Hosts[0].Name, podIP, out, err)
+		}
+		return nil
+	})
+	t.Logf("Pod %s on %s Running and answering across nodes %s after the Cluster was applied", podIP, workerNode, time.Since(start).Round(time.Second))
+
+	// Delete: Machines and Secrets go, Hosts come back Available and wiped.
+	deleted := time.Now()
+	if err := c.Delete(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 10*time.Minute, m.Env.Gone(cl))
+	t.Logf("Cluster deleted in %s", time.Since(deleted).Round(time.Second))
+	ml := &basaltv1.MachineList{}
+	if err := c.List(ctx, ml, framework.InNamespace(ns)); err != nil || len(ml.Items) != 0 {
+		t.Fatalf("%d Machines left after the Cluster was deleted (%v)", len(ml.Items), err)
+	}
+	sl := &corev1.SecretList{}
+	if err := c.List(ctx, sl, framework.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sl.Items {
+		if strings.HasPrefix(s.Name, cl.Name+"-") {
+			t.Errorf("Secret %s outlived its Cluster", s.Name)
+		}
+	}
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 2*time.Minute)
+	for _, h := range b.Hosts {
+		framework.Eventually(t, 2*time.Minute, func() error {
+			got := &basaltv1.Host{}
+			if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), got); err != nil {
+				return err
+			}
+			if got.Status.ConsumerRef != nil {
+				return fmt.Errorf("host %s still consumed by %s", h.Name, got.Status.ConsumerRef.Name)
+			}
+			units, err := h.Run(ctx, "systemctl list-units 'basalt-*' --state=active --no-legend --plain | awk '{print $1}' | tr '\\n' ' '")
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(units) != "basalt-agent.service" {
+				return fmt.Errorf("host %s still runs %s", h.Name, units)
+			}
+			procs, _ := h.Run(ctx, "ps -eo comm= | grep -x -E 'etcd|kubelet|kube-apiserver|kube-proxy|containerd' || true")
+			if strings.TrimSpace(procs) != "" {
+				return fmt.Errorf("host %s still runs processes: %s", h.Name, strings.Join(strings.Fields(procs), " "))
+			}
+			// Every file of the Plans is gone, and so is etcd's data (a service state dir).
+			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/cni/net.d -type f 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; true")
+			if strings.TrimSpace(left) != "" {
+				return fmt.Errorf("host %s still has %s", h.Name, strings.Join(strings.Fields(left), " "))
+			}
+			return nil
+		})
+	}
+}
+
+func nodeReady(n corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
