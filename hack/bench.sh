@@ -270,18 +270,20 @@ when someone re-measures them with the command beside them and updates the scrip
 | artifact set v1.37.2, cold (empty Go and Basalt caches) / cached | 746 s / < 1 s | `hack/build-artifacts.sh v1.37.2` ([docs/artifacts.md](artifacts.md)) |
 | node image, cold | 92 s | `hack/node-image.sh` ([docs/testbed.md](testbed.md)) |
 | `make demo` to both Hosts `Available`, artifacts, node image and Go build cache warm | 17 s | `make demo` ([docs/demo.md](demo.md)) |
+| one `Cluster` (1 control plane + 1 worker) applied → `Ready` (bind, SSH install, PKI, etcd, control plane, workers) | 30–45 s | `TestClusterLifecycle` |
+| the same Cluster deleted → gone, hosts wiped and `Available` | 5–16 s | `TestClusterLifecycle` |
+| `make demo` from nothing running to Cluster `Ready`, caches warm | 45 s | `make demo` ([docs/demo.md](demo.md)) |
 
 The commands:
 
 ```sh
-go test -run 'TestAgentsOverSSH|TestNodePlansMakeAKubernetesCluster' -v ./test/e2e/
+go test -run 'TestAgentsOverSSH|TestNodePlansMakeAKubernetesCluster|TestClusterLifecycle' -v ./test/e2e/
 go test -run TestControlPlaneFromPlan -v ./test/integration/
 go test -run TestBootInQEMU -v ./pxe/image/
 ```
 
-Not measured yet (design §9, bench tier): time to `Ready` of a cluster built by the Cluster
-controller, join time of a node, manager scale with simulated agents, PXE throughput against
-dnsmasq.
+Not measured yet (design §9, bench tier): time to `Ready` of a 3 + 2 cluster, join time of a
+node into a running cluster, manager scale with simulated agents, PXE throughput against dnsmasq.
 EOF
 } >"$tmp_out"
 mv "$tmp_out" "$out"
