@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/test/e2e/bed"
+	"github.com/basalt-dev/basalt/test/e2e/framework"
+	"github.com/basalt-dev/basalt/test/envtest"
+)
+
+// TestClusterHA applies one Cluster with 3 control-plane and 2 worker machines: etcd forms with
+// three healthy voters (learners promoted one at a time), /readyz answers through the endpoint,
+// all 5 nodes are Ready, a Deployment of the test web server with 2 replicas spread over two
+// nodes runs, a ClusterIP Service reaches both pods from a third node, and a pod on one node
+// reaches a pod on another by pod IP.
+func TestClusterHA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: needs Docker and the test bed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	setDir := artifactSet(t, etcdTestVersion)
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 5, Name: "ha"})
+	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, ArtifactSets: []string{setDir}})
+	c := m.Env.Client
+	ns := m.Env.Namespace(t)
+	labels := []map[string]string{{"role": "cp"}, {"role": "cp"}, {"role": "cp"}, {"role": "worker"}, {"role": "worker"}}
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
+		Namespace: ns, Bed: b, Labels: labels,
+		OS: &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
+	})
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
+
+	cl := &basaltv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ha"},
+		Spec: basaltv1.ClusterSpec{
+			Version:      etcdTestVersion,
+			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 3, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}},
+			Workers:      []basaltv1.WorkerPool{{Name: "pool", Replicas: 2, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}}}},
+		},
+	}
+	start := time.Now()
+	if err := c.Create(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	last := ""
+	framework.Eventually(t, 20*time.Minute, func() error {
+		got := &basaltv1.Cluster{}
+		if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+			return err
+		}
+		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
+		if err != nil {
+			return err
+		}
+		if ready.Status != metav1.ConditionTrue {
+			if msg := ready.Reason + ": " + ready.Message; msg != last {
+				t.Logf("%s: Cluster %s", time.Since(start).Round(time.Second), msg)
+				last = msg
+			}
+			return fmt.Errorf("cluster %s: Ready=%s %s: %s", cl.Name, ready.Status, ready.Reason, ready.Message)
+		}
+		if got.Status.ControlPlane.Ready != 3 || got.Status.Workers.Ready != 2 {
+			return fmt.Errorf("cluster %s: control plane %+v workers %+v", cl.Name, got.Status.ControlPlane, got.Status.Workers)
+		}
+		return nil
+	})
+	t.Logf("Cluster Ready %s after it was applied (3 control plane + 2 workers)", time.Since(start).Round(time.Second))
+
+	kc := &corev1.Secret{}
+	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name+"-kubeconfig"), kc); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Timeout = 10 * time.Second
+	wc := kubernetes.NewForConfigOrDie(rc)
+	body, err := wc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+	if err != nil || string(body) != "ok" {
+		t.Fatalf("/readyz through the endpoint %s: %q %v", rc.Host, body, err)
+	}
+
+	// Three voting etcd members, every one healthy: read with etcdctl on each control-plane host.
+	for _, h := range b.Hosts[:3] {
+		out, err := h.Run(ctx, "ETCDCTL_API=3 /opt/basalt/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/basalt/pki/etcd/ca.crt "+
+			"--cert=/etc/basalt/pki/etcd/healthcheck-client.crt --key=/etc/basalt/pki/etcd/healthcheck-client.key member list -w simple")
+		if err != nil {
+			t.Fatalf("etcd member list on %s: %v", h.Name, err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 || strings.Contains(out, "true") { // the last column is isLearner
+			t.Fatalf("etcd members seen from %s: %s", h.Name, out)
+		}
+	}
+
+	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nl.Items) != 5 {
+		t.Fatalf("%d nodes, want 5", len(nl.Items))
+	}
+	for _, n := range nl.Items {
+		if !nodeReady(n) {
+			t.Fatalf("node %s is not Ready", n.Name)
+		}
+	}
+
+	// A Deployment of 2 web servers on different nodes, and a Service in front of them.
+	labelsWeb := map[string]string{"app": "web"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labelsWeb},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labelsWeb},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever,
+						Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labelsWeb}}},
+				},
+			},
+		},
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec:       corev1.ServiceSpec{Selector: labelsWeb, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	framework.Eventually(t, time.Minute, func() error {
+		if _, err := wc.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		_, err := wc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
+		return err
+	})
+	podNodes := map[string]string{} // pod IP → node
+	framework.Eventually(t, 5*time.Minute, func() error {
+		pl, err := wc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return err
+		}
+		clear(podNodes)
+		for _, p := range pl.Items {
+			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+				podNodes[p.Status.PodIP] = p.Spec.NodeName
+			}
+		}
+		nodes := map[string]bool{}
+		for _, n := range podNodes {
+			nodes[n] = true
+		}
+		if len(podNodes) != 2 || len(nodes) != 2 {
+			return fmt.Errorf("web pods running: %v", podNodes)
+		}
+		return nil
+	})
+	got, err := wc.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A third node: a host that runs neither web pod.
+	var third *bed.Host
+	for _, h := range b.Hosts {
+		used := false
+		for _, node := range podNodes {
+			if nodeIP(nl.Items, node) == h.IP {
+				used = true
+			}
+		}
+		if !used {
+			third = h
+			break
+		}
+	}
+	if third == nil {
+		t.Fatal("no host without a web pod")
+	}
+	seen := map[string]bool{}
+	framework.Eventually(t, 2*time.Minute, func() error {
+		out, err := third.Run(ctx, "curl -fsS --max-time 3 http://"+net.JoinHostPort(got.Spec.ClusterIP, "80")+"/")
+		if err != nil {
+			return fmt.Errorf("from %s to Service %s: %w", third.Name, got.Spec.ClusterIP, err)
+		}
+		for ip := range podNodes {
+			if strings.Contains(out, "podIP="+ip+"\n") {
+				seen[ip] = true
+			}
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("the Service answered from %v so far, want both pods %v", seen, podNodes)
+		}
+		return nil
+	})
+	t.Logf("ClusterIP Service %s reached both pods from %s", got.Spec.ClusterIP, third.Name)
+
+	// Pod to pod across nodes: a client pod on the third node reaches each web pod by pod IP.
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: "default"},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"kubernetes.io/hostname": nodeName(nl.Items, third.IP)},
+			Containers:   []corev1.Container{{Name: "client", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+	if _, err := wc.CoreV1().Pods("default").Create(ctx, client, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 3*time.Minute, func() error {
+		p, err := wc.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("client pod %s %s", p.Status.Phase, podMessage(p))
+		}
+		// From inside the client pod's network namespace (found by its pod IP) with the host's curl.
+		findNS := "for ns in $(ip netns list | awk '{print $1}'); do ip netns exec $ns ip -4 -o addr | grep -q ' " + p.Status.PodIP + "/' && echo $ns; done | head -1"
+		for ip := range podNodes {
+			out, err := third.Run(ctx, "ns=$("+findNS+"); test -n \"$ns\" && ip netns exec $ns curl -fsS --max-time 3 http://"+net.JoinHostPort(ip, "8080")+"/")
+			if err != nil || !strings.Contains(out, "podIP="+ip) {
+				return fmt.Errorf("from pod %s to pod %s: %q %w", p.Status.PodIP, ip, out, err)
+			}
+		}
+		return nil
+	})
+	t.Logf("Pod-to-pod across nodes works; everything took %s from the Cluster applied", time.Since(start).Round(time.Second))
+}
+
+func nodeIP(nodes []corev1.Node, name string) string {
+	for _, n := range nodes {
+		if n.Name == name {
+			for _, a := range n.Status.Addresses {
+				if a.Type == corev1.NodeInternalIP {
+					return a.Address
+				}
+			}
+		}
+	}
+	return ""
+}
+
+func nodeName(nodes []corev1.Node, ip string) string {
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP && a.Address == ip {
+				return n.Name
+			}
+		}
+	}
+	return ""
+}
