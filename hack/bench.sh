@@ -272,12 +272,13 @@ when someone re-measures them with the command beside them and updates the scrip
 | `make demo` to both Hosts `Available`, artifacts, node image and Go build cache warm | 17 s | `make demo` ([docs/demo.md](demo.md)) |
 | one `Cluster` (1 control plane + 1 worker) applied → `Ready` (bind, SSH install, PKI, etcd, control plane, workers) | 30–45 s | `TestClusterLifecycle` |
 | the same Cluster deleted → gone, hosts wiped and `Available` | 5–16 s | `TestClusterLifecycle` |
+| one `Cluster` of 3 control plane + 2 workers applied → `Ready` (learners joined and promoted one at a time) | 59–60 s | `TestClusterHA` |
 | `make demo` from nothing running to Cluster `Ready`, caches warm | 45 s | `make demo` ([docs/demo.md](demo.md)) |
 
 The commands:
 
 ```sh
-go test -run 'TestAgentsOverSSH|TestNodePlansMakeAKubernetesCluster|TestClusterLifecycle' -v ./test/e2e/
+go test -run 'TestAgentsOverSSH|TestNodePlansMakeAKubernetesCluster|TestClusterLifecycle|TestClusterHA' -v ./test/e2e/
 go test -run TestControlPlaneFromPlan -v ./test/integration/
 go test -run TestBootInQEMU -v ./pxe/image/
 ```

@@ -112,7 +112,7 @@ func (r *Reconciler) reconcileMachines(ctx context.Context, s *scope) (ctrl.Resu
 			}
 			surplus = 1
 		}
-		for _, m := range pickForDeletion(active, surplus) {
+		for _, m := range pickForDeletion(active, surplus, endpointHost(s)) {
 			if err := r.deleteMachine(ctx, c, m, "ScaleDown"); err != nil {
 				return ctrl.Result{}, err
 			}
@@ -174,17 +174,36 @@ func (r *Reconciler) deleteMachine(ctx context.Context, c *basaltv1.Cluster, m *
 }
 
 // pickForDeletion chooses n Machines to remove from active (oldest first): unbound ones first,
-// then the newest.
-func pickForDeletion(active []*basaltv1.Machine, n int32) []*basaltv1.Machine {
-	var unbound, bound []*basaltv1.Machine
+// then the newest, and the Machine on keepHost (the Host serving the default API endpoint) last,
+// so scaling down never takes away the address users and kubeconfigs reach the cluster at.
+func pickForDeletion(active []*basaltv1.Machine, n int32, keepHost string) []*basaltv1.Machine {
+	var unbound, bound, keep []*basaltv1.Machine
 	for i := len(active) - 1; i >= 0; i-- {
-		if active[i].Spec.HostRef == nil {
-			unbound = append(unbound, active[i])
-		} else {
-			bound = append(bound, active[i])
+		switch m := active[i]; {
+		case m.Spec.HostRef == nil:
+			unbound = append(unbound, m)
+		case keepHost != "" && m.Spec.HostRef.Name == keepHost:
+			keep = append(keep, m)
+		default:
+			bound = append(bound, m)
 		}
 	}
-	return append(unbound, bound...)[:n]
+	return append(append(unbound, bound...), keep...)[:n]
+}
+
+// endpointHost is the name of the Host whose address is the Cluster's API endpoint, or "" when
+// the endpoint is a VIP or DNS name of the user's (spec.controlPlane.endpoint).
+func endpointHost(s *scope) string {
+	ep := s.cluster.Status.ControlPlaneEndpoint
+	if ep == nil || s.cluster.Spec.ControlPlane.Endpoint != nil {
+		return ""
+	}
+	for i := range s.hosts {
+		if h := &s.hosts[i]; h.Spec.SSH != nil && h.Spec.SSH.Address == ep.Host {
+			return h.Name
+		}
+	}
+	return ""
 }
 
 func splitDeleting(ms []*basaltv1.Machine) (active, deleting []*basaltv1.Machine) {

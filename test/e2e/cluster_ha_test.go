@@ -241,6 +241,90 @@ func TestClusterHA(t *testing.T) {
 		return nil
 	})
 	t.Logf("Pod-to-pod across nodes works; everything took %s from the Cluster applied", time.Since(start).Round(time.Second))
+
+	t.Run("scale control plane 3→1→3 and workers 2→1→2 without losing the API", func(t *testing.T) {
+		// The watcher reads through the endpoint, whose control-plane Machine scale-down keeps: a
+		// read there needs etcd quorum.
+		var epHost *bed.Host
+		for _, h := range b.Hosts {
+			if strings.Contains(rc.Host, "//"+h.IP+":") {
+				epHost = h
+			}
+		}
+		if epHost == nil {
+			t.Fatalf("no host serves the endpoint %s", rc.Host)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		var total, failed, worst, run int
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+				total++
+				if _, err := wc.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+					failed++
+					run++
+					worst = max(worst, run)
+				} else {
+					run = 0
+				}
+			}
+		}()
+		scale := func(cp, workers int32) {
+			t.Helper()
+			framework.Eventually(t, time.Minute, func() error {
+				got := &basaltv1.Cluster{}
+				if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+					return err
+				}
+				got.Spec.ControlPlane.Replicas = cp
+				got.Spec.Workers[0].Replicas = workers
+				return c.Update(ctx, got)
+			})
+			began := time.Now()
+			framework.Eventually(t, 15*time.Minute, func() error {
+				got := &basaltv1.Cluster{}
+				if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+					return err
+				}
+				ms := &basaltv1.MachineList{}
+				if err := c.List(ctx, ms, framework.InNamespace(ns)); err != nil {
+					return err
+				}
+				ready, _ := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
+				if len(ms.Items) != int(cp+workers) || got.Status.ControlPlane.Ready != cp || got.Status.Workers.Ready != workers ||
+					ready == nil || ready.Status != metav1.ConditionTrue {
+					return fmt.Errorf("%d Machines, control plane %+v, workers %+v, Ready %v", len(ms.Items), got.Status.ControlPlane, got.Status.Workers, ready)
+				}
+				out, err := epHost.Run(ctx, "ETCDCTL_API=3 /opt/basalt/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/basalt/pki/etcd/ca.crt "+
+					"--cert=/etc/basalt/pki/etcd/healthcheck-client.crt --key=/etc/basalt/pki/etcd/healthcheck-client.key member list -w simple")
+				if err != nil {
+					return err
+				}
+				if n := len(strings.Split(strings.TrimSpace(out), "\n")); n != int(cp) || strings.Contains(out, "true") {
+					return fmt.Errorf("etcd members: %s", out)
+				}
+				return nil
+			})
+			t.Logf("Scaled to %d control plane + %d workers in %s", cp, workers, time.Since(began).Round(time.Second))
+		}
+		scale(1, 1)
+		scale(3, 2)
+		close(stop)
+		<-done
+		t.Logf("API reads through the scaling: %d failed of %d, longest outage %d reads (%.1f s)", failed, total, worst, float64(worst)/2)
+		if worst > 20 {
+			t.Fatalf("the API was unreachable for %d consecutive reads (%.1f s) while scaling: quorum was lost", worst, float64(worst)/2)
+		}
+		if _, err := wc.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+			t.Fatalf("the API does not answer after scaling: %v", err)
+		}
+	})
 }
 
 func nodeIP(nodes []corev1.Node, name string) string {
