@@ -12,8 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -57,40 +55,9 @@ func TestClusterHA(t *testing.T) {
 	if err := c.Create(ctx, cl); err != nil {
 		t.Fatal(err)
 	}
-	last := ""
-	framework.Eventually(t, 20*time.Minute, func() error {
-		got := &basaltv1.Cluster{}
-		if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
-			return err
-		}
-		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
-		if err != nil {
-			return err
-		}
-		if ready.Status != metav1.ConditionTrue {
-			if msg := ready.Reason + ": " + ready.Message; msg != last {
-				t.Logf("%s: Cluster %s", time.Since(start).Round(time.Second), msg)
-				last = msg
-			}
-			return fmt.Errorf("cluster %s: Ready=%s %s: %s", cl.Name, ready.Status, ready.Reason, ready.Message)
-		}
-		if got.Status.ControlPlane.Ready != 3 || got.Status.Workers.Ready != 2 {
-			return fmt.Errorf("cluster %s: control plane %+v workers %+v", cl.Name, got.Status.ControlPlane, got.Status.Workers)
-		}
-		return nil
-	})
-	t.Logf("Cluster Ready %s after it was applied (3 control plane + 2 workers)", time.Since(start).Round(time.Second))
-
-	kc := &corev1.Secret{}
-	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name+"-kubeconfig"), kc); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Timeout = 10 * time.Second
-	wc := kubernetes.NewForConfigOrDie(rc)
+	took := m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 3, Workers: 2, Timeout: 20 * time.Minute})
+	t.Logf("Cluster Ready %s after it was applied (3 control plane + 2 workers)", took.Round(time.Second))
+	wc, rc := m.WorkloadClient(ctx, t, ns, cl.Name)
 	body, err := wc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 	if err != nil || string(body) != "ok" {
 		t.Fatalf("/readyz through the endpoint %s: %q %v", rc.Host, body, err)

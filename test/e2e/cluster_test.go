@@ -9,14 +9,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
-	"github.com/basalt-dev/basalt/test/envtest"
 )
 
 // TestClusterLifecycle is Basalt's core promise on the test bed: one Cluster object (1 control
@@ -64,36 +61,15 @@ func TestClusterLifecycle(t *testing.T) {
 	if err := c.Create(ctx, cl); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, 15*time.Minute, func() error {
-		got := &basaltv1.Cluster{}
-		if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
-			return err
-		}
-		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
-		if err != nil {
-			return err
-		}
-		if ready.Status != metav1.ConditionTrue {
-			return fmt.Errorf("cluster %s: Ready=%s %s: %s (phase %s)", cl.Name, ready.Status, ready.Reason, ready.Message, got.Status.Phase)
-		}
-		if got.Status.Version != etcdTestVersion || got.Status.ControlPlane.Ready != 1 || got.Status.Workers.Ready != 1 {
-			return fmt.Errorf("cluster %s status: version %q control plane %+v workers %+v", cl.Name, got.Status.Version, got.Status.ControlPlane, got.Status.Workers)
-		}
-		return nil
-	})
-	t.Logf("Cluster Ready %s after it was applied (1 control plane + 1 worker)", time.Since(start).Round(time.Second))
+	took := m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 1, Workers: 1, Timeout: 15 * time.Minute})
+	t.Logf("Cluster Ready %s after it was applied (1 control plane + 1 worker)", took.Round(time.Second))
+	got := &basaltv1.Cluster{}
+	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil || got.Status.Version != etcdTestVersion {
+		t.Fatalf("cluster %s status version %q, want %s (%v)", cl.Name, got.Status.Version, etcdTestVersion, err)
+	}
 
 	// The kubeconfig Basalt wrote reaches the workload cluster.
-	kc := &corev1.Secret{}
-	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name+"-kubeconfig"), kc); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Timeout = 10 * time.Second
-	wc := kubernetes.NewForConfigOrDie(rc)
+	wc, _ := m.WorkloadClient(ctx, t, ns, cl.Name)
 	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

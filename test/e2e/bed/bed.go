@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,6 +101,9 @@ func New(ctx context.Context, opts Options) (*Bed, error) {
 		opts.Logf = func(string, ...any) {}
 	}
 	if err := CheckDocker(ctx); err != nil {
+		return nil, err
+	}
+	if err := raiseInotifyLimits(opts.Logf); err != nil {
 		return nil, err
 	}
 	if opts.Image == "" {
@@ -243,4 +247,32 @@ const hostModules = "/lib/modules"
 func hasDir(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
+}
+
+// inotifyLimits are the kernel's per-user inotify limits the hosts need: every host's kubelet,
+// containerd and systemd take instances from one machine-wide budget (128 by default), and a few
+// Kubernetes nodes exhaust it ("too many open files" from fsnotify, kubelet crash-looping).
+// kind asks for the same.
+var inotifyLimits = map[string]int{
+	"/proc/sys/fs/inotify/max_user_instances": 8192,
+	"/proc/sys/fs/inotify/max_user_watches":   524288,
+}
+
+// raiseInotifyLimits raises the machine's inotify limits to inotifyLimits, never lowering one.
+func raiseInotifyLimits(logf func(string, ...any)) error {
+	for path, want := range inotifyLimits {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("test bed: reading %s: %w", path, err)
+		}
+		have, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || have >= want {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(want)), 0o644); err != nil {
+			return fmt.Errorf("test bed: raising %s from %d to %d (Kubernetes nodes need it; run as root): %w", path, have, want, err)
+		}
+		logf("Raised %s from %d to %d for the hosts' kubelets", path, have, want)
+	}
+	return nil
 }

@@ -19,6 +19,9 @@ import (
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -261,3 +264,57 @@ func ConditionSummary(conds []metav1.Condition) string {
 
 // InNamespace is a shorthand for client.InNamespace.
 func InNamespace(ns string) client.InNamespace { return client.InNamespace(ns) }
+
+// WaitForClusterReadyInput says which Cluster WaitForClusterReady waits for.
+type WaitForClusterReadyInput struct {
+	Namespace, Name string
+	// ControlPlanes and Workers are the Ready machine counts the Cluster must report.
+	ControlPlanes, Workers int32
+	// Timeout bounds the wait.
+	Timeout time.Duration
+}
+
+// WaitForClusterReady waits until the Cluster is Ready with the wanted counts, logging each new
+// reason it is not, and returns how long that took.
+func (m *Management) WaitForClusterReady(ctx context.Context, t *testing.T, in WaitForClusterReadyInput) time.Duration {
+	t.Helper()
+	start, last := time.Now(), ""
+	Eventually(t, in.Timeout, func() error {
+		got := &basaltv1.Cluster{}
+		if err := m.Env.Client.Get(ctx, ObjectKey(in.Namespace, in.Name), got); err != nil {
+			return err
+		}
+		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
+		if err != nil {
+			return err
+		}
+		if ready.Status != metav1.ConditionTrue {
+			if msg := ready.Reason + ": " + ready.Message; msg != last {
+				t.Logf("%s: Cluster %s %s", time.Since(start).Round(time.Second), in.Name, msg)
+				last = msg
+			}
+			return fmt.Errorf("cluster %s: Ready=%s %s: %s", in.Name, ready.Status, ready.Reason, ready.Message)
+		}
+		if got.Status.ControlPlane.Ready != in.ControlPlanes || got.Status.Workers.Ready != in.Workers {
+			return fmt.Errorf("cluster %s: control plane %+v workers %+v", in.Name, got.Status.ControlPlane, got.Status.Workers)
+		}
+		return nil
+	})
+	return time.Since(start)
+}
+
+// WorkloadClient returns a client for the workload cluster from the kubeconfig Secret Basalt
+// wrote for it, and the REST config it uses.
+func (m *Management) WorkloadClient(ctx context.Context, t *testing.T, ns, cluster string) (*kubernetes.Clientset, *rest.Config) {
+	t.Helper()
+	kc := &corev1.Secret{}
+	if err := m.Env.Client.Get(ctx, ObjectKey(ns, cluster+"-kubeconfig"), kc); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kc.Data["value"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Timeout = 10 * time.Second
+	return kubernetes.NewForConfigOrDie(rc), rc
+}
