@@ -18,7 +18,7 @@ CONTROLLER_GEN ?= $(BASALT_CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 45m
-FUZZTIME ?= 10s
+FUZZTIME ?= 50000x
 
 .PHONY: all
 all: build
