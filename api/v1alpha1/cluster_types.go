@@ -21,11 +21,23 @@ const (
 	ClusterControlPlaneReady = "ControlPlaneReady"
 	// ClusterWorkersReady is True when every worker Machine is Running with its node Ready.
 	ClusterWorkersReady = "WorkersReady"
-	// ClusterUpToDate is True when every Machine is built for spec.version. Changing the version
-	// of a running cluster (upgrades) is not implemented yet: it is then False with reason
-	// NotImplemented and the Machines keep their version.
+	// ClusterUpToDate is True when every Machine runs spec.version. While an in-place upgrade
+	// rolls out it is False with reason Upgrading and a message naming the Machine being moved.
 	ClusterUpToDate = "UpToDate"
+	// ClusterMachinesHealthy is True when no Machine needs remediation; False says which Machine
+	// is being remediated, or why one that needs it is not (quorum, retry limit).
+	ClusterMachinesHealthy = "MachinesHealthy"
 )
+
+// AnnotationDrainStartedAt is set by the Cluster controller on a Machine whose node it cordons and
+// drains for an in-place upgrade (RFC 3339 time the drain began). It bounds the drain across
+// manager restarts and marks the node as cordoned by Basalt, to be uncordoned once the Machine
+// runs the new version.
+const AnnotationDrainStartedAt = "basalt.dev/drain-started-at"
+
+// AnnotationRemediatedFor is set on a Machine the Cluster controller deletes to remediate it; the
+// value says why (the unhealthy condition and since when).
+const AnnotationRemediatedFor = "basalt.dev/remediated-for"
 
 // Cluster condition reasons.
 const (
@@ -52,6 +64,23 @@ const (
 	ReasonMachinesNotReady = "MachinesNotReady"
 	// ReasonPodCIDRExhausted says spec.network.podCIDR has no free per-node range left.
 	ReasonPodCIDRExhausted = "PodCIDRExhausted"
+	// ReasonUpgrading says an in-place upgrade is rolling out; the message names the Machine
+	// being drained or moved and how far the rollout is.
+	ReasonUpgrading = "Upgrading"
+	// ReasonUpgradeBlocked says the upgrade waits for the cluster to be healthy before moving the
+	// next Machine; the message says what is not.
+	ReasonUpgradeBlocked = "UpgradeBlocked"
+	// ReasonRemediating says an unhealthy Machine was deleted to be replaced.
+	ReasonRemediating = "Remediating"
+	// ReasonRemediationBlocked says an unhealthy Machine is not remediated because removing it
+	// would risk etcd quorum, or another Machine is being replaced.
+	ReasonRemediationBlocked = "RemediationBlocked"
+	// ReasonRemediationLimitReached says spec.remediation.maxRetries remediations happened within
+	// spec.remediation.retryPeriod; an operator must look.
+	ReasonRemediationLimitReached = "RemediationLimitReached"
+	// ReasonDeletionStalled says a deleting Cluster waits on a Machine longer than expected; the
+	// message names it and the force-delete annotation.
+	ReasonDeletionStalled = "DeletionStalled"
 )
 
 // ClusterPhase is a one-word summary of where a Cluster is in its life.
@@ -138,6 +167,18 @@ type ClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Upgrade UpgradeSpec `json:"upgrade,omitzero"`
+
+	// nodeDrainTimeout bounds how long a node's pods are evicted before the node is upgraded in
+	// place or its Machine removed. After it the operation goes on and a warning event names the
+	// pods that were left. 0s skips draining.
+	// +kubebuilder:default="5m"
+	// +optional
+	NodeDrainTimeout *metav1.Duration `json:"nodeDrainTimeout,omitempty"`
+
+	// remediation says when a Machine that stopped working is replaced.
+	// +kubebuilder:default={}
+	// +optional
+	Remediation RemediationSpec `json:"remediation,omitzero"`
 
 	// paused stops reconciliation of the Cluster and its Machines. Nothing is created, changed or
 	// deleted while it is true; status still reports what is observed.
@@ -311,6 +352,47 @@ type UpgradeSpec struct {
 	MaxUnavailableWorkers int32 `json:"maxUnavailableWorkers,omitempty"`
 }
 
+// RemediationSpec says when a Machine that stopped working is deleted and replaced. A control-plane
+// Machine is remediated only while the remaining etcd members keep quorum, one at a time.
+type RemediationSpec struct {
+	// nodeNotReadyTimeout is how long a Machine that ran may have its Node NotReady before it is
+	// remediated.
+	// +kubebuilder:default="5m"
+	// +optional
+	NodeNotReadyTimeout *metav1.Duration `json:"nodeNotReadyTimeout,omitempty"`
+	// agentSilentTimeout is how long a Machine that ran may have its agent silent before it is
+	// remediated.
+	// +kubebuilder:default="5m"
+	// +optional
+	AgentSilentTimeout *metav1.Duration `json:"agentSilentTimeout,omitempty"`
+	// maxRetries is how many remediations may happen within retryPeriod; past it the Cluster
+	// says RemediationLimitReached and waits for an operator. 0 turns remediation off.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	MaxRetries *int32 `json:"maxRetries,omitempty"`
+	// retryPeriod is the window maxRetries counts remediations in.
+	// +kubebuilder:default="1h"
+	// +optional
+	RetryPeriod *metav1.Duration `json:"retryPeriod,omitempty"`
+}
+
+// RemediationStatus records the Cluster's recent remediations.
+type RemediationStatus struct {
+	// count is the number of remediations since windowStart.
+	Count int32 `json:"count"`
+	// windowStart is when the current retry window began.
+	// +optional
+	WindowStart *metav1.Time `json:"windowStart,omitempty"`
+	// lastMachine is the Machine remediated last.
+	// +optional
+	LastMachine string `json:"lastMachine,omitempty"`
+	// lastRemediatedAt is when it was.
+	// +optional
+	LastRemediatedAt *metav1.Time `json:"lastRemediatedAt,omitempty"`
+}
+
 // ClusterStatus is the observed state of a Cluster.
 type ClusterStatus struct {
 	// phase is a one-word summary; conditions say why.
@@ -318,7 +400,7 @@ type ClusterStatus struct {
 	Phase ClusterPhase `json:"phase,omitempty"`
 
 	// conditions: Ready, HostsBound, CertificatesReady, EtcdReady, ControlPlaneReady, WorkersReady,
-	// UpToDate.
+	// UpToDate, MachinesHealthy.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -357,6 +439,10 @@ type ClusterStatus struct {
 	// certificatesExpireAt is the earliest expiry of the cluster's leaf certificates.
 	// +optional
 	CertificatesExpireAt *metav1.Time `json:"certificatesExpireAt,omitempty"`
+
+	// remediation records recent remediations, for spec.remediation.maxRetries.
+	// +optional
+	Remediation *RemediationStatus `json:"remediation,omitempty"`
 }
 
 // ReplicaCounts counts machines of one role or pool.

@@ -38,7 +38,23 @@ const (
 	ReasonAgentSilent = "AgentSilent"
 	// ReasonInspecting says the agent registered and its hardware report is awaited.
 	ReasonInspecting = "Inspecting"
+	// ReasonWaitingForNetBoot says a network-booted Host's agent has not registered yet: the
+	// machine has to PXE-boot (power it on, or set it to boot from the network).
+	ReasonWaitingForNetBoot = "WaitingForNetBoot"
+	// ReasonNetBootDisabled says the manager runs without its PXE services, so a network-booted
+	// Host cannot get its agent.
+	ReasonNetBootDisabled = "NetBootDisabled"
+	// ReasonNotAccepted says the Host (typically a discovered one) waits for spec.accepted=true
+	// before it may become Available.
+	ReasonNotAccepted = "NotAccepted"
 )
+
+// HostAccepted is True when spec.accepted allows the Host to become Available.
+const HostAccepted = "Accepted"
+
+// LabelDiscovered is set to "true" on Hosts the manager created for a machine that PXE-booted
+// with a MAC address no Host had (discovery).
+const LabelDiscovered = "basalt.dev/discovered"
 
 // HostState is where a Host is in its life:
 //
@@ -96,6 +112,16 @@ type HostSpec struct {
 	// bmc is the host's baseboard management controller, for power and boot-device control.
 	// +optional
 	BMC *BMCSpec `json:"bmc,omitempty"`
+
+	// accepted lets the Host become Available, and so be claimed by a Cluster. It defaults to
+	// true; Hosts the manager discovers (an unknown MAC address that PXE-booted) are created
+	// with false, so an operator looks at their hardware (status.hardware) and accepts them:
+	// kubectl patch host <name> --type merge -p '{"spec":{"accepted":true}}'.
+	// Setting it to false on an Available Host takes it out of the pool; a Host already in use
+	// stays with its Machine.
+	// +kubebuilder:default=true
+	// +optional
+	Accepted *bool `json:"accepted,omitempty"`
 
 	// os declares facts about the host's operating system that decide how Kubernetes runs on it.
 	// A field set here wins over what the agent reports in status.os; a field set in neither
@@ -160,6 +186,8 @@ type SSHSpec struct {
 }
 
 // BootSpec describes a network-booted host.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.gateway) || (has(self.address) && cidr(self.address).containsIP(self.gateway))",message="spec.boot.gateway needs spec.boot.address and must be inside its subnet"
 type BootSpec struct {
 	// macAddresses of the host's network interfaces that may PXE-boot.
 	// +listType=set
@@ -174,23 +202,70 @@ type BootSpec struct {
 	// +kubebuilder:default=uefi
 	// +optional
 	Mode BootMode `json:"mode,omitempty"`
+
+	// address is the IPv4 address with prefix length (e.g. 192.168.10.21/24) that the manager's
+	// DHCP server leases to this host in full mode. Empty: an address from the discovery pool
+	// (full mode) or from the site's DHCP server (proxy mode).
+	// +kubebuilder:validation:MaxLength=18
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",message="spec.boot.address must be an IPv4 address with its prefix length, e.g. 192.168.10.21/24"
+	// +optional
+	Address string `json:"address,omitempty"`
+
+	// gateway is the default router sent with address (DHCP option 3); optional.
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4",message="spec.boot.gateway must be an IPv4 address, e.g. 192.168.10.1"
+	// +optional
+	Gateway string `json:"gateway,omitempty"`
 }
 
+// IsAccepted says whether spec.accepted lets the Host become Available (unset means accepted).
+func (s *HostSpec) IsAccepted() bool { return s.Accepted == nil || *s.Accepted }
+
+// HostBMCReachable is True when Basalt logged in to the Host's BMC (spec.bmc) and read its
+// power state; its reason says what to fix when it is False.
+const HostBMCReachable = "BMCReachable"
+
+// BMCReachable reasons (besides ReasonReady).
+const (
+	// ReasonBMCCredentialsInvalid says the credentials Secret is missing or lacks a key.
+	ReasonBMCCredentialsInvalid = "CredentialsInvalid"
+	// ReasonBMCAddressInvalid says spec.bmc.address cannot be used with spec.bmc.protocol.
+	ReasonBMCAddressInvalid = "AddressInvalid"
+	// ReasonBMCUnreachable says the BMC did not answer (network, port, timeout).
+	ReasonBMCUnreachable = "Unreachable"
+	// ReasonBMCAuthFailed says the BMC refused the user name or password.
+	ReasonBMCAuthFailed = "AuthenticationFailed"
+	// ReasonBMCCertificateInvalid says the Redfish BMC's TLS certificate did not verify.
+	ReasonBMCCertificateInvalid = "CertificateInvalid"
+	// ReasonBMCProtocolError says the BMC answered but refused or did not understand a request.
+	ReasonBMCProtocolError = "ProtocolError"
+)
+
 // BMCSpec says how to reach a host's baseboard management controller.
+//
+// +kubebuilder:validation:XValidation:rule="self.protocol != 'redfish' || self.address.startsWith('https://') || self.address.startsWith('redfish://')",message="a Redfish spec.bmc.address must be an https:// URL, e.g. https://10.0.0.9 or https://10.0.0.9/redfish/v1/Systems/1"
 type BMCSpec struct {
 	// protocol spoken by the BMC.
 	// +required
 	Protocol BMCProtocol `json:"protocol"`
 
-	// address of the BMC: host or host:port (IPMI), or an https URL (Redfish).
+	// address of the BMC. Redfish: an https URL, "https://bmc[:port]" when the BMC manages one
+	// system, or "https://bmc[:port]/redfish/v1/Systems/<id>". IPMI (RMCP+, "lanplus"): "host",
+	// "host:port" or "ipmi://host[:port]"; the port defaults to 623.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +required
 	Address string `json:"address"`
 
-	// credentialsSecretRef names a Secret with "username" and "password" keys.
+	// credentialsSecretRef names a Secret in the Host's namespace with "username" and "password"
+	// keys and, for Redfish, an optional "ca.crt" (PEM) that signs the BMC's certificate.
 	// +required
 	CredentialsSecretRef LocalObjectReference `json:"credentialsSecretRef"`
+
+	// disableCertificateVerification accepts any certificate from a Redfish BMC. Off by default;
+	// prefer putting the BMC's CA (or its self-signed certificate) under "ca.crt" in the Secret.
+	// +optional
+	DisableCertificateVerification bool `json:"disableCertificateVerification,omitempty"`
 }
 
 // Hardware is what the agent found on the host.
@@ -280,7 +355,7 @@ type HostStatus struct {
 	// +optional
 	State HostState `json:"state,omitempty"`
 
-	// conditions: Ready, AgentConnected, Inspected, HostKeyVerified.
+	// conditions: Ready, AgentConnected, Inspected, Accepted, HostKeyVerified.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -325,6 +400,8 @@ type HostStatus struct {
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Consumer",type=string,JSONPath=`.status.consumerRef.name`
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.spec.ssh.address`
+// +kubebuilder:printcolumn:name="MAC",type=string,JSONPath=`.spec.boot.macAddresses[0]`,priority=1
+// +kubebuilder:printcolumn:name="Accepted",type=boolean,JSONPath=`.spec.accepted`,priority=1
 // +kubebuilder:printcolumn:name="CPUs",type=integer,JSONPath=`.status.hardware.cpus`,priority=1
 // +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.status.hardware.memory`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

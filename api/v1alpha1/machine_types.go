@@ -104,8 +104,9 @@ const (
 )
 
 // AnnotationForceDelete, set to "true" on a Machine being deleted, skips the waits of its
-// deletion: for its etcd member to be removed and for its agent to wipe the host. Use it for a
-// host that is gone for good.
+// deletion: for its node to be drained, for its etcd member to be removed and for its agent to
+// wipe the host. Use it for a host that is gone for good. Set on a Cluster being deleted, the
+// Cluster controller sets it on every Machine of the Cluster.
 const AnnotationForceDelete = "basalt.dev/force-delete"
 
 // Labels Basalt sets on Machines it creates.

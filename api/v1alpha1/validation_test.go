@@ -2,11 +2,14 @@ package v1alpha1_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -344,11 +347,20 @@ func TestDefaults(t *testing.T) {
 		ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1},
 		Network: basaltv1.NetworkSpec{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12", NodeCIDRMaskSize: 24,
 			DNSDomain: "cluster.local", CNI: basaltv1.CNIBridge},
-		Certificates: basaltv1.CertificatesSpec{ValidityDays: 365, RenewBeforeDays: 30},
-		Upgrade:      basaltv1.UpgradeSpec{Strategy: basaltv1.UpgradeInPlace, MaxUnavailableWorkers: 1},
+		Certificates:     basaltv1.CertificatesSpec{ValidityDays: 365, RenewBeforeDays: 30},
+		Upgrade:          basaltv1.UpgradeSpec{Strategy: basaltv1.UpgradeInPlace, MaxUnavailableWorkers: 1},
+		NodeDrainTimeout: &metav1.Duration{Duration: 5 * time.Minute},
+		Remediation: basaltv1.RemediationSpec{
+			NodeNotReadyTimeout: &metav1.Duration{Duration: 5 * time.Minute},
+			AgentSilentTimeout:  &metav1.Duration{Duration: 5 * time.Minute},
+			MaxRetries:          func() *int32 { n := int32(3); return &n }(),
+			RetryPeriod:         &metav1.Duration{Duration: time.Hour},
+		},
 	}
-	if fmt.Sprintf("%+v", c.Spec) != fmt.Sprintf("%+v", want) {
-		t.Fatalf("defaulted spec\n got %+v\nwant %+v", c.Spec, want)
+	if !reflect.DeepEqual(c.Spec, want) {
+		got, _ := json.Marshal(c.Spec)
+		exp, _ := json.Marshal(want)
+		t.Fatalf("defaulted spec\n got %s\nwant %s", got, exp)
 	}
 	h := validSSHHost(ns)
 	if err := env.Client.Create(ctx, h); err != nil {
