@@ -17,7 +17,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 CONTROLLER_GEN ?= $(BASALT_CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
-GO_TEST_FLAGS ?= -count=1 -timeout 45m
+GO_TEST_FLAGS ?= -count=1 -timeout 75m
 FUZZTIME ?= 50000x
 
 .PHONY: all
@@ -39,6 +39,15 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/
 	$(CONTROLLER_GEN) rbac:roleName=basalt-manager crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/...;./agents/api/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(MAKE) --no-print-directory chart
+
+.PHONY: chart
+chart: ## Copy the CRDs and RBAC rules of config/ into the Helm chart (charts/basalt/files; make manifests runs it)
+	hack/chart-sync.sh
+
+.PHONY: api-docs
+api-docs: manifests ## Write docs/api-reference.md from the CRDs and api/v1alpha1 (hack/apidocs)
+	go run ./hack/apidocs -crds config/crd/bases -api api/v1alpha1 -o docs/api-reference.md
 
 .PHONY: fmt
 fmt: ## go fmt
@@ -53,10 +62,11 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint (configuration in .golangci.yml)
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: generate manifests ## Regenerate, fail on any diff, then lint
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
-		echo "verify: generated files are out of date; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config; git --no-pager diff --stat -- api config; exit 1; fi
+verify: generate manifests api-docs ## Regenerate, fail on any diff, then lint
+	@if [ -n "$$(git status --porcelain -- api config docs/api-reference.md charts/basalt/files)" ]; then \
+		echo "verify: generated files are out of date; run 'make generate manifests api-docs' and commit:"; \
+		git status --porcelain -- api config docs/api-reference.md charts/basalt/files; git --no-pager diff --stat -- api config docs/api-reference.md charts/basalt/files; exit 1; fi
+	hack/chart-sync.sh --check
 	$(MAKE) lint
 
 ##@ Build
@@ -64,6 +74,10 @@ verify: generate manifests ## Regenerate, fail on any diff, then lint
 .PHONY: build
 build: ## Build manager, agent and basaltctl into bin/
 	CGO_ENABLED=0 go build -o $(LOCALBIN)/ ./cmd/...
+
+.PHONY: image
+image: ## Build (or reuse, by content hash) the manager image with docker, no registry; prints IMAGE= and IMAGE_TAR=
+	hack/image.sh
 
 ##@ Artifacts and test bed
 
@@ -76,11 +90,16 @@ artifacts: ## Build (or reuse) the full artifact sets for KUBE_VERSION and KUBE_
 	hack/build-artifacts.sh $(KUBE_VERSION)
 	hack/build-artifacts.sh $(KUBE_VERSION_PREV)
 
+.PHONY: pxe-image
+pxe-image: ## Build (or reuse) the PXE agent kernel + initramfs under $(BASALT_CACHE)/pxe-image (prints VMLINUZ=, INITRAMFS=)
+	pxe/image/build.sh
+
 ##@ Test
 
 .PHONY: test-artifacts
-test-artifacts: ## Build (or reuse) the artifact set the tests run (KUBE_VERSION)
+test-artifacts: ## Build (or reuse) the artifact sets the tests run (KUBE_VERSION, and KUBE_VERSION_PREV for the upgrade e2e)
 	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
+	hack/build-artifacts.sh $(KUBE_VERSION_PREV) >/dev/null
 
 .PHONY: test
 test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing

@@ -11,6 +11,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -29,12 +30,15 @@ func main() {
 		clusterWorkers, machineWorkers, hostWorkers int
 		agentAddresses, artifactSets                string
 		setupOpts                                   setup.Options
+		pxeOpts                                     setup.PXEOptions
+		pxeAgentArgs                                string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization by the API server.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the liveness and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so only one manager replica reconciles at a time.")
 	flag.StringVar(&leaderNS, "leader-election-namespace", "", "Namespace of the leader election lease; defaults to the manager's namespace.")
+	watchNS := flag.String("watch-namespace", "", "Reconcile only Clusters, Machines, Hosts and Secrets in this namespace (the Helm chart's namespaced mode); empty watches every namespace.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Queries per second to the management API server.")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of queries to the management API server.")
 	flag.IntVar(&clusterWorkers, "cluster-concurrency", 4, "Clusters reconciled at once.")
@@ -46,6 +50,19 @@ func main() {
 	flag.StringVar(&setupOpts.AgentBinary, "agent-binary", "", "Path of the agent executable installed on SSH hosts; empty disables SSH provisioning.")
 	flag.StringVar(&artifactSets, "artifact-sets", "", "Comma-separated artifact-set folders the artifact cache fetches from.")
 	flag.StringVar(&setupOpts.CacheDir, "artifact-cache-dir", "", "Folder of the sha256-addressed artifact cache (default $BASALT_CACHE/agent-api/artifacts or /var/lib/basalt/cache).")
+	flag.StringVar(&pxeOpts.Interface, "pxe-interface", "", "Provisioning network interface the PXE services (DHCP, TFTP, HTTP boot) serve; empty disables PXE. Needs the agent API.")
+	flag.StringVar(&pxeOpts.ServerIP, "pxe-server-ip", "", "The manager's IPv4 address on --pxe-interface (DHCP server identifier, TFTP next-server, default HTTP boot host).")
+	flag.StringVar(&pxeOpts.DHCPMode, "pxe-dhcp-mode", setup.DHCPModeProxy, "proxy (beside the site's DHCP server), full (lease addresses: spec.boot.address, else --pxe-dhcp-pool) or off.")
+	flag.StringVar(&pxeOpts.Pool, "pxe-dhcp-pool", "", "Full mode's pool for Hosts without spec.boot.address and discovered machines, FIRST-LAST/PREFIXLEN, e.g. 192.168.10.100-192.168.10.199/24.")
+	flag.StringVar(&pxeOpts.PoolGateway, "pxe-dhcp-pool-gateway", "", "Default router handed out with pool addresses.")
+	flag.BoolVar(&pxeOpts.Discovery, "pxe-discovery", false, "Make a Host (spec.accepted=false, label basalt.dev/discovered=true) for every netbooting machine whose MAC no Host has.")
+	flag.StringVar(&pxeOpts.DiscoveryNamespace, "pxe-discovery-namespace", "", "Namespace of discovered Hosts (default --namespace).")
+	flag.StringVar(&pxeOpts.TFTPRoot, "pxe-tftp-root", "/usr/lib/ipxe", "Folder of the iPXE binaries (Debian package ipxe) served over TFTP; - runs no TFTP.")
+	flag.StringVar(&pxeOpts.KernelPath, "pxe-kernel", "", "Agent kernel (vmlinuz from make pxe-image).")
+	flag.StringVar(&pxeOpts.InitramfsPath, "pxe-initramfs", "", "Agent initramfs (from make pxe-image).")
+	flag.StringVar(&pxeOpts.HTTPAddr, "pxe-http-bind-address", ":8080", "Address HTTP boot (iPXE scripts, kernel, initramfs) listens on.")
+	flag.StringVar(&pxeOpts.HTTPBaseURL, "pxe-http-url", "", "URL hosts reach HTTP boot at (default http://<pxe-server-ip>:<port of --pxe-http-bind-address>).")
+	flag.StringVar(&pxeAgentArgs, "pxe-agent-kernel-args", "", "Space-separated arguments appended to the agent's kernel command line.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -54,7 +71,18 @@ func main() {
 	setupOpts.ClusterConcurrency, setupOpts.MachineConcurrency, setupOpts.HostConcurrency = clusterWorkers, machineWorkers, hostWorkers
 	setupOpts.AgentAPIAddresses = splitList(agentAddresses)
 	setupOpts.ArtifactSets = splitList(artifactSets)
+	if pxeOpts.Interface != "" {
+		pxeOpts.AgentArgs = strings.Fields(pxeAgentArgs)
+		setupOpts.PXE = &pxeOpts
+	}
 	log := ctrl.Log.WithName("setup")
+	if setupOpts.PXE != nil && pxeOpts.Discovery && *watchNS != "" {
+		// NetBoot reads Hosts through the cache, which sees only the watched namespace.
+		if ns := pxeOpts.DiscoveryNamespace; ns != *watchNS && (ns != "" || setupOpts.Namespace != *watchNS) {
+			log.Error(nil, "With --watch-namespace, discovered Hosts must go to the watched namespace: set --pxe-discovery-namespace", "watchNamespace", *watchNS)
+			os.Exit(1)
+		}
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -69,7 +97,13 @@ func main() {
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	// A namespaced manager caches, watches and so needs RBAC for one namespace only.
+	var cacheOpts cache.Options
+	if *watchNS != "" {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{*watchNS: {}}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Cache:                         cacheOpts,
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,

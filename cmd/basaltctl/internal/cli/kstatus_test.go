@@ -1,0 +1,169 @@
+package cli_test
+
+// kstatus compatibility: what kubectl wait, Flux (kstatus) and Argo CD make of Basalt's status.
+// These tests live with basaltctl because they run the same real API server and kubectl.
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+)
+
+// setReady writes the Ready condition and status.observedGeneration (the generation the status
+// was computed from) through the status subresource, the way the controllers do.
+func setReady(t *testing.T, obj client.Object, s metav1.ConditionStatus, reason, msg string, observed int64) {
+	t.Helper()
+	type withConditions interface {
+		client.Object
+		GetConditions() []metav1.Condition
+		SetConditions([]metav1.Condition)
+	}
+	o := obj.(withConditions)
+	conds := o.GetConditions()
+	meta.SetStatusCondition(&conds, metav1.Condition{Type: basaltv1.ConditionReady, Status: s, Reason: reason, Message: msg, ObservedGeneration: observed})
+	o.SetConditions(conds)
+	switch x := obj.(type) {
+	case *basaltv1.Cluster:
+		x.Status.ObservedGeneration = observed
+	case *basaltv1.Machine:
+		x.Status.ObservedGeneration = observed
+	case *basaltv1.Host:
+		x.Status.ObservedGeneration = observed
+	}
+	if err := env.Client.Status().Update(context.Background(), obj); err != nil {
+		t.Fatalf("writing the status of %s: %v", obj.GetName(), err)
+	}
+}
+
+// kstatusOf reads obj back from the API server as unstructured, the way Flux and kubectl see it,
+// and computes its kstatus.
+func kstatusOf(t *testing.T, obj client.Object, kind string) *status.Result {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(basaltv1.GroupVersion.WithKind(kind))
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), u); err != nil {
+		t.Fatal(err)
+	}
+	res, err := status.Compute(u)
+	if err != nil {
+		t.Fatalf("kstatus of %s %s: %v", kind, obj.GetName(), err)
+	}
+	return res
+}
+
+func TestKstatus(t *testing.T) {
+	ns := env.Namespace(t)
+
+	t.Run("a new Cluster nobody has reconciled yet is Current: the known kstatus gap", func(t *testing.T) {
+		c := newCluster(ns, "fresh")
+		mustCreate(t, c)
+		// No status at all: no observedGeneration to compare, no Ready condition to read. kstatus
+		// falls back to Current (docs/observability.md says how Flux and Argo CD avoid this).
+		if res := kstatusOf(t, c, "Cluster"); res.Status != status.CurrentStatus {
+			t.Fatalf("kstatus = %s (%s)", res.Status, res.Message)
+		}
+	})
+
+	t.Run("Ready Cluster is Current", func(t *testing.T) {
+		c := newCluster(ns, "ready")
+		mustCreate(t, c)
+		setReady(t, c, metav1.ConditionTrue, basaltv1.ReasonReady, "", c.Generation)
+		if res := kstatusOf(t, c, "Cluster"); res.Status != status.CurrentStatus {
+			t.Fatalf("kstatus = %s (%s), want Current", res.Status, res.Message)
+		}
+	})
+
+	t.Run("Cluster on its way up is InProgress with Ready's reason", func(t *testing.T) {
+		c := newCluster(ns, "coming-up")
+		mustCreate(t, c)
+		setReady(t, c, metav1.ConditionFalse, basaltv1.ReasonWaitingForHosts, "HostsBound: control plane needs 3 more Available Host(s)", c.Generation)
+		res := kstatusOf(t, c, "Cluster")
+		if res.Status != status.InProgressStatus || !strings.Contains(res.Message, "needs 3 more Available Host(s)") {
+			t.Fatalf("kstatus = %s (%s), want InProgress with Ready's message", res.Status, res.Message)
+		}
+	})
+
+	t.Run("Ready Cluster whose new spec is not observed yet is InProgress", func(t *testing.T) {
+		c := newCluster(ns, "changed")
+		mustCreate(t, c)
+		setReady(t, c, metav1.ConditionTrue, basaltv1.ReasonReady, "", c.Generation)
+		c.Spec.ControlPlane.Replicas = 3
+		if err := env.Client.Update(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		res := kstatusOf(t, c, "Cluster")
+		if res.Status != status.InProgressStatus || !strings.Contains(res.Message, "latest observed generation is 1") {
+			t.Fatalf("kstatus = %s (%s), want InProgress: generation 2 not observed", res.Status, res.Message)
+		}
+	})
+
+	t.Run("Ready Machine and Host are Current", func(t *testing.T) {
+		m := &basaltv1.Machine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m"},
+			Spec: basaltv1.MachineSpec{Cluster: "ready", Role: basaltv1.RoleWorker}}
+		mustCreate(t, m)
+		setReady(t, m, metav1.ConditionTrue, basaltv1.ReasonReady, "", m.Generation)
+		h := &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "h"},
+			Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.9", PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "s", Key: "k"}}}}
+		mustCreate(t, h)
+		setReady(t, h, metav1.ConditionTrue, basaltv1.ReasonReady, "", h.Generation)
+		for kind, obj := range map[string]client.Object{"Machine": m, "Host": h} {
+			if res := kstatusOf(t, obj, kind); res.Status != status.CurrentStatus {
+				t.Errorf("%s: kstatus = %s (%s), want Current", kind, res.Status, res.Message)
+			}
+		}
+	})
+}
+
+// TestKubectlWaitForReady runs `kubectl wait --for=condition=Ready cluster/NAME` from the PATH
+// against the API server: it must wait while Ready is False and return once it turns True.
+func TestKubectlWaitForReady(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl is not on the PATH; it is needed to prove kubectl wait works: %v", err)
+	}
+	ns := env.Namespace(t)
+	kc := writeKubeconfig(t, env.Config, ns)
+	c := newCluster(ns, "prod")
+	mustCreate(t, c)
+	setReady(t, c, metav1.ConditionFalse, basaltv1.ReasonWaitingForHosts, "HostsBound: waiting", c.Generation)
+
+	// While Ready is False, a short wait times out.
+	out, err := exec.Command(kubectl, "--kubeconfig", kc, "wait", "--for=condition=Ready", "cluster/prod", "--timeout=2s").CombinedOutput()
+	if err == nil {
+		t.Fatalf("kubectl wait returned while Ready=False:\n%s", out)
+	}
+
+	// A wait started now returns once the Cluster turns Ready.
+	wait := exec.Command(kubectl, "--kubeconfig", kc, "wait", "--for=condition=Ready", "cluster/prod", "--timeout=60s")
+	var waitOut strings.Builder
+	wait.Stdout, wait.Stderr = &waitOut, &waitOut
+	if err := wait.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // let kubectl see Ready=False first
+	setReady(t, c, metav1.ConditionTrue, basaltv1.ReasonReady, "", c.Generation)
+	if err := wait.Wait(); err != nil {
+		t.Fatalf("kubectl wait for a Ready Cluster: %v\n%s", err, waitOut.String())
+	}
+	if !strings.Contains(waitOut.String(), "cluster.basalt.dev/prod condition met") {
+		t.Errorf("kubectl wait said %q", waitOut.String())
+	}
+
+	// The short name and the fully qualified resource work too (the plain name "cluster" is
+	// ambiguous where Cluster API is installed as well).
+	for _, ref := range []string{"bcl/prod", "clusters.basalt.dev/prod"} {
+		if out, err := exec.Command(kubectl, "--kubeconfig", kc, "wait", "--for=condition=Ready", ref, "--timeout=10s").CombinedOutput(); err != nil {
+			t.Errorf("kubectl wait %s: %v\n%s", ref, err, out)
+		}
+	}
+}
