@@ -267,6 +267,8 @@ when someone re-measures them with the command beside them and updates the scrip
 | node Plans stored → a pod answering by pod IP across nodes | 53 s | `TestNodePlansMakeAKubernetesCluster` |
 | control-plane Plan on this machine: first process start → `/readyz` ok through client-go with the admin kubeconfig | 3.0–3.5 s | `TestControlPlaneFromPlan` (test/integration, [docs/plan.md](plan.md)) |
 | PXE agent image in QEMU TCG → the agent's first log line, virtio / e1000 | 5.0 s / 6.4 s | `TestBootInQEMU` (pxe/image, [docs/pxe.md](pxe.md)) |
+| PXE: QEMU VM (TCG, BIOS, virtio) power-on → discovered Host with its hardware / → `Available` once accepted | 27–31 s / 30–35 s | `TestPXE` ([docs/pxe.md](pxe.md)) |
+| PXE: power-on → Host inspected, Basalt (full-mode DHCP + HTTP boot) vs Debian's dnsmasq (DHCP + TFTP), same VM, kernel, initramfs and agent API, alternating rounds; ratio Basalt/dnsmasq | 25.9 s vs 26.4 s, ratio 0.98 (medians of 3; 1.06–1.10 on a loaded machine) | `BASALT_PXE_BENCH=1 BASALT_PXE_BENCH_ROUNDS=5 go test -count=1 -run TestPXEBootVsDnsmasq ./test/e2e/` ([docs/pxe.md](pxe.md)) |
 | artifact set v1.37.2, cold (empty Go and Basalt caches) / cached | 746 s / < 1 s | `hack/build-artifacts.sh v1.37.2` ([docs/artifacts.md](artifacts.md)) |
 | node image, cold | 92 s | `hack/node-image.sh` ([docs/testbed.md](testbed.md)) |
 | `make demo` to both Hosts `Available`, artifacts, node image and Go build cache warm | 17 s | `make demo` ([docs/demo.md](demo.md)) |

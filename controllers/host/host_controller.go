@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
@@ -36,9 +37,15 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Provisioner installs agents on SSH Hosts; nil leaves them in Registering, saying so.
 	Provisioner *Provisioner
+	// NetBoot is true when the manager runs its PXE services (NetBoot answers them), so
+	// network-booted Hosts get their agent by booting; it only changes what their conditions say.
+	NetBoot bool
 	// AgentSilentAfter is how long an agent may go without reporting before AgentConnected turns
 	// False. Default 2 minutes.
 	AgentSilentAfter time.Duration
+	// BMC reaches Hosts' baseboard management controllers (spec.bmc); nil uses bmc.ForHost with
+	// the defaults (see host_bmc.go).
+	BMC *BMCAccess
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch;update;patch
@@ -66,6 +73,8 @@ type scope struct {
 	installProblem, installMessage string
 	// silentAfter is the agent deadline in force.
 	silentAfter time.Duration
+	// netBoot is true when the manager serves PXE (Reconciler.NetBoot).
+	netBoot bool
 }
 
 // Reconcile moves one Host through its state machine. It may be called again at any point after
@@ -77,6 +86,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 	log := ctrl.LoggerFrom(ctx)
 	helper := patch.NewHelper(host, r.Client)
+	before := host.DeepCopy()
 	oldState := host.Status.State
 	defer func() {
 		if reterr == nil {
@@ -86,13 +96,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			reterr = errors.Join(reterr, err)
 			return
 		}
-		if host.Status.State != oldState && reterr == nil {
+		metrics.ObserveHost(before, host, time.Now())
+		if host.Status.State != oldState {
 			log.Info("Host changed state", "host", klog.KObj(host), "from", oldState, "to", host.Status.State)
 			r.Recorder.Eventf(host, nil, "Normal", "StateChanged", "Reconcile", "Host moved from %q to %q", oldState, host.Status.State)
 		}
 	}()
 
-	s := &scope{host: host, silentAfter: r.AgentSilentAfter}
+	s := &scope{host: host, silentAfter: r.AgentSilentAfter, netBoot: r.NetBoot}
 	if s.silentAfter == 0 {
 		s.silentAfter = 2 * time.Minute
 	}
@@ -119,6 +130,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
 	res = handler(r, ctx, s)
+	if next := r.refreshPower(ctx, host); next > 0 && (res.RequeueAfter == 0 || next < res.RequeueAfter) {
+		res.RequeueAfter = next
+	}
 	updateStatus(s)
 	return res, nil
 }
@@ -152,13 +166,18 @@ func (r *Reconciler) reconcileDelete(_ context.Context, s *scope) (ctrl.Result, 
 		return ctrl.Result{RequeueAfter: releaseRequeue}, nil
 	}
 	s.host.Status.ConsumerRef = nil
+	r.forgetBMC(s.host)
 	controllerutil.RemoveFinalizer(s.host, basaltv1.HostFinalizer)
 	return ctrl.Result{}, nil
 }
 
 // SetupWithManager registers the controller. A Host is also reconciled when the Machine bound to
 // it changes, so a Host waiting on its Machine's deletion goes as soon as the Machine does.
+// It also registers MACIndex, which NetBoot reads through.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if err := IndexHostsByMAC(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return fmt.Errorf("indexing Hosts by MAC address: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&basaltv1.Host{}).
 		Watches(&basaltv1.Machine{}, handler.EnqueueRequestsFromMapFunc(machineToHost)).

@@ -2,7 +2,10 @@ package host
 
 import (
 	"context"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -10,39 +13,142 @@ import (
 
 // stateHandler runs the work of one state and says when to look again. It records facts in the
 // scope and may change s.host.Status.State; updateStatus derives the conditions afterwards.
+// A handler that moves the Host on runs the next state's handler itself, so one reconcile goes
+// as far as the facts allow.
 type stateHandler func(r *Reconciler, ctx context.Context, s *scope) ctrl.Result
 
 // stateHandlers maps every HostState to its handler.
 var stateHandlers = map[basaltv1.HostState]stateHandler{
 	basaltv1.HostStateRegistering:    (*Reconciler).register,
 	basaltv1.HostStateInspecting:     (*Reconciler).inspect,
-	basaltv1.HostStateAvailable:      (*Reconciler).watchAgent,
-	basaltv1.HostStateProvisioning:   (*Reconciler).watchAgent,
-	basaltv1.HostStateProvisioned:    (*Reconciler).watchAgent,
-	basaltv1.HostStateDeprovisioning: (*Reconciler).watchAgent,
+	basaltv1.HostStateAvailable:      (*Reconciler).available,
+	basaltv1.HostStateProvisioning:   (*Reconciler).provision,
+	basaltv1.HostStateProvisioned:    (*Reconciler).provisioned,
+	basaltv1.HostStateDeprovisioning: (*Reconciler).deprovision,
 	basaltv1.HostStateError:          (*Reconciler).watchAgent,
 }
 
+// waitForConsumer is how often a Host waiting for its Machine to let go looks again (the Machine
+// watch usually brings it back sooner).
+const waitForConsumer = 10 * time.Second
+
 // register waits for the Host's agent to register, installing it over SSH when the Host is
-// reached that way. A network-booted Host registers by itself once PXE exists.
+// reached that way. A network-booted Host registers by itself: its agent comes with its PXE
+// script (NetBoot).
 func (r *Reconciler) register(ctx context.Context, s *scope) ctrl.Result {
 	if s.host.Status.Agent.LastSeen != nil {
 		s.host.Status.State = basaltv1.HostStateInspecting
 		return r.inspect(ctx, s)
 	}
 	if s.host.Spec.SSH == nil {
+		if s.host.Spec.Boot != nil && s.host.Spec.BMC != nil {
+			return r.netBootViaBMC(ctx, s)
+		}
 		return ctrl.Result{}
 	}
 	return r.installAgent(ctx, s)
 }
 
-// inspect waits for the agent's hardware report, then makes the Host Available.
+// netBootRegisterTimeout is how long a network-booted Host powered on through its BMC has to
+// register before it is booted from the network again.
+const netBootRegisterTimeout = 5 * time.Minute
+
+// netBootViaBMC boots a network-booted Host that has a BMC from PXE (one-time boot device, then
+// power on or cycle) so its agent comes up and registers; once per attempt, the attempt's time
+// kept in status.agent.installedAt (the agent is "installed" by its PXE script). A Host whose
+// agent has not registered after netBootRegisterTimeout is booted again.
+func (r *Reconciler) netBootViaBMC(ctx context.Context, s *scope) ctrl.Result {
+	h := s.host
+	if at := h.Status.Agent.InstalledAt; at != nil && time.Since(at.Time) < netBootRegisterTimeout {
+		s.installed = true
+		return ctrl.Result{RequeueAfter: waitForRegistration}
+	}
+	if err := r.powerOnForProvisioning(ctx, h); err != nil {
+		r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, "NetBootFailed", "PowerOn", "Booting the Host from the network through its BMC failed: %v", err)
+		return ctrl.Result{RequeueAfter: retryInstall}
+	}
+	now := metav1.Now()
+	h.Status.Agent.InstalledAt = &now
+	s.installed = true
+	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "NetBooting", "PowerOn", "Booting the Host from the network through its BMC; waiting for its agent to register")
+	return ctrl.Result{RequeueAfter: waitForRegistration}
+}
+
+// inspect waits for the agent's hardware report, then makes the Host Available once it is
+// accepted (spec.accepted; a discovered Host waits here until an operator accepts it).
 func (r *Reconciler) inspect(ctx context.Context, s *scope) ctrl.Result {
 	if s.host.Status.Hardware == nil {
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}
+	if !s.host.Spec.IsAccepted() {
+		return r.watchAgent(ctx, s)
+	}
 	s.host.Status.State = basaltv1.HostStateAvailable
+	return r.available(ctx, s)
+}
+
+// available waits for a Machine to claim the Host (the Cluster or Machine controller writes
+// status.consumerRef with an optimistic lock; only Available, unclaimed Hosts are claimed, so a
+// Host is never claimed twice). A claimed Host moves to Provisioning. An Available Host whose
+// acceptance is withdrawn goes back to Inspecting, out of the pool.
+func (r *Reconciler) available(ctx context.Context, s *scope) ctrl.Result {
+	h := s.host
+	switch {
+	case h.Status.ConsumerRef != nil:
+		h.Status.State = basaltv1.HostStateProvisioning
+		return r.provision(ctx, s)
+	case !h.Spec.IsAccepted():
+		h.Status.State = basaltv1.HostStateInspecting
+	}
 	return r.watchAgent(ctx, s)
+}
+
+// provision brings the claimed Host to Provisioned. Nothing is written to an SSH Host's disk, and
+// a network-booted Host runs its system from the network, so a Host is Provisioned as soon as
+// its agent is connected: the Machine's Plan does the rest. A Host released before that goes to
+// Deprovisioning.
+func (r *Reconciler) provision(ctx context.Context, s *scope) ctrl.Result {
+	if released(s) {
+		s.host.Status.State = basaltv1.HostStateDeprovisioning
+		return r.deprovision(ctx, s)
+	}
+	if !agentConnected(s) {
+		// The agent's next report (a status write) brings the Host back.
+		return ctrl.Result{RequeueAfter: waitForRegistration}
+	}
+	s.host.Status.State = basaltv1.HostStateProvisioned
+	return r.watchAgent(ctx, s)
+}
+
+// provisioned keeps the Host with its Machine until the Machine goes.
+func (r *Reconciler) provisioned(ctx context.Context, s *scope) ctrl.Result {
+	if released(s) {
+		s.host.Status.State = basaltv1.HostStateDeprovisioning
+		return r.deprovision(ctx, s)
+	}
+	return r.watchAgent(ctx, s)
+}
+
+// deprovision waits until the consumer is gone: the Machine controller has its agent apply the
+// empty Plan, which wipes what Basalt wrote, before it releases the Host. Then the Host is
+// Available again.
+func (r *Reconciler) deprovision(ctx context.Context, s *scope) ctrl.Result {
+	if s.host.Status.ConsumerRef != nil {
+		return ctrl.Result{RequeueAfter: waitForConsumer}
+	}
+	s.host.Status.State = basaltv1.HostStateAvailable
+	return r.available(ctx, s)
+}
+
+// released says the Host's Machine let it go or is being deleted.
+func released(s *scope) bool {
+	return s.host.Status.ConsumerRef == nil || s.consumerDeleting
+}
+
+// agentConnected says the agent reported within its deadline.
+func agentConnected(s *scope) bool {
+	last := s.host.Status.Agent.LastSeen
+	return last != nil && time.Since(last.Time) <= s.silentAfter
 }
 
 // watchAgent looks again when the agent's report would go stale, so AgentConnected turns False

@@ -30,6 +30,16 @@ func updateStatus(s *scope) {
 		conditions.False(h, basaltv1.HostInspected, basaltv1.ReasonAgentNotInstalled, "no hardware facts reported: the agent has not registered")
 	}
 	order = append(order, basaltv1.HostInspected)
+	if h.Spec.IsAccepted() {
+		conditions.True(h, basaltv1.HostAccepted, basaltv1.ReasonReady, "spec.accepted is true")
+	} else {
+		msg := "spec.accepted is false: this Host does not become Available"
+		if h.Labels[basaltv1.LabelDiscovered] == "true" {
+			msg = "discovered from a netbooting machine: check status.hardware, then set spec.accepted=true to make it Available"
+		}
+		conditions.False(h, basaltv1.HostAccepted, basaltv1.ReasonNotAccepted, msg)
+	}
+	order = append(order, basaltv1.HostAccepted)
 
 	if !h.DeletionTimestamp.IsZero() && h.Status.ConsumerRef != nil {
 		conditions.False(h, basaltv1.ConditionReady, basaltv1.ReasonDeleting,
@@ -55,9 +65,12 @@ func setAgentConnected(s *scope) {
 		conditions.False(h, basaltv1.HostAgentConnected, basaltv1.ReasonWaitingForAgent, "the agent is installed over SSH; waiting for it to register")
 	case h.Spec.SSH != nil:
 		conditions.False(h, basaltv1.HostAgentConnected, basaltv1.ReasonAgentNotInstalled, "installing the agent over SSH")
+	case s.netBoot:
+		conditions.False(h, basaltv1.HostAgentConnected, basaltv1.ReasonWaitingForNetBoot,
+			"waiting for the machine to boot from the network (PXE) and its agent to register: power it on with network boot first")
 	default:
-		conditions.False(h, basaltv1.HostAgentConnected, basaltv1.ReasonNotImplemented,
-			"PXE boot of the agent is not implemented yet; this Host cannot be inspected or provisioned")
+		conditions.False(h, basaltv1.HostAgentConnected, basaltv1.ReasonNetBootDisabled,
+			"this manager runs without its PXE services (--pxe-interface), so a network-booted Host cannot get its agent")
 	}
 }
 

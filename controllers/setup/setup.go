@@ -1,6 +1,6 @@
 // Package setup wires Basalt's manager: the Cluster, Machine and Host reconcilers, the agent API
-// with its artifact cache, and the SSH provisioner. cmd/manager and the end-to-end suites call the
-// same Setup, so what the tests run is what ships.
+// with its artifact cache, the SSH provisioner and the PXE services. cmd/manager and the
+// end-to-end suites call the same Setup, so what the tests run is what ships.
 package setup
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/pxe"
 )
 
 // Options configure the manager's parts.
@@ -39,6 +40,9 @@ type Options struct {
 	ArtifactSets []string
 	// CacheDir is the artifact cache's folder; empty means api.DefaultCacheDir().
 	CacheDir string
+	// PXE, when set, runs the network boot services (DHCP, TFTP, HTTP boot) on the leader, with
+	// the Host controller answering them; nil (the default) runs none.
+	PXE *PXEOptions
 
 	// ClusterConcurrency, MachineConcurrency and HostConcurrency bound reconciles at once.
 	ClusterConcurrency, MachineConcurrency, HostConcurrency int
@@ -52,6 +56,8 @@ type Parts struct {
 	AgentAPI *api.Server
 	// Artifacts is the artifact cache, nil when the agent API is disabled.
 	Artifacts *api.Cache
+	// PXE is the network boot configuration, nil when PXE is off.
+	PXE *pxe.Config
 }
 
 // Setup adds every controller and server to mgr.
@@ -117,6 +123,8 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("basalt-cluster"),
 		Workload:  workloads,
+		// An upgrade waits for the manager to have the new version's artifacts.
+		ArtifactVersions: sets.Versions(),
 	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
 		return nil, fmt.Errorf("cluster controller: %w", err)
 	}
@@ -134,8 +142,14 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		APIReader:   mgr.GetAPIReader(),
 		Recorder:    mgr.GetEventRecorder("basalt-host"),
 		Provisioner: prov,
+		NetBoot:     o.PXE != nil,
 	}).SetupWithManager(mgr, opts(o.HostConcurrency)); err != nil {
 		return nil, fmt.Errorf("host controller: %w", err)
+	}
+	if o.PXE != nil {
+		if err := addPXE(mgr, o, parts); err != nil {
+			return nil, err
+		}
 	}
 	return parts, nil
 }

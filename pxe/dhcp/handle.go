@@ -29,6 +29,14 @@ const (
 	bootIPXE bootKind = "ipxe" // the per-MAC script over HTTP
 )
 
+// optIPXEEncap is iPXE's encapsulated options (175); ipxeNoProxyDHCP is its sub-option 176
+// (no-pxedhcp) set to 1: "ignore ProxyDHCP", so iPXE neither waits for ProxyDHCP offers nor asks
+// port 4011 after the ACK.
+var (
+	optIPXEEncap    = dhcpv4.GenericOptionCode(175)
+	ipxeNoProxyDHCP = []byte{176, 1, 1}
+)
+
 // client is what a request says about its sender.
 type client struct {
 	pxe  bool // vendor class starts with "PXEClient"
@@ -274,6 +282,15 @@ func (s *Server) full(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, res Reservation
 		return nil, ReasonMalformed
 	}
 	if kind != bootNone {
+		if c.ipxe {
+			// iPXE takes any offer with vendor class PXEClient as a ProxyDHCP offer too, and
+			// after the ACK asks that server on port 4011, which full mode does not serve,
+			// until it gives up; without PXEClient it waits for ProxyDHCP offers before its
+			// REQUEST instead. It needs no PXE options (the script URL is all it boots from),
+			// and its no-pxedhcp setting tells it there is no ProxyDHCP to wait for.
+			c.pxe = false
+			resp.UpdateOption(dhcpv4.OptGeneric(optIPXEEncap, ipxeNoProxyDHCP))
+		}
 		s.bootOptions(resp, req, c, file)
 	}
 	return resp, reason

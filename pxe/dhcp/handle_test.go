@@ -145,6 +145,7 @@ type summary struct {
 	Broadcast   bool
 	UUID        []byte
 	RelayInfo   []byte
+	IPXEEncap   []byte // option 175
 }
 
 func summarize(r *dhcpv4.DHCPv4) *summary {
@@ -158,6 +159,7 @@ func summarize(r *dhcpv4.DHCPv4) *summary {
 		Domain: r.DomainName(), Hostname: r.HostName(), Broadcast: r.IsBroadcast(),
 		UUID:      r.GetOneOption(dhcpv4.OptionClientMachineIdentifier),
 		RelayInfo: r.GetOneOption(dhcpv4.OptionRelayAgentInformation),
+		IPXEEncap: r.GetOneOption(dhcpv4.GenericOptionCode(175)),
 	}
 	if sid := r.ServerIdentifier(); sid != nil {
 		s.ServerID = sid.String()
@@ -192,6 +194,12 @@ func fullReply(typ, file string, pxe bool) *summary {
 	if pxe {
 		s.VendorClass, s.Option43 = "PXEClient", pxe43
 	}
+	return s
+}
+
+// ipxeFull is a full-mode reply to iPXE: no PXE vendor options, and iPXE's no-pxedhcp set.
+func ipxeFull(s *summary) *summary {
+	s.IPXEEncap = []byte{176, 1, 1}
 	return s
 }
 
@@ -233,9 +241,9 @@ func TestHandle(t *testing.T) {
 		{"full: a configured UEFI boot file (snponly.efi)", func() *Server { s := fullServer(); s.UEFIBootFile = "snponly.efi"; return s }(),
 			discover(knownMAC, uefiPXE...), fullReply("OFFER", "snponly.efi", true), ReasonOffer},
 		{"full: iPXE gets its per-MAC script URL", fullServer(),
-			discover(knownMAC, ipxeClient...), fullReply("OFFER", scriptURL, true), ReasonOffer},
+			discover(knownMAC, ipxeClient...), ipxeFull(fullReply("OFFER", scriptURL, false)), ReasonOffer},
 		{"full: iPXE with an RFC 3004 user class", fullServer(),
-			discover(knownMAC, ipxeRFC3004...), fullReply("OFFER", scriptURL, true), ReasonOffer},
+			discover(knownMAC, ipxeRFC3004...), ipxeFull(fullReply("OFFER", scriptURL, false)), ReasonOffer},
 		{"full: REQUEST for the reserved address is ACKed with boot options", fullServer(),
 			request(knownMAC, join(biosPXE, []dhcpv4.Modifier{requested("192.168.10.21"), serverID("192.168.10.1")})...),
 			fullReply("ACK", "undionly.kpxe", true), ReasonAck},

@@ -68,6 +68,8 @@ func fixture(t *testing.T) fakeScripts {
 			Bootstrap: b, KernelURL: "http://10.0.0.5/images/vmlinuz", InitramfsURL: "http://10.0.0.5/images/initramfs.cpio.gz",
 			ExtraArgs: []string{"basalt.disk=/dev/sda"},
 		}},
+		"52:54:00:00:00:06": {Known: true, Host: "default/node-6", State: basaltv1.HostStateProvisioned, Diskless: true, Agent: &AgentBoot{Bootstrap: b}},
+		"52:54:00:00:00:07": {Known: true, Host: "default/node-7", State: basaltv1.HostStateProvisioned, Diskless: true},
 		"52:54:00:00:00:05": {Known: true, Host: "default/node-5", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{
 			Bootstrap: protocol.Bootstrap{Server: "https://192.168.10.1:9443", CA: b.CA, Token: "bad token with spaces"},
 		}},
@@ -118,6 +120,8 @@ func TestScripts(t *testing.T) {
 		{"52:54:00:00:00:01", "agent.ipxe", ActionAgent},
 		{"52:54:00:00:00:02", "local_disk.ipxe", ActionLocalDisk},
 		{"52:54:00:00:00:03", "wait.ipxe", ActionWait},
+		{"52:54:00:00:00:06", "agent_diskless.ipxe", ActionAgent},
+		{"52:54:00:00:00:07", "local_disk_diskless_no_agent.ipxe", ActionLocalDisk},
 		{"52:54:00:00:00:04", "agent_custom_urls.ipxe", ActionAgent},
 		{"52:54:00:99:99:99", "unknown.ipxe", ActionExit},
 		{"52:54:00:00:00:05", "bad_bootstrap.ipxe", ActionWait},

@@ -127,8 +127,10 @@ func render(a Action, d scriptData) ([]byte, error) {
 // script decides and renders the script of one host. The decision, in order:
 //
 //	Target.Known false                 → ActionExit
-//	State Provisioned                  → ActionLocalDisk, whatever else is set (no boot loops)
-//	Agent set                          → ActionAgent
+//	State Provisioned, not Diskless    → ActionLocalDisk, whatever else is set (no boot loops)
+//	Agent set                          → ActionAgent (for a Provisioned Diskless host, the agent
+//	                                     is its installed system: it re-registers and applies
+//	                                     its Plan; it never reboots the host, so nothing loops)
 //	otherwise                          → ActionWait
 //
 // It fails when a value would not be safe in a script or on a kernel command line; the error
@@ -147,7 +149,7 @@ func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 		d.State = "unknown state"
 	}
 	switch {
-	case t.State == basaltv1.HostStateProvisioned:
+	case t.State == basaltv1.HostStateProvisioned && (!t.Diskless || t.Agent == nil):
 		d.Seconds = LocalDiskFailSeconds
 		b, err := render(ActionLocalDisk, d)
 		return ActionLocalDisk, b, err

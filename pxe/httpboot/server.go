@@ -70,8 +70,13 @@ type Target struct {
 	Host string
 	// State is the Host's status.state. Provisioned always boots the local disk.
 	State basaltv1.HostState
-	// Agent, when set and the host is not Provisioned, boots the agent.
+	// Agent, when set and the host is not Provisioned (or is Diskless), boots the agent.
 	Agent *AgentBoot
+	// Diskless says the host's installed system runs from the network (the agent image and its
+	// Plan) because nothing was written to its local disk: a Provisioned Diskless host boots
+	// Agent again, which is its installed system, rather than a blank disk. Without Diskless a
+	// Provisioned host always boots the local disk.
+	Diskless bool
 }
 
 // AgentBoot is how a host boots the agent.

@@ -47,6 +47,11 @@ type Management struct {
 type StartManagementInput struct {
 	// Bed is the test bed whose hosts the manager provisions; the agent API listens on its gateway.
 	Bed *bed.Bed
+	// Address is where the agent API listens when there is no Bed (e.g. a PXE network's server
+	// address).
+	Address string
+	// PXE, when set, runs the manager's PXE services with these options.
+	PXE *setup.PXEOptions
 	// ArtifactSets are the artifact-set folders the artifact cache serves from.
 	ArtifactSets []string
 }
@@ -64,22 +69,27 @@ func StartManagement(t *testing.T, in StartManagementInput) *Management {
 	if err := env.Client.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
-	port, err := freePort(in.Bed.Gateway)
+	gateway := in.Address
+	if in.Bed != nil {
+		gateway = in.Bed.Gateway
+	}
+	port, err := freePort(gateway)
 	if err != nil {
-		t.Fatalf("finding a free port on the bed's gateway %s: %v", in.Bed.Gateway, err)
+		t.Fatalf("finding a free port on %s: %v", gateway, err)
 	}
 	mgr, err := env.NewManager()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort(in.Bed.Gateway, strconv.Itoa(port))
+	addr := net.JoinHostPort(gateway, strconv.Itoa(port))
 	parts, err := setup.Setup(mgr, setup.Options{
 		Namespace:          ManagerNamespace,
 		AgentAPIAddr:       addr,
-		AgentAPIAddresses:  []string{in.Bed.Gateway},
+		AgentAPIAddresses:  []string{gateway},
 		AgentBinary:        AgentBinary(t),
 		ArtifactSets:       in.ArtifactSets,
 		CacheDir:           t.TempDir(),
+		PXE:                in.PXE,
 		SkipNameValidation: true,
 	})
 	if err != nil {

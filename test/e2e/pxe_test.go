@@ -1,0 +1,353 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/host"
+	"github.com/basalt-dev/basalt/test/e2e/framework"
+	"github.com/basalt-dev/basalt/test/e2e/pxenet"
+	"github.com/basalt-dev/basalt/test/envtest"
+)
+
+// The PXE VM's shape; the Host's hardware facts must match it.
+const (
+	pxeVMCPUs      = 2
+	pxeVMMemoryMiB = 768
+	pxeVMDiskBytes = 2 << 30
+	pxeVMMAC       = "52:54:00:ba:5a:01"
+)
+
+// TestPXE is the network boot's end-to-end proof. A QEMU VM (TCG, BIOS, virtio NIC, blank virtio
+// disk) on a bridge in a network namespace PXE-boots from the manager's own DHCP (full mode),
+// HTTP boot and agent API: the manager runs discovery, so its unknown MAC becomes a Host that
+// the agent in the initramfs registers with a one-time token and fills with the VM's real
+// hardware. The discovered Host waits for acceptance; accepted, it becomes Available. A Machine
+// claims it: Provisioned. The VM is power-cycled and boots its installed system again (the agent
+// from the network, with a new token: no loop, the Host stays Provisioned). The Machine goes: its
+// agent applies the empty Plan, and the Host is Available again.
+func TestPXE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: needs root, QEMU and network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	framework.EnsurePXEDebs(t)
+	img := framework.PXEImage(ctx, t)
+	network := framework.NewPXENetwork(ctx, t)
+	const ns = "pxe"
+	m := framework.StartPXEManagement(t, framework.PXEManagementInput{
+		Network: network, Image: img, Discovery: true, Namespace: ns,
+	})
+	c := m.Env.Client
+
+	powerOn := time.Now()
+	vm := framework.StartPXEVM(t, framework.StartPXEVMInput{Network: network, VMOptions: pxenet.VMOptions{
+		MAC: pxeVMMAC, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes,
+	}})
+	name := host.DiscoveredHostName(pxeVMMAC)
+
+	// Discovered, registered, inspected with the VM's real hardware, and not Available.
+	h, took := m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: 6 * time.Minute, Console: func() string { return vm.Tail(40) },
+		Check: func(h *basaltv1.Host) error {
+			if err := checkPXEHardware(h.Status.Hardware); err != nil {
+				return err
+			}
+			if h.Status.State != basaltv1.HostStateInspecting {
+				return fmt.Errorf("state %s, want Inspecting (discovered, not accepted)", h.Status.State)
+			}
+			return nil
+		},
+	})
+	t.Logf("Power-on to discovered Host with hardware (%d CPUs, %s, disk %s): %s",
+		h.Status.Hardware.CPUs, h.Status.Hardware.Memory, h.Status.Hardware.Disks[0].Size, took.Round(time.Second))
+	if h.Labels[basaltv1.LabelDiscovered] != "true" || h.Spec.IsAccepted() {
+		t.Fatalf("discovered Host: labels %v, accepted %v", h.Labels, h.Spec.Accepted)
+	}
+	if h.Status.Agent.Version != "e2e" {
+		t.Errorf("agent version %q, want e2e (the agent built into the image)", h.Status.Agent.Version)
+	}
+	for cond, want := range map[string]string{basaltv1.HostAgentConnected: "True", basaltv1.HostInspected: "True", basaltv1.HostAccepted: "False"} {
+		if cc, err := envtest.Condition(h.Status.Conditions, cond); err != nil || string(cc.Status) != want {
+			t.Errorf("%s: %v %v, want %s", cond, cc, err, want)
+		}
+	}
+	// Not Available while not accepted, however long it waits.
+	time.Sleep(3 * time.Second)
+	if err := c.Get(ctx, framework.ObjectKey(ns, name), h); err != nil || h.Status.State != basaltv1.HostStateInspecting {
+		t.Fatalf("unaccepted Host: state %s, %v", h.Status.State, err)
+	}
+	// The one token the script carried was burnt by the registration.
+	if n := bootstrapTokens(ctx, t, c); n != 0 {
+		t.Errorf("%d bootstrap tokens left after registration, want 0", n)
+	}
+
+	// Accepted: Available.
+	before := h.DeepCopy()
+	h.Spec.Accepted = ptr.To(true)
+	if err := c.Patch(ctx, h, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	_, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: time.Minute, Check: hostReadyIn(basaltv1.HostStateAvailable),
+	})
+	t.Logf("Accepted to Available: %s (power-on to Available: %s)", took.Round(time.Millisecond), time.Since(powerOn).Round(time.Second))
+
+	// A Machine claims it: nothing to write on the disk, so Provisioned once claimed.
+	mach := &basaltv1.Machine{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pxe-worker"},
+		Spec:       basaltv1.MachineSpec{Cluster: "none", Role: basaltv1.RoleWorker, HostRef: &basaltv1.LocalObjectReference{Name: name}},
+	}
+	if err := c.Create(ctx, mach); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: time.Minute,
+		Check: func(h *basaltv1.Host) error {
+			if h.Status.ConsumerRef == nil || h.Status.ConsumerRef.Name != mach.Name {
+				return fmt.Errorf("not claimed by %s yet (state %s)", mach.Name, h.Status.State)
+			}
+			return hostReadyIn(basaltv1.HostStateProvisioned)(h)
+		},
+	})
+
+	// Power-cycle: the provisioned host boots its installed system, the agent from the network
+	// with a new token, registers again and reports; it never leaves Provisioned.
+	registrations := counter(t, "basalt_agent_api_registrations_total")
+	if err := vm.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	reboot := time.Now()
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop := watchState(ctx, t, c, framework.ObjectKey(ns, name), basaltv1.HostStateProvisioned)
+	_, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: 6 * time.Minute, Console: func() string { return vm.Tail(40) },
+		Check: func(h *basaltv1.Host) error {
+			if n := counter(t, "basalt_agent_api_registrations_total"); n < registrations+1 {
+				return fmt.Errorf("%v registrations, waiting for the rebooted agent's (state %s)", n, h.Status.State)
+			}
+			if h.Status.Agent.LastSeen == nil || h.Status.Agent.LastSeen.Time.Before(reboot.Truncate(time.Second)) {
+				return errors.New("no report since the reboot")
+			}
+			return hostReadyIn(basaltv1.HostStateProvisioned)(h)
+		},
+	})
+	if left := stop(); left != "" {
+		t.Errorf("the Host left Provisioned during the reboot: %s", left)
+	}
+	t.Logf("Power-cycle to the provisioned system's agent registered again: %s", took.Round(time.Second))
+
+	// The Machine goes: its agent applies the empty Plan, the Host is released and Available.
+	if err := c.Delete(ctx, mach); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 3*time.Minute, m.Env.Gone(mach))
+	m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: time.Minute,
+		Check: func(h *basaltv1.Host) error {
+			if h.Status.ConsumerRef != nil {
+				return fmt.Errorf("still consumed by %s", h.Status.ConsumerRef.Name)
+			}
+			return hostReadyIn(basaltv1.HostStateAvailable)(h)
+		},
+	})
+	if strings.Contains(vm.ConsoleText(), "Kernel panic") {
+		t.Errorf("the VM's kernel panicked:\n%s", vm.Tail(40))
+	}
+}
+
+// TestPXEUEFI boots a UEFI machine the way real hardware does: OVMF's own network stack (no iPXE
+// option ROM) sends DHCP with architecture 7 to the manager's full-mode DHCP, which leases the
+// Host's reserved spec.boot.address and offers ipxe.efi; OVMF loads it over the manager's TFTP
+// (Debian's ipxe package); iPXE asks DHCP again and chains its script over HTTP; the EFI stub
+// kernel boots the agent, which registers for the Host that was created beforehand (no
+// discovery) and reports hardware with the reserved address on the NIC. The Host is Available
+// without any acceptance (spec.accepted defaults to true).
+func TestPXEUEFI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: needs root, QEMU and network namespaces")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	framework.EnsurePXEDebs(t, "ovmf")
+	img := framework.PXEImage(ctx, t)
+	network := framework.NewPXENetwork(ctx, t)
+	const ns, name, mac = "pxe-uefi", "uefi-1", "52:54:00:ba:5a:e1"
+	m := framework.StartPXEManagement(t, framework.PXEManagementInput{Network: network, Image: img, Namespace: ns})
+	reserved := network.Subnet.Addr().As4()
+	reserved[3] = 21
+	address := netip.PrefixFrom(netip.AddrFrom4(reserved), network.Subnet.Bits()).String()
+	h := &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{
+			MACAddresses: []string{mac}, Mode: basaltv1.BootModeUEFI, Address: address,
+		}},
+	}
+	if err := m.Env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	tftpOK := counter(t, "basalt_pxe_tftp_requests_total", "result", "ok")
+	vm := framework.StartPXEVM(t, framework.StartPXEVMInput{Network: network, VMOptions: pxenet.VMOptions{
+		MAC: mac, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes, UEFI: true,
+	}})
+	got, took := m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: 10 * time.Minute, Console: func() string { return vm.Tail(40) },
+		Check: func(h *basaltv1.Host) error {
+			hw := h.Status.Hardware
+			if hw == nil {
+				return fmt.Errorf("no hardware reported yet (state %s)", h.Status.State)
+			}
+			for _, n := range hw.NICs {
+				if n.MAC == mac && slices.Contains(n.Addresses, address) {
+					return hostReadyIn(basaltv1.HostStateAvailable)(h)
+				}
+			}
+			return fmt.Errorf("no NIC %s with the reserved address %s: %+v", mac, address, hw.NICs)
+		},
+	})
+	t.Logf("UEFI power-on to Available with the reserved address %s: %s", address, took.Round(time.Second))
+	if err := checkPXEHardwareOf(got.Status.Hardware, mac); err != nil {
+		t.Error(err)
+	}
+	if n := counter(t, "basalt_pxe_tftp_requests_total", "result", "ok"); n < tftpOK+1 {
+		t.Errorf("TFTP served %v files, want ipxe.efi", n-tftpOK)
+	}
+}
+
+// checkPXEHardware compares the reported hardware with the VM's QEMU flags.
+func checkPXEHardware(hw *basaltv1.Hardware) error { return checkPXEHardwareOf(hw, pxeVMMAC) }
+
+// checkPXEHardwareOf is checkPXEHardware for a VM with the given MAC.
+func checkPXEHardwareOf(hw *basaltv1.Hardware, mac string) error {
+	if hw == nil {
+		return errors.New("no hardware reported yet")
+	}
+	if hw.CPUs != pxeVMCPUs {
+		return fmt.Errorf("%d CPUs, want %d", hw.CPUs, pxeVMCPUs)
+	}
+	// MemTotal is what the kernel has left after its own reservations: 80-100% of -m.
+	full := resource.NewQuantity(pxeVMMemoryMiB<<20, resource.BinarySI)
+	if hw.Memory == nil || hw.Memory.Cmp(*full) > 0 || hw.Memory.Value() < full.Value()*8/10 {
+		return fmt.Errorf("memory %v, want 80-100%% of %s", hw.Memory, full)
+	}
+	disk := false
+	for _, d := range hw.Disks {
+		if d.Name == "vda" && d.Size != nil && d.Size.Value() == pxeVMDiskBytes {
+			disk = true
+		}
+	}
+	if !disk {
+		return fmt.Errorf("disks %+v, want vda of %d bytes", hw.Disks, pxeVMDiskBytes)
+	}
+	for _, n := range hw.NICs {
+		if n.MAC == mac {
+			return nil
+		}
+	}
+	return fmt.Errorf("NICs %+v, want one with MAC %s", hw.NICs, mac)
+}
+
+// hostReadyIn checks that a Host is in state with Ready and AgentConnected True.
+func hostReadyIn(state basaltv1.HostState) func(*basaltv1.Host) error {
+	return func(h *basaltv1.Host) error {
+		if h.Status.State != state {
+			return fmt.Errorf("state %s, want %s: %s", h.Status.State, state, framework.ConditionSummary(h.Status.Conditions))
+		}
+		for _, cond := range []string{basaltv1.ConditionReady, basaltv1.HostAgentConnected} {
+			if cc, err := envtest.Condition(h.Status.Conditions, cond); err != nil || cc.Status != metav1.ConditionTrue {
+				return fmt.Errorf("%s: %v %w", cond, cc, err)
+			}
+		}
+		return nil
+	}
+}
+
+// bootstrapTokens counts the bootstrap token Secrets in the manager's namespace.
+func bootstrapTokens(ctx context.Context, t *testing.T, c client.Client) int {
+	t.Helper()
+	var sl corev1.SecretList
+	if err := c.List(ctx, &sl, client.InNamespace(framework.ManagerNamespace), client.MatchingLabels{"basalt.dev/secret": "bootstrap-token"}); err != nil {
+		t.Fatal(err)
+	}
+	return len(sl.Items)
+}
+
+// counter reads a counter of the manager's metrics registry (the manager runs in this process),
+// summed over its series, or over those with the label pair given as label, value.
+func counter(t *testing.T, name string, labelValue ...string) float64 {
+	t.Helper()
+	mfs, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(labelValue) == 2 && !hasLabel(m, labelValue[0], labelValue[1]) {
+				continue
+			}
+			sum += counterValue(m)
+		}
+	}
+	return sum
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name && l.GetValue() == value {
+			return true
+		}
+	}
+	return false
+}
+
+func counterValue(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return 0
+}
+
+// watchState polls the Host until the returned stop is called, and stop reports the first state
+// other than want it saw ("" when none).
+func watchState(ctx context.Context, t *testing.T, c client.Client, key client.ObjectKey, want basaltv1.HostState) func() string {
+	t.Helper()
+	done, result := make(chan struct{}), make(chan string, 1)
+	go func() {
+		seen := ""
+		for {
+			select {
+			case <-done:
+				result <- seen
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			h := &basaltv1.Host{}
+			if err := c.Get(ctx, key, h); err == nil && h.Status.State != want && seen == "" {
+				seen = string(h.Status.State)
+			}
+		}
+	}()
+	return func() string { close(done); return <-result }
+}
