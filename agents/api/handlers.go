@@ -25,6 +25,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/tokens"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
 // Messages of refused requests. Every token problem gets the same answer, so a client learns
@@ -181,16 +182,22 @@ func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		current := ""
+		// No Plan stored means the empty Plan: a host no Machine uses runs nothing of Basalt's.
+		// A host that comes back after its Machine was deleted without it (the agent was
+		// silent) thus stops the old node's services and removes what they wrote.
+		// An agent that never applied a Plan (no hash) has nothing to stop: it is told nothing
+		// changed, as before.
+		current, raw := emptyPlanHash(id.Host), []byte(nil)
+		if sec == nil && have == "" {
+			current = ""
+		}
 		if sec != nil {
-			current = sec.Annotations[AnnotationPlanHash]
+			current, raw = sec.Annotations[AnnotationPlanHash], sec.Data[PlanKey]
 		}
 		if current != have {
 			if sec == nil {
-				http.Error(w, "no Plan for this Host", http.StatusNotFound)
-				return
+				raw = emptyPlanJSON(id.Host)
 			}
-			raw := sec.Data[PlanKey]
 			if !json.Valid(raw) {
 				s.Log.Error(errors.New("invalid JSON"), "Stored Plan is unreadable", "host", key, "secret", klog.KObj(sec))
 				http.Error(w, "the stored Plan is unreadable", http.StatusInternalServerError)
@@ -219,6 +226,19 @@ func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) {
 		}
 		timer.Stop()
 	}
+}
+
+// emptyPlan is the Plan of a host that runs nothing of Basalt's.
+func emptyPlan(host string) *plan.Plan { return &plan.Plan{Format: plan.FormatVersion, Host: host} }
+
+func emptyPlanHash(host string) string { return emptyPlan(host).Hash() }
+
+func emptyPlanJSON(host string) []byte {
+	raw, err := json.Marshal(emptyPlan(host))
+	if err != nil {
+		panic(err) // a struct of strings always marshals
+	}
+	return raw
 }
 
 // storedPlan returns the Plan Secret of the Host from the watch cache, or nil when there is none.

@@ -116,16 +116,22 @@ func TestPlanLongPoll(t *testing.T) {
 		}
 	}
 
-	// A withdrawn Plan: 404 to an agent that has one.
+	// A withdrawn Plan: the empty Plan (stop everything, remove what Basalt wrote) to an agent
+	// that has one, and 304 once the agent applied it.
 	if err := api.DeletePlan(ctx, h.env.Client, h.hostNS, "node-1"); err != nil {
 		t.Fatal(err)
 	}
+	empty := &plan.Plan{Format: plan.FormatVersion, Host: "node-1"}
 	eventually(t, func() error {
-		if r := poll(t, a, h.url, "?hash="+hash2); r.code != http.StatusNotFound {
-			return fmt.Errorf("poll after DeletePlan: %d, want 404", r.code)
+		r := poll(t, a, h.url, "?hash="+hash2)
+		if r.code != http.StatusOK || r.hash != empty.Hash() || r.plan.Hash() != empty.Hash() || len(r.plan.Services)+len(r.plan.Files) != 0 {
+			return fmt.Errorf("poll after DeletePlan: %d %s, want 200 with the empty Plan %s", r.code, r.hash, empty.Hash())
 		}
 		return nil
 	})
+	if r := poll(t, a, h.url, "?hash="+empty.Hash()); r.code != http.StatusNotModified {
+		t.Errorf("poll with the empty Plan applied and none stored: %d, want 304", r.code)
+	}
 	if _, _, err := api.LoadPlan(ctx, h.env.Client, h.hostNS, "node-1"); !errors.Is(err, api.ErrNoPlan) {
 		t.Errorf("LoadPlan after DeletePlan: %v, want ErrNoPlan", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -82,6 +83,12 @@ type Applier struct {
 	DependencyTimeout time.Duration
 	// PollInterval is the time between probes while waiting; default 1s.
 	PollInterval time.Duration
+	// Processes finds and kills the processes services leave behind; default the host's
+	// (/proc).
+	Processes ProcessKiller
+	// Mounts lists and undoes mounts below state dirs before they are removed; default the
+	// host's (/proc/self/mountinfo, umount2).
+	Mounts Unmounter
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 
@@ -113,6 +120,12 @@ func (a *Applier) init() {
 		}
 		if a.Logger == nil {
 			a.Logger = slog.Default()
+		}
+		if a.Processes == nil {
+			a.Processes = hostProcesses{}
+		}
+		if a.Mounts == nil {
+			a.Mounts = hostMounts{}
 		}
 	})
 }
@@ -271,13 +284,19 @@ func (r *run) removeStalePaths() {
 			keep = append(keep, p)
 			continue
 		}
-		err := r.removePath(p)
+		var err error
+		if slices.Contains(want.StateDirs, p) {
+			err = r.removeStateDir(p)
+		} else {
+			err = r.removePath(p)
+		}
 		r.step("remove:"+p, err, err == nil)
 		if err != nil {
 			keep = append(keep, p)
 		}
 	}
 	want.Paths = keep
+	want.StateDirs = slices.DeleteFunc(want.StateDirs, func(d string) bool { return !slices.Contains(keep, d) })
 	if err := r.saveOwned(want); err != nil {
 		r.step("state", err, false)
 	}

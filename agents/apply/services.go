@@ -36,6 +36,33 @@ func (r *run) stopRemovedServices(ctx context.Context) {
 		err := r.Runtime.Stop(ctx, name)
 		r.step("service:"+name+" (stopped)", err, err == nil)
 	}
+	r.killLeftovers()
+	if r.plan.ImageRuntime == "" {
+		// No image runtime any more: its images went with its state; import them again if one
+		// comes back.
+		if err := r.saveImages(map[string]string{}); err != nil {
+			r.step("state", err, false)
+		}
+	}
+}
+
+// killLeftovers kills the processes that services no longer in the Plan left behind
+// (plan.Service.Leaves), with everything they started, and forgets them once none is left.
+func (r *run) killLeftovers() {
+	for svc, exes := range r.owned.Leaves {
+		if slices.ContainsFunc(r.plan.Services, func(s plan.Service) bool { return s.Name == svc }) {
+			continue
+		}
+		paths := make([]string, len(exes))
+		for i, e := range exes {
+			paths[i] = r.path(e)
+		}
+		n, err := r.Processes.KillTrees(paths)
+		r.step("service:"+svc+" (leftover processes killed)", err, n > 0)
+		if err == nil {
+			delete(r.owned.Leaves, svc)
+		}
+	}
 }
 
 // ensureServices (re)starts, in StartOrder, every service whose hash changed or that does not

@@ -25,6 +25,12 @@ const (
 type owned struct {
 	Paths  []string     `json:"paths,omitempty"`
 	Routes []plan.Route `json:"routes,omitempty"`
+	// Leaves are, by service, the executables of processes that outlive it (plan.Service.Leaves),
+	// kept until the service has left the Plan and they were killed.
+	Leaves map[string][]string `json:"leaves,omitempty"`
+	// StateDirs are the paths of Paths that are service state dirs: mounts below them are
+	// undone before they are removed.
+	StateDirs []string `json:"stateDirs,omitempty"`
 }
 
 // union returns o plus everything p writes or programs, sorted and without duplicates.
@@ -36,11 +42,27 @@ func (o owned) union(p *plan.Plan) owned {
 	for _, a := range p.Artifacts {
 		u.Paths = append(u.Paths, a.Path)
 	}
+	u.StateDirs = slices.Clone(o.StateDirs)
+	if len(o.Leaves) > 0 {
+		u.Leaves = map[string][]string{}
+		for k, v := range o.Leaves {
+			u.Leaves[k] = slices.Clone(v)
+		}
+	}
 	for _, s := range p.Services {
 		u.Paths = append(u.Paths, s.StateDirs...)
+		u.StateDirs = append(u.StateDirs, s.StateDirs...)
+		if len(s.Leaves) > 0 {
+			if u.Leaves == nil {
+				u.Leaves = map[string][]string{}
+			}
+			u.Leaves[s.Name] = slices.Clone(s.Leaves)
+		}
 	}
 	slices.Sort(u.Paths)
 	u.Paths = slices.Compact(u.Paths)
+	slices.Sort(u.StateDirs)
+	u.StateDirs = slices.Compact(u.StateDirs)
 	for _, r := range p.Routes {
 		if !containsRoute(u.Routes, r) {
 			u.Routes = append(u.Routes, r)

@@ -197,6 +197,9 @@ func (s *Systemd) Stop(ctx context.Context, name string) error {
 	if _, err := s.systemctl(ctx, "daemon-reload"); err != nil {
 		return fmt.Errorf("service %s: %w", name, err)
 	}
+	// A unit that failed before it was removed (a stale node's kubelet after a reboot) would
+	// keep systemd "degraded" for good: forget its failure with it.
+	_, _ = s.systemctl(ctx, "reset-failed", unitName)
 	if err := os.Remove(s.recordPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

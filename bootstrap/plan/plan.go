@@ -122,6 +122,13 @@ type Service struct {
 	// removes them, with everything in them, once the service is no longer in the Plan, so a
 	// host that leaves a cluster keeps nothing of it.
 	StateDirs []string `json:"stateDirs,omitempty"`
+	// Leaves are the executables (absolute paths, artifacts of the Plan) of processes the
+	// service starts that outlive it: containerd's shims keep containers running after
+	// containerd stops. When the service leaves the Plan, the agent kills the processes running
+	// exactly those files, and everything under them, then unmounts what is mounted below the
+	// state dirs before removing them. A path, not a name, so another containerd on the host (a
+	// container engine's) is never touched.
+	Leaves []string `json:"leaves,omitempty"`
 	// Probe checks the service's health.
 	Probe *Probe `json:"probe,omitempty"`
 	// Restart policy; default Always.
@@ -184,6 +191,8 @@ func (p *Plan) Normalize() {
 		p.Services[i].Reads = slices.Compact(p.Services[i].Reads)
 		slices.Sort(p.Services[i].StateDirs)
 		p.Services[i].StateDirs = slices.Compact(p.Services[i].StateDirs)
+		slices.Sort(p.Services[i].Leaves)
+		p.Services[i].Leaves = slices.Compact(p.Services[i].Leaves)
 	}
 	slices.SortFunc(p.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	slices.SortFunc(p.Artifacts, func(a, b Artifact) int { return strings.Compare(a.Path, b.Path) })
@@ -303,6 +312,11 @@ func (p *Plan) Validate() error {
 				continue
 			}
 			claim(field+" state dir", d)
+		}
+		for _, l := range s.Leaves {
+			if _, ok := paths[l]; !ok || !path.IsAbs(l) {
+				errs = append(errs, fmt.Errorf("%s: leaves %q must be the path of an artifact of the Plan, e.g. /opt/basalt/bin/containerd-shim-runc-v2", field, l))
+			}
 		}
 		for _, r := range s.Reads {
 			if _, ok := paths[r]; !ok {

@@ -22,12 +22,17 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
 	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
 // waitRequeue is how often a Cluster waiting on the outside world (Hosts to become Available,
 // Machines to go away) is looked at again when no watch event brings it back.
 const waitRequeue = 15 * time.Second
+
+// deleteStallAfter is how long a Cluster may wait for its Machines to go before its Ready
+// condition says the deletion stalled and names the Machine holding it.
+const deleteStallAfter = 12 * time.Minute
 
 // Reconciler reconciles Cluster objects.
 type Reconciler struct {
@@ -45,6 +50,9 @@ type Reconciler struct {
 	EtcdClient func(etcdcluster.Config) (etcdcluster.Client, error)
 	// Now is the clock certificates are issued and renewed by; nil means time.Now.
 	Now func() time.Time
+	// ArtifactVersions are the Kubernetes versions the manager has artifact sets of. An upgrade
+	// to a version not in it moves no Machine. Empty means not checked.
+	ArtifactVersions []string
 
 	// workloadDone remembers, by Cluster UID, that the workload cluster got what
 	// reconcileWorkload writes.
@@ -96,6 +104,16 @@ type scope struct {
 	etcdAction *etcdcluster.Action
 	// workloadProblem says why the workload cluster could not be set up.
 	workloadProblem string
+	// upgradeReason and upgradeMessage say how the rollout to spec.version goes; empty when no
+	// Machine is behind or the rollout did not run this reconcile.
+	upgradeReason, upgradeMessage string
+	// remediationReason and remediationMessage say what remediation did or why it could not;
+	// empty when every Machine is healthy.
+	remediationReason, remediationMessage string
+	// deleteStalled says why a deleting Cluster has waited on its Machines longer than expected.
+	deleteStalled string
+	// remediationRan is true when reconcileRemediation looked at the Machines this reconcile.
+	remediationRan bool
 }
 
 // phase is one step of a Cluster reconcile, with one signature for all.
@@ -111,6 +129,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 	log := ctrl.LoggerFrom(ctx)
 	helper := patch.NewHelper(c, r.Client)
+	before := c.DeepCopy()
 	oldPhase := c.Status.Phase
 	s := &scope{cluster: c, shortfall: map[groupKey]int32{}, selectorErrors: map[groupKey]string{}, failingHosts: map[groupKey][]hostProblem{}}
 	defer func() {
@@ -122,7 +141,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			reterr = errors.Join(reterr, err)
 			return
 		}
-		if c.Status.Phase != oldPhase && reterr == nil {
+		metrics.ObserveCluster(before, c, r.now())
+		if c.Status.Phase != oldPhase {
 			log.Info("Cluster changed phase", "cluster", klog.KObj(c), "from", oldPhase, "to", c.Status.Phase)
 			r.Recorder.Eventf(c, nil, "Normal", "PhaseChanged", "Reconcile", "Cluster moved from %q to %q", oldPhase, c.Status.Phase)
 		}
@@ -142,7 +162,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 	var res ctrl.Result
 	for _, p := range []phase{r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
-		r.reconcileEtcd, r.reconcileWorkload} {
+		r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload} {
 		pr, err := p(ctx, s)
 		if err != nil {
 			return ctrl.Result{}, err

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
@@ -313,20 +314,49 @@ func pickHost(hosts []basaltv1.Host, sel labels.Selector) *basaltv1.Host {
 }
 
 // reconcileDelete deletes the Cluster's Machines and keeps the finalizer until they are gone.
-// Each Machine's own finalizer releases its Host.
+// Each Machine's own finalizer drains nothing (the whole cluster goes), wipes and releases its
+// Host.
+//
+// The Machines' waits are bounded (etcd removal is skipped for a Cluster being deleted, the wipe
+// lasts at most wipeTimeout); a deletion still going after deleteStallAfter says so on the
+// Cluster's Ready condition, naming the Machine and what it waits for. The annotation
+// basalt.dev/force-delete=true on the Cluster is copied to every Machine, which then stops waiting
+// for its host.
 func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result, error) {
-	remaining := 0
+	c := s.cluster
+	force := c.Annotations[basaltv1.AnnotationForceDelete] == "true"
+	var waiting []*basaltv1.Machine
 	for _, ms := range s.machines {
 		for _, m := range ms {
-			remaining++
+			waiting = append(waiting, m)
+			if force && m.Annotations[basaltv1.AnnotationForceDelete] != "true" {
+				before := m.DeepCopy()
+				if m.Annotations == nil {
+					m.Annotations = map[string]string{}
+				}
+				m.Annotations[basaltv1.AnnotationForceDelete] = "true"
+				if err := r.Client.Patch(ctx, m, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+					return ctrl.Result{}, fmt.Errorf("annotating Machine %s with %s: %w", m.Name, basaltv1.AnnotationForceDelete, err)
+				}
+			}
 			if m.DeletionTimestamp.IsZero() {
-				if err := r.deleteMachine(ctx, s.cluster, m, "ClusterDeleted"); err != nil {
+				if err := r.deleteMachine(ctx, c, m, "ClusterDeleted"); err != nil {
 					return ctrl.Result{}, err
 				}
 			}
 		}
 	}
-	if remaining > 0 {
+	if len(waiting) > 0 {
+		sort.Slice(waiting, func(i, j int) bool { return waiting[i].Name < waiting[j].Name })
+		if since := r.now().Sub(c.DeletionTimestamp.Time); since > deleteStallAfter {
+			m := waiting[0]
+			why := "no reason reported"
+			if rc := meta.FindStatusCondition(m.Status.Conditions, basaltv1.ConditionReady); rc != nil {
+				why = rc.Message
+			}
+			s.deleteStalled = fmt.Sprintf("deleting for %s: %d Machine(s) left; Machine %s: %s. Annotate the Cluster %s=true to stop waiting for unreachable hosts",
+				since.Round(time.Second), len(waiting), m.Name, why, basaltv1.AnnotationForceDelete)
+		}
 		return ctrl.Result{RequeueAfter: waitRequeue}, nil
 	}
 	// The Secrets are owned by the Cluster, but a management cluster's garbage collector may be
@@ -336,7 +366,7 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 		return ctrl.Result{}, fmt.Errorf("deleting the Cluster's Secrets: %w", err)
 	}
 	if r.Workload != nil {
-		r.Workload.Forget(s.cluster.UID)
+		r.Workload.Forget(c.UID)
 	}
 	r.workloadDone.Delete(s.cluster.UID)
 	controllerutil.RemoveFinalizer(s.cluster, basaltv1.ClusterFinalizer)

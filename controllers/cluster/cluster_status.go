@@ -45,11 +45,16 @@ func updateStatus(s *scope) {
 	setRoleReady(s, basaltv1.ClusterControlPlaneReady, basaltv1.RoleControlPlane, c.Status.ControlPlane.Desired)
 	setRoleReady(s, basaltv1.ClusterWorkersReady, basaltv1.RoleWorker, c.Status.Workers.Desired)
 	setUpToDate(s)
+	setMachinesHealthy(s)
 	setVersion(s)
 
 	switch {
 	case !c.DeletionTimestamp.IsZero():
 		c.Status.Phase = basaltv1.ClusterPhaseDeleting
+		if s.deleteStalled != "" {
+			conditions.False(c, basaltv1.ConditionReady, basaltv1.ReasonDeletionStalled, s.deleteStalled)
+			return
+		}
 		conditions.False(c, basaltv1.ConditionReady, basaltv1.ReasonDeleting, "the Cluster is being deleted")
 		return
 	case c.Spec.Paused:
@@ -58,6 +63,8 @@ func updateStatus(s *scope) {
 			c.Status.Phase = basaltv1.ClusterPhasePending
 		}
 		return
+	case c.Status.Version != "" && c.Status.Version != c.Spec.Version:
+		c.Status.Phase = basaltv1.ClusterPhaseUpgrading
 	case conditions.IsTrue(c, basaltv1.ClusterControlPlaneReady) && conditions.IsTrue(c, basaltv1.ClusterWorkersReady):
 		c.Status.Phase = basaltv1.ClusterPhaseRunning
 	case conditions.IsTrue(c, basaltv1.ClusterHostsBound):
@@ -160,16 +167,31 @@ func wantedGroup(c *basaltv1.Cluster, k groupKey) bool {
 	return false
 }
 
-// setUpToDate says whether every Machine is built for spec.version. Moving Machines to another
-// version is not implemented: a changed spec.version is reported, never acted upon.
+// setMachinesHealthy reports what reconcileRemediation did or could not do. It keeps its last
+// value when remediation did not run (paused, deleting, an earlier phase failed).
+func setMachinesHealthy(s *scope) {
+	c := s.cluster
+	switch {
+	case s.remediationReason != "":
+		conditions.False(c, basaltv1.ClusterMachinesHealthy, s.remediationReason, s.remediationMessage)
+	case s.remediationRan:
+		conditions.True(c, basaltv1.ClusterMachinesHealthy, basaltv1.ReasonReady, "no Machine needs remediation")
+	}
+}
+
+// setUpToDate says whether every Machine runs spec.version, and how the rollout goes when not.
 func setUpToDate(s *scope) {
 	c := s.cluster
+	if s.upgradeReason != "" {
+		conditions.False(c, basaltv1.ClusterUpToDate, s.upgradeReason, s.upgradeMessage)
+		return
+	}
 	var behind []string
 	from := ""
 	for _, k := range s.groupsWithMachines() {
 		active, _ := splitDeleting(s.machines[k])
 		for _, m := range active {
-			if v := machineVersion(c, m); v != c.Spec.Version {
+			if v := machineVersion(c, m); v != c.Spec.Version || upgrading(m) {
 				behind = append(behind, m.Name)
 				from = v
 			}
@@ -179,9 +201,8 @@ func setUpToDate(s *scope) {
 		conditions.True(c, basaltv1.ClusterUpToDate, basaltv1.ReasonReady, "every Machine is built for "+c.Spec.Version)
 		return
 	}
-	conditions.False(c, basaltv1.ClusterUpToDate, basaltv1.ReasonNotImplemented, fmt.Sprintf(
-		"upgrading a cluster is not implemented yet: %d Machine(s) keep running %s instead of spec.version %s (e.g. %s)",
-		len(behind), from, c.Spec.Version, behind[0]))
+	conditions.False(c, basaltv1.ClusterUpToDate, basaltv1.ReasonUpgrading, fmt.Sprintf(
+		"%d Machine(s) are not yet moved from %s to spec.version %s (e.g. %s)", len(behind), from, c.Spec.Version, behind[0]))
 }
 
 // machineVersion is the version m is built for: its spec.version, or the cluster's running

@@ -281,7 +281,10 @@ func (a *fakeAgents) step(ctx context.Context) error {
 				a.violations = append(a.violations, fmt.Sprintf("the Plan of %s runs the kubelet before its Node has the pod range %s (Node: %q, %v)", m.Name, m.Status.PodCIDR, n.Spec.PodCIDR, err))
 				a.mu.Unlock()
 			}
-			if err := markNodeReady(ctx, m.Name); err != nil {
+			if err := markNodeReady(ctx, m.Name, m.Spec.Version); err != nil {
+				return err
+			}
+			if err := finishEvictions(ctx, m.Name); err != nil {
 				return err
 			}
 		}
@@ -321,21 +324,44 @@ func has(p *plan.Plan, service string) bool {
 }
 
 // markNodeReady is the kubelet registering: the Node the Machine controller created gets a Ready
-// condition and the kubelet's version.
-func markNodeReady(ctx context.Context, name string) error {
+// condition and the kubelet's version (the version the Machine's Plan is built for, as a real
+// kubelet reports the version of its binary).
+func markNodeReady(ctx context.Context, name, version string) error {
+	if version == "" {
+		version = "v1.37.2"
+	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		n := &corev1.Node{}
 		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		if n.Status.NodeInfo.KubeletVersion == "v1.37.2" && len(n.Status.Conditions) > 0 {
+		if n.Status.NodeInfo.KubeletVersion == version && len(n.Status.Conditions) > 0 {
 			return nil
 		}
-		n.Status.NodeInfo.KubeletVersion = "v1.37.2"
+		n.Status.NodeInfo.KubeletVersion = version
 		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "kubelet is posting ready status", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
 		return env.Client.Status().Update(ctx, n)
 	})
+}
+
+// finishEvictions is the kubelet of node finishing what an eviction started: its pods being
+// deleted go at once.
+func finishEvictions(ctx context.Context, node string) error {
+	pods := &corev1.PodList{}
+	if err := env.Client.List(ctx, pods, client.MatchingFields{"spec.nodeName": node}); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if err := env.Client.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // refusingInstaller is the SSH installer of a host whose SSH port refuses connections.

@@ -61,6 +61,12 @@ func (h *harness) workloadServers() map[string]bool {
 // so the Clusters earlier tests left behind are not reconciled against this test's doubles.
 func startControllers(t *testing.T, ns string) *harness {
 	t.Helper()
+	return startControllersWith(t, ns, artifactSets(t))
+}
+
+// startControllersWith is startControllers with the artifact sets given.
+func startControllersWith(t *testing.T, ns string, sets machine.ArtifactSets) *harness {
+	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -71,17 +77,24 @@ func startControllers(t *testing.T, ns string) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{etcd: &fakeEtcd{}, clock: &testClock{}, servers: map[string]bool{}}
-	sets := artifactSets(t)
+	// The workload clusters are the test API server, reached with the settings Clients gives
+	// every workload client (an eviction a budget refuses is returned, not retried).
+	wcfg := rest.CopyConfig(env.Config)
+	workload.NoEvictionRetry(wcfg)
+	wclient, err := client.New(wcfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
 	workloads := &workload.Clients{Reader: mgr.GetAPIReader(), New: func(cfg *rest.Config) (client.Client, error) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.servers[cfg.Host] = true
-		return env.Client, nil
+		return wclient, nil
 	}}
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),
-		Workload: workloads, EtcdClient: h.etcd.connect, Now: h.clock.Now,
+		Workload: workloads, EtcdClient: h.etcd.connect, Now: h.clock.Now, ArtifactVersions: sets.Versions(),
 	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}

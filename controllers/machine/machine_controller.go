@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +25,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/cluster/workload"
+	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
@@ -47,6 +49,9 @@ type Reconciler struct {
 	ArtifactSets ArtifactSets
 	// Workload gives clients of workload clusters; nil leaves Nodes alone (NodeReady then waits).
 	Workload *workload.Clients
+
+	// drainWarned remembers, by Machine UID, that the drain-timeout event was emitted.
+	drainWarned sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch;update;patch
@@ -110,6 +115,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	}
 	log := ctrl.LoggerFrom(ctx)
 	helper := patch.NewHelper(m, r.Client)
+	before := m.DeepCopy()
 	oldPhase := m.Status.Phase
 	s := &scope{machine: m}
 	defer func() {
@@ -121,7 +127,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 			reterr = errors.Join(reterr, err)
 			return
 		}
-		if m.Status.Phase != oldPhase && reterr == nil {
+		metrics.ObserveMachine(before, m, time.Now())
+		if m.Status.Phase != oldPhase {
 			log.Info("Machine changed phase", "machine", klog.KObj(m), "from", oldPhase, "to", m.Status.Phase)
 			r.Recorder.Eventf(m, nil, "Normal", "PhaseChanged", "Reconcile", "Machine moved from %q to %q", oldPhase, m.Status.Phase)
 		}

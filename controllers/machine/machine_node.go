@@ -105,6 +105,10 @@ func (r *Reconciler) reconcileNode(ctx context.Context, s *scope) (ctrl.Result, 
 		if cond.Status == corev1.ConditionTrue {
 			s.nodeReady = true
 			s.nodeMessage = fmt.Sprintf("Node %s: %s", n.Name, cond.Message)
+			if m.Spec.Version != "" && m.Status.Version != m.Spec.Version {
+				// Moving to another version: the rollout waits for the kubelet to report it.
+				return ctrl.Result{RequeueAfter: nodeWaitRequeue}, nil
+			}
 			return ctrl.Result{RequeueAfter: nodeReadyRequeue}, nil
 		}
 		reason := cond.Reason

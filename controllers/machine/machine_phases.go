@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
@@ -21,6 +22,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
 )
 
@@ -127,11 +129,21 @@ const (
 //  3. The Plan Secret is deleted, the workload Node removed when the workload cluster answers, and
 //     the Host released.
 //
-// The annotation basalt.dev/force-delete=true skips the waits of steps 1 and 2.
+// Before step 1 the node is cordoned and drained (pods evicted through the Eviction API, so
+// PodDisruptionBudgets hold) for at most spec.nodeDrainTimeout, counted from the deletion; a node
+// that is not Ready is not waited for (its kubelet cannot confirm that pods stopped). Skipped when
+// the whole Cluster is being deleted.
+//
+// The annotation basalt.dev/force-delete=true skips the waits of the drain and of steps 1 and 2.
 func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result, error) {
 	m := s.machine
 	force := m.Annotations[basaltv1.AnnotationForceDelete] == "true"
 	clusterGoing := s.cluster == nil || !s.cluster.DeletionTimestamp.IsZero()
+	if !force && !clusterGoing {
+		if res, done := r.drainBeforeDelete(ctx, s); !done {
+			return res, nil
+		}
+	}
 	if m.Spec.Role == basaltv1.RoleControlPlane && m.Status.Etcd != nil && !force && !clusterGoing {
 		s.deleteWait = "waiting for the Cluster controller to remove this Machine's etcd member (annotate " + basaltv1.AnnotationForceDelete + "=true to skip)"
 		return ctrl.Result{RequeueAfter: deleteRequeue}, nil
@@ -158,6 +170,48 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	}
 	controllerutil.RemoveFinalizer(m, basaltv1.MachineFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// drainBeforeDelete runs one drain pass over the Machine's node. done is true when the node has no
+// pod left to evict, is not Ready, has no Node, cannot be drained in time, or the drain is off.
+func (r *Reconciler) drainBeforeDelete(ctx context.Context, s *scope) (ctrl.Result, bool) {
+	m, c := s.machine, s.cluster
+	timeout := topology.NodeDrainTimeout(c)
+	if timeout == 0 || r.Workload == nil || m.Status.NodeName == "" || c.Status.KubeconfigSecretRef == nil {
+		return ctrl.Result{}, true
+	}
+	since := time.Since(m.DeletionTimestamp.Time)
+	left := timeout - since
+	wc, err := r.Workload.For(ctx, c)
+	if err == nil {
+		err = workload.Cordon(ctx, wc, m.Status.NodeName, true)
+	}
+	var st workload.DrainStatus
+	if err == nil {
+		st, err = workload.Drain(ctx, wc, m.Status.NodeName)
+	}
+	nodeReady := meta.IsStatusConditionTrue(m.Status.Conditions, basaltv1.MachineNodeReady)
+	switch {
+	case err == nil && (st.Done() || !nodeReady):
+		return ctrl.Result{}, true
+	case left > 0:
+		what := st.String()
+		if err != nil {
+			what = err.Error()
+		}
+		s.deleteWait = fmt.Sprintf("draining Node %s (%s); at most %s more (spec.nodeDrainTimeout; annotate %s=true to skip)",
+			m.Status.NodeName, what, left.Round(time.Second), basaltv1.AnnotationForceDelete)
+		return ctrl.Result{RequeueAfter: deleteRequeue}, false
+	}
+	what := st.String()
+	if err != nil {
+		what = err.Error()
+	}
+	if _, warned := r.drainWarned.LoadOrStore(m.UID, true); !warned {
+		r.Recorder.Eventf(m, nil, corev1.EventTypeWarning, "DrainTimedOut", "Delete",
+			"Deleting Machine %s although Node %s is not drained after %s (spec.nodeDrainTimeout): %s", m.Name, m.Status.NodeName, timeout, what)
+	}
+	return ctrl.Result{}, true
 }
 
 // wipeHost stores the empty Plan for h and waits (bounded) for the agent to apply it, then

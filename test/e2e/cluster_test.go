@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
@@ -22,7 +23,7 @@ import (
 // Cluster becomes Ready. Through the kubeconfig Basalt wrote, both nodes are Ready and a pod of the
 // test web server runs on the worker and answers by pod IP from the control-plane host. Deleting
 // the Cluster removes its Machines and Secrets, and its Hosts become Available again with no
-// Basalt service but the agent left running on them.
+// Basalt service but the agent left running on them, no container, and no node state.
 func TestClusterLifecycle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs Docker and the test bed")
@@ -118,6 +119,43 @@ func TestClusterLifecycle(t *testing.T) {
 	})
 	t.Logf("Pod %s on %s Running and answering across nodes %s after the Cluster was applied", podIP, workerNode, time.Since(start).Round(time.Second))
 
+	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
+	// the manager image (built FROM scratch, no registry) imported into the nodes' containerd:
+	// the manager pod becomes Ready there and reconciles a Host of that cluster.
+	image, tarball := framework.BuildImage(t)
+	kc := &corev1.Secret{}
+	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name+"-kubeconfig"), kc); err != nil {
+		t.Fatal(err)
+	}
+	installed := time.Now()
+	framework.InstallChart(ctx, t, framework.InstallChartInput{
+		Kubeconfig: kc.Data["value"], Nodes: []framework.ImageNode{b.Hosts[0], b.Hosts[1]},
+		ImageTar: tarball, Image: image, Wait: true, Timeout: 5 * time.Minute,
+		Keep: true, // the whole cluster is deleted below
+	})
+	_, rc := m.WorkloadClient(ctx, t, ns, cl.Name)
+	bc, err := client.New(rc, client.Options{Scheme: m.Env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "inner"},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "127.0.0.1",
+			PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "absent", Key: "id"}}},
+	}
+	framework.Eventually(t, time.Minute, func() error { return bc.Create(ctx, inner) })
+	framework.Eventually(t, 3*time.Minute, func() error {
+		got := &basaltv1.Host{}
+		if err := bc.Get(ctx, client.ObjectKeyFromObject(inner), got); err != nil {
+			return err
+		}
+		if got.Status.ObservedGeneration != got.Generation || got.Status.State == "" || len(got.Finalizers) == 0 {
+			return fmt.Errorf("Host inner not reconciled by the manager in the cluster: %+v", got.Status)
+		}
+		return nil
+	})
+	t.Logf("The chart's manager (image %s) runs in the cluster Basalt made and reconciled a Host %s after the install began", image, time.Since(installed).Round(time.Second))
+
 	// Delete: Machines and Secrets go, Hosts come back Available and wiped.
 	deleted := time.Now()
 	if err := c.Delete(ctx, cl); err != nil {
@@ -155,12 +193,16 @@ func TestClusterLifecycle(t *testing.T) {
 			if strings.TrimSpace(units) != "basalt-agent.service" {
 				return fmt.Errorf("host %s still runs %s", h.Name, units)
 			}
-			procs, _ := h.Run(ctx, "ps -eo comm= | grep -x -E 'etcd|kubelet|kube-apiserver|kube-proxy|containerd' || true")
+			// No container either: the pod's processes and containerd's shims went with containerd.
+			procs, _ := h.Run(ctx, "ps -eo comm= | grep -x -E 'etcd|kubelet|kube-apiserver|kube-proxy|containerd|containerd-shim|pause|webserver' || true")
 			if strings.TrimSpace(procs) != "" {
 				return fmt.Errorf("host %s still runs processes: %s", h.Name, strings.Join(strings.Fields(procs), " "))
 			}
 			// Every file of the Plans is gone, and so is etcd's data (a service state dir).
-			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/cni/net.d -type f 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; true")
+			// Nor the node's state: etcd's data, the kubelet's and containerd's (kept as empty
+			// mount points: they are volumes on the bed), CNI allocations.
+			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/cni/net.d -type f 2>/dev/null; "+
+				"find /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/cni -mindepth 1 -maxdepth 1 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; true")
 			if strings.TrimSpace(left) != "" {
 				return fmt.Errorf("host %s still has %s", h.Name, strings.Join(strings.Fields(left), " "))
 			}

@@ -324,6 +324,23 @@ func TestWorkerPlan(t *testing.T) {
 	if _, err := Build(func() Input { in := worker(t); in.APIServers = nil; return in }()); !isField(err, "apiServers") {
 		t.Errorf("worker without API servers: %v", err)
 	}
+	// What a wipe removes: the kubelet's and containerd's state, and the containers containerd's
+	// shim (Basalt's, by path) leaves running.
+	for _, s := range p.Services {
+		switch s.Name {
+		case "kubelet":
+			if diff := cmp.Diff([]string{KubeletRootDir}, s.StateDirs); diff != "" {
+				t.Errorf("kubelet state dirs (-want +got):\n%s", diff)
+			}
+		case "containerd":
+			if diff := cmp.Diff([]string{"/run/containerd", CNIStateDir, "/var/lib/containerd"}, s.StateDirs); diff != "" {
+				t.Errorf("containerd state dirs (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]string{"/opt/basalt/bin/containerd-shim-runc-v2"}, s.Leaves); diff != "" {
+				t.Errorf("containerd leaves (-want +got):\n%s", diff)
+			}
+		}
+	}
 }
 
 func TestCNINone(t *testing.T) {

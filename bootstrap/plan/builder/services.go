@@ -44,9 +44,14 @@ func (b *planBuilder) runtime() error {
 	}
 	// containerd runs the shim and runc by absolute path for each new container; replacing them
 	// needs no restart, so the service does not read them.
+	var shim string
 	for _, name := range []string{"containerd-shim-runc-v2", "runc"} {
-		if _, err := b.binary(name); err != nil {
+		p, err := b.binary(name)
+		if err != nil {
 			return err
+		}
+		if name == "containerd-shim-runc-v2" {
+			shim = p
 		}
 	}
 	ctr, err := b.binary("ctr")
@@ -59,8 +64,20 @@ func (b *planBuilder) runtime() error {
 	reads := append([]string{bin}, b.componentFiles(c)...)
 	b.service(c, nil, reads, &plan.Probe{Exec: &plan.ExecProbe{
 		Argv: []string{ctr, "--address", b.r.paths.ContainerdSocket, "version"}}})
+	// Containers outlive containerd (their shims keep them running), and so do their images,
+	// snapshots and mounts: a host that leaves the cluster keeps none of them.
+	svc := &b.p.Services[len(b.p.Services)-1]
+	svc.StateDirs = []string{b.r.paths.ContainerdRoot, b.r.paths.ContainerdState, CNIStateDir}
+	svc.Leaves = []string{shim}
 	return nil
 }
+
+// Directories of node state outside the configurable paths: the kubelet's root (pod volumes,
+// its checkpoints) and the CNI plugins' IP allocations.
+const (
+	KubeletRootDir = "/var/lib/kubelet"
+	CNIStateDir    = "/var/lib/cni"
+)
 
 // node adds the kubelet and kube-proxy, both reaching the API servers through the node-local
 // load balancer.
@@ -86,6 +103,7 @@ func (b *planBuilder) node() error {
 	reads = append(reads, b.pair(r.paths.KubeletServing(), certs.KubeletServing)...)
 	b.service(kubelet, []string{ServiceContainerd}, reads, &plan.Probe{HTTP: &plan.HTTPProbe{
 		URL: b.url("http", r.ports.KubeletHealthz, "/healthz")}})
+	b.p.Services[len(b.p.Services)-1].StateDirs = []string{KubeletRootDir}
 
 	proxy, err := components.KubeProxy(r.params)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -249,4 +250,16 @@ func HostFailure(h *basaltv1.Host) (reason, message string, ok bool) {
 		return c.Reason, c.Message, true
 	}
 	return "", "", false
+}
+
+// DefaultNodeDrainTimeout applies when spec.nodeDrainTimeout is unset (objects stored before the
+// field had a default).
+const DefaultNodeDrainTimeout = 5 * time.Minute
+
+// NodeDrainTimeout is c's spec.nodeDrainTimeout, or its default when unset; 0 means no drain.
+func NodeDrainTimeout(c *basaltv1.Cluster) time.Duration {
+	if c == nil || c.Spec.NodeDrainTimeout == nil {
+		return DefaultNodeDrainTimeout
+	}
+	return c.Spec.NodeDrainTimeout.Duration
 }

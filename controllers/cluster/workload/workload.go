@@ -74,6 +74,7 @@ func (w *Clients) For(ctx context.Context, c *basaltv1.Cluster) (client.Client, 
 		cfg.Timeout = DefaultTimeout
 	}
 	cfg.UserAgent = "basalt-manager"
+	NoEvictionRetry(cfg)
 	newClient := w.New
 	if newClient == nil {
 		newClient = func(cfg *rest.Config) (client.Client, error) { return client.New(cfg, client.Options{Scheme: Scheme}) }
