@@ -38,6 +38,9 @@ const (
 	ReasonAgentSilent = "AgentSilent"
 	// ReasonInspecting says the agent registered and its hardware report is awaited.
 	ReasonInspecting = "Inspecting"
+	// ReasonInspectionFailed says the agent registered but reported no hardware facts in time;
+	// the Host is in Error until basalt.dev/reprovision restarts it.
+	ReasonInspectionFailed = "InspectionFailed"
 	// ReasonWaitingForNetBoot says a network-booted Host's agent has not registered yet: the
 	// machine has to PXE-boot (power it on, or set it to boot from the network).
 	ReasonWaitingForNetBoot = "WaitingForNetBoot"

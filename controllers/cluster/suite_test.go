@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,15 +22,7 @@ import (
 var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = envtest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	envtest.Main(m, &env)
 }
 
 // harness is a running manager with the test doubles of the outside world: the workload

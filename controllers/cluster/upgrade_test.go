@@ -299,7 +299,9 @@ func TestUnhealthyMachineIsReplaced(t *testing.T) {
 	agents.Hold(sick.Name)
 	setNodeReady(t, sick.Name, corev1.ConditionUnknown)
 
-	envtest.Eventually(t, wait, func() error {
+	// The Machine controller reads a Ready Node once a minute: seeing it NotReady can take that
+	// long, then the 2 s timeout.
+	envtest.Eventually(t, 3*wait, func() error {
 		m := &basaltv1.Machine{}
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(&sick), m)
 		if err != nil {
@@ -363,7 +365,7 @@ func TestUnhealthyMachineIsReplaced(t *testing.T) {
 	}
 	agents.Hold(only[0].Name)
 	setNodeReady(t, only[0].Name, corev1.ConditionFalse)
-	envtest.Eventually(t, wait, func() error {
+	envtest.Eventually(t, 3*wait, func() error {
 		got, err := get(ctx, solo)
 		if err != nil {
 			return err

@@ -485,3 +485,119 @@ func TestNetBootHostWithoutPXE(t *testing.T) {
 	}
 	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonNetBootDisabled)
 }
+
+// TestReprovision: basalt.dev/reprovision on a Host in use waits for its Machine; on a free Host
+// it is consumed once, the Host forgets its agent and hardware and goes back to Registering, and
+// the agent's next report brings it to Available again.
+func TestReprovision(t *testing.T) {
+	startBootController(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	h := bootHost(ns, "r1", "52:54:00:00:06:01")
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	agentReports(t, h, time.Now())
+	hostIs(t, h, basaltv1.HostStateAvailable)
+	annotate := func() {
+		got := &basaltv1.Host{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			t.Fatal(err)
+		}
+		got.Annotations = map[string]string{basaltv1.AnnotationReprovision: time.Now().UTC().Format(time.RFC3339)}
+		if err := env.Client.Update(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// In use: the request waits.
+	m := &basaltv1.Machine{
+		ObjectMeta: metav1.ObjectMeta{Name: "rm", Namespace: ns},
+		Spec:       basaltv1.MachineSpec{Cluster: "c", Role: basaltv1.RoleWorker, HostRef: &basaltv1.LocalObjectReference{Name: "r1"}},
+	}
+	if err := env.Client.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) { h.Status.ConsumerRef = &basaltv1.LocalObjectReference{Name: "rm"} })
+	hostIs(t, h, basaltv1.HostStateProvisioned)
+	annotate()
+	time.Sleep(2 * time.Second)
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	if _, kept := got.Annotations[basaltv1.AnnotationReprovision]; !kept || got.Status.State != basaltv1.HostStateProvisioned || got.Status.Hardware == nil {
+		t.Fatalf("a Host in use was reprovisioned: state %s, annotation kept %v", got.Status.State, kept)
+	}
+
+	// Released: the request is carried out once.
+	if err := env.Client.Delete(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) { h.Status.ConsumerRef = nil })
+	envtest.Eventually(t, wait, func() error {
+		got := &basaltv1.Host{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			return err
+		}
+		if _, kept := got.Annotations[basaltv1.AnnotationReprovision]; kept || got.Status.State != basaltv1.HostStateRegistering ||
+			got.Status.Hardware != nil || got.Status.Agent.LastSeen != nil {
+			return fmt.Errorf("annotation kept %v, state %s, hardware %v, lastSeen %v", kept, got.Status.State, got.Status.Hardware != nil, got.Status.Agent.LastSeen)
+		}
+		return nil
+	})
+	agentReports(t, h, time.Now())
+	hostIs(t, h, basaltv1.HostStateAvailable)
+}
+
+// TestInspectionFailureEndsInError: an agent that registers but never reports hardware puts its
+// Host in Error (InspectionFailed, with what to do) after InspectTimeout; basalt.dev/reprovision
+// restarts the inspection, and a report then makes the Host Available.
+func TestInspectionFailureEndsInError(t *testing.T) {
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
+		NetBoot: true, InspectTimeout: 2 * time.Second}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	envtest.StartManager(t, mgr)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	h := bootHost(ns, "i1", "52:54:00:00:07:01")
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	// Registered, no hardware.
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		h.Status.Agent = basaltv1.AgentStatus{Version: "test", LastSeen: &metav1.Time{Time: time.Now()}}
+	})
+	hostIs(t, h, basaltv1.HostStateError,
+		basaltv1.HostInspected, "False", basaltv1.ReasonInspectionFailed,
+		basaltv1.ConditionReady, "False", basaltv1.ReasonInspectionFailed)
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got.Status.ErrorMessage, basaltv1.AnnotationReprovision) {
+		t.Errorf("errorMessage %q should say how to restart the inspection", got.Status.ErrorMessage)
+	}
+	got.Annotations = map[string]string{basaltv1.AnnotationReprovision: "now"}
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	envtest.Eventually(t, wait, func() error {
+		got := &basaltv1.Host{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			return err
+		}
+		if got.Status.State == basaltv1.HostStateError || got.Status.ErrorMessage != "" {
+			return fmt.Errorf("state %s, errorMessage %q", got.Status.State, got.Status.ErrorMessage)
+		}
+		return nil
+	})
+	agentReports(t, h, time.Now())
+	hostIs(t, h, basaltv1.HostStateAvailable, basaltv1.HostInspected, "True", basaltv1.ReasonReady)
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -40,12 +42,19 @@ type Reconciler struct {
 	// NetBoot is true when the manager runs its PXE services (NetBoot answers them), so
 	// network-booted Hosts get their agent by booting; it only changes what their conditions say.
 	NetBoot bool
+	// InspectTimeout is how long a registered agent may take to report hardware facts before
+	// the Host goes to Error. Default 10 minutes.
+	InspectTimeout time.Duration
 	// AgentSilentAfter is how long an agent may go without reporting before AgentConnected turns
 	// False. Default 2 minutes.
 	AgentSilentAfter time.Duration
 	// BMC reaches Hosts' baseboard management controllers (spec.bmc); nil uses bmc.ForHost with
 	// the defaults (see host_bmc.go).
 	BMC *BMCAccess
+
+	// inspectingSince remembers, by Host UID, when this manager first saw the Host waiting for
+	// its hardware report.
+	inspectingSince sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch;update;patch
@@ -125,16 +134,61 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if host.Status.State == "" {
 		host.Status.State = basaltv1.HostStateRegistering
 	}
+	if wait, ok := r.reprovision(ctx, s); ok {
+		res = ctrl.Result{RequeueAfter: wait}
+	}
 	handler, ok := stateHandlers[host.Status.State]
 	if !ok {
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
-	res = handler(r, ctx, s)
+	res = minRequeue(res, handler(r, ctx, s))
 	if next := r.refreshPower(ctx, host); next > 0 && (res.RequeueAfter == 0 || next < res.RequeueAfter) {
 		res.RequeueAfter = next
 	}
 	updateStatus(s)
 	return res, nil
+}
+
+// reprovision acts on the annotation basalt.dev/reprovision (basaltctl host reprovision): a Host no
+// Machine uses goes back to Registering with its agent and hardware facts forgotten, so its agent
+// is installed (SSH) or network-booted (BMC) again, registers and is inspected anew; the
+// annotation is removed in the same patch, so a request is acted on once. With no Plan stored, an
+// agent that applied one is served the empty Plan, which wipes what Basalt wrote. A Host still
+// used by a Machine keeps the request until the Machine lets it go (ok true: look again after
+// wait).
+func (r *Reconciler) reprovision(ctx context.Context, s *scope) (wait time.Duration, ok bool) {
+	h := s.host
+	requested, asked := h.Annotations[basaltv1.AnnotationReprovision]
+	if !asked {
+		return 0, false
+	}
+	if h.Status.ConsumerRef != nil {
+		ctrl.LoggerFrom(ctx).Info("Reprovisioning waits for the Host's Machine to let it go", "host", klog.KObj(h), "machine", h.Status.ConsumerRef.Name, "requested", requested)
+		return waitForConsumer, true
+	}
+	delete(h.Annotations, basaltv1.AnnotationReprovision)
+	h.Status.State = basaltv1.HostStateRegistering
+	h.Status.ErrorMessage = ""
+	h.Status.Hardware = nil
+	h.Status.Agent.LastSeen = nil
+	h.Status.Agent.InstalledAt = nil
+	ctrl.LoggerFrom(ctx).Info("Reprovisioning Host", "host", klog.KObj(h), "requested", requested, "reason", "Reprovision")
+	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "Reprovisioning", "Reprovision",
+		"Provisioning the Host again (requested %s): its agent registers and is inspected anew", requested)
+	return 0, false
+}
+
+// minRequeue keeps the sooner of two requeue requests.
+func minRequeue(a, b ctrl.Result) ctrl.Result {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero():
+		return a
+	case b.RequeueAfter < a.RequeueAfter:
+		return b
+	}
+	return a
 }
 
 // observeConsumer records whether the Machine named by status.consumerRef still exists. It reads

@@ -2,10 +2,11 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -27,6 +28,9 @@ var stateHandlers = map[basaltv1.HostState]stateHandler{
 	basaltv1.HostStateDeprovisioning: (*Reconciler).deprovision,
 	basaltv1.HostStateError:          (*Reconciler).watchAgent,
 }
+
+// defaultInspectTimeout is how long a registered agent may take to report hardware facts.
+const defaultInspectTimeout = 10 * time.Minute
 
 // waitForConsumer is how often a Host waiting for its Machine to let go looks again (the Machine
 // watch usually brings it back sooner).
@@ -67,8 +71,12 @@ func (r *Reconciler) netBootViaBMC(ctx context.Context, s *scope) ctrl.Result {
 		r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, "NetBootFailed", "PowerOn", "Booting the Host from the network through its BMC failed: %v", err)
 		return ctrl.Result{RequeueAfter: retryInstall}
 	}
-	now := metav1.Now()
-	h.Status.Agent.InstalledAt = &now
+	// Record the attempt in a write of its own: were it lost with a conflicting final patch, the
+	// next reconcile would boot the machine again.
+	if err := r.recordContact(ctx, h, nil, false, true); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Recording the network boot", "host", klog.KObj(h))
+		return ctrl.Result{RequeueAfter: waitForRegistration}
+	}
 	s.installed = true
 	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "NetBooting", "PowerOn", "Booting the Host from the network through its BMC; waiting for its agent to register")
 	return ctrl.Result{RequeueAfter: waitForRegistration}
@@ -77,9 +85,30 @@ func (r *Reconciler) netBootViaBMC(ctx context.Context, s *scope) ctrl.Result {
 // inspect waits for the agent's hardware report, then makes the Host Available once it is
 // accepted (spec.accepted; a discovered Host waits here until an operator accepts it).
 func (r *Reconciler) inspect(ctx context.Context, s *scope) ctrl.Result {
-	if s.host.Status.Hardware == nil {
+	h := s.host
+	if h.Status.Hardware == nil {
+		// An agent that registered but never reports hardware (its inspection fails) puts the
+		// Host in Error after InspectTimeout, counted from when this manager first saw it
+		// waiting (a restart starts the count again: never early). basalt.dev/reprovision
+		// restarts it.
+		timeout := r.InspectTimeout
+		if timeout <= 0 {
+			timeout = defaultInspectTimeout
+		}
+		first, _ := r.inspectingSince.LoadOrStore(h.UID, time.Now())
+		if waited := time.Since(first.(time.Time)); waited >= timeout {
+			r.inspectingSince.Delete(h.UID)
+			h.Status.State = basaltv1.HostStateError
+			h.Status.ErrorMessage = fmt.Sprintf("the agent registered but reported no hardware facts within %s: look at its log (journalctl -u basalt-agent), "+
+				"then annotate %s=<now> (basaltctl host reprovision %s) to inspect it again", timeout, basaltv1.AnnotationReprovision, h.Name)
+			r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, basaltv1.ReasonInspectionFailed, "Inspect", "%s", h.Status.ErrorMessage)
+			return r.watchAgent(ctx, s)
+		} else if left := timeout - waited; left < waitForRegistration {
+			return ctrl.Result{RequeueAfter: left}
+		}
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}
+	r.inspectingSince.Delete(h.UID)
 	if !s.host.Spec.IsAccepted() {
 		return r.watchAgent(ctx, s)
 	}

@@ -22,6 +22,8 @@ func updateStatus(s *scope) {
 		order = append(order, basaltv1.HostKeyVerified)
 	}
 	switch {
+	case h.Status.State == basaltv1.HostStateError && h.Status.Hardware == nil:
+		conditions.False(h, basaltv1.HostInspected, basaltv1.ReasonInspectionFailed, h.Status.ErrorMessage)
 	case h.Status.Hardware != nil:
 		conditions.True(h, basaltv1.HostInspected, basaltv1.ReasonReady, "hardware facts reported by the agent")
 	case h.Status.Agent.LastSeen != nil:

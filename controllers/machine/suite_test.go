@@ -1,8 +1,6 @@
 package machine_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/basalt-dev/basalt/controllers/machine"
@@ -12,15 +10,7 @@ import (
 var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = envtest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	envtest.Main(m, &env)
 }
 
 // startController runs the Machine controller against env until the test ends.

@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -19,15 +17,7 @@ import (
 var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = envtest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	envtest.Main(m, &env)
 }
 
 // TestEdgeWrittenOnceObservedOnce runs the flow the controllers use against a real API server:

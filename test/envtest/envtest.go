@@ -52,6 +52,22 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Main is a test package's TestMain: it starts the API server into *env, runs the tests, stops it
+// and exits with the tests' code. A start failure exits 1 with the reason (never a skip).
+func Main(m *testing.M, env **Env) {
+	e, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+	}
+	os.Exit(code)
+}
+
 // Start starts kube-apiserver and etcd with the CRDs from config/crd/bases installed. Call Stop
 // when done (TestMain).
 func Start() (*Env, error) {

@@ -27,15 +27,7 @@ import (
 var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = envtest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	envtest.Main(m, &env)
 }
 
 // writeKubeconfig writes a kubeconfig file for cfg whose current context works in namespace, plus

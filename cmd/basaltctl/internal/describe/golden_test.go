@@ -27,15 +27,7 @@ var env *envtest.Env
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	var err error
-	env, err = envtest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	envtest.Main(m, &env)
 }
 
 // cond is a condition for a status written in the test.
