@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/host"
+	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/e2e/pxenet"
 	"github.com/basalt-dev/basalt/test/envtest"
@@ -180,7 +184,9 @@ func TestPXE(t *testing.T) {
 // (Debian's ipxe package); iPXE asks DHCP again and chains its script over HTTP; the EFI stub
 // kernel boots the agent, which registers for the Host that was created beforehand (no
 // discovery) and reports hardware with the reserved address on the NIC. The Host is Available
-// without any acceptance (spec.accepted defaults to true).
+// without any acceptance (spec.accepted defaults to true). The VM is off at the start: the Host
+// controller powers it on through its BMC, a Redfish endpoint over HTTPS in front of the QEMU
+// process (gofish on the manager side), with a one-time boot from PXE.
 func TestPXEUEFI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs root, QEMU and network namespaces")
@@ -195,19 +201,41 @@ func TestPXEUEFI(t *testing.T) {
 	reserved := network.Subnet.Addr().As4()
 	reserved[3] = 21
 	address := netip.PrefixFrom(netip.AddrFrom4(reserved), network.Subnet.Bits()).String()
+	// The VM is off; its BMC is a Redfish endpoint (over HTTPS, with a password) in front of its
+	// QEMU process. The Host controller powers it on through that BMC, with a one-time boot
+	// from PXE, as it would a server's.
+	vm, err := network.NewVM(pxenet.VMOptions{Dir: t.TempDir(), MAC: mac, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes, UEFI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := &vmSystem{vm: vm}
+	t.Cleanup(func() {
+		if err := sys.ForceOff(context.Background()); err != nil {
+			t.Errorf("stopping the VM: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("VM %s serial console (last 80 lines):\n%s", mac, vm.Tail(80))
+		}
+	})
+	redfish := httptest.NewTLSServer(&bmcsim.Redfish{Username: "admin", Password: "bmc-secret", System: sys})
+	t.Cleanup(redfish.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: redfish.Certificate().Raw})
+	if err := m.Env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bmc-" + name},
+		Data: map[string][]byte{"username": []byte("admin"), "password": []byte("bmc-secret"), "ca.crt": ca}}); err != nil {
+		t.Fatal(err)
+	}
 	h := &basaltv1.Host{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{
-			MACAddresses: []string{mac}, Mode: basaltv1.BootModeUEFI, Address: address,
-		}},
+		Spec: basaltv1.HostSpec{
+			Boot: &basaltv1.BootSpec{MACAddresses: []string{mac}, Mode: basaltv1.BootModeUEFI, Address: address},
+			BMC: &basaltv1.BMCSpec{Protocol: basaltv1.BMCRedfish, Address: redfish.URL,
+				CredentialsSecretRef: basaltv1.LocalObjectReference{Name: "bmc-" + name}},
+		},
 	}
+	tftpOK := counter(t, "basalt_pxe_tftp_requests_total", "result", "ok")
 	if err := m.Env.Client.Create(ctx, h); err != nil {
 		t.Fatal(err)
 	}
-	tftpOK := counter(t, "basalt_pxe_tftp_requests_total", "result", "ok")
-	vm := framework.StartPXEVM(t, framework.StartPXEVMInput{Network: network, VMOptions: pxenet.VMOptions{
-		MAC: mac, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes, UEFI: true,
-	}})
 	got, took := m.WaitForHost(ctx, t, framework.WaitForHostInput{
 		Namespace: ns, Name: name, Timeout: 10 * time.Minute, Console: func() string { return vm.Tail(40) },
 		Check: func(h *basaltv1.Host) error {
@@ -223,9 +251,15 @@ func TestPXEUEFI(t *testing.T) {
 			return fmt.Errorf("no NIC %s with the reserved address %s: %+v", mac, address, hw.NICs)
 		},
 	})
-	t.Logf("UEFI power-on to Available with the reserved address %s: %s", address, took.Round(time.Second))
+	t.Logf("UEFI, powered on through Redfish: Host created to Available with the reserved address %s: %s", address, took.Round(time.Second))
 	if err := checkPXEHardwareOf(got.Status.Hardware, mac); err != nil {
 		t.Error(err)
+	}
+	if on, _ := sys.PowerState(ctx); !on || sys.powerOns() != 1 || sys.pxeOverrides() != 1 {
+		t.Errorf("through the BMC: on %v, %d power-ons, %d one-time PXE overrides; want exactly one of each", on, sys.powerOns(), sys.pxeOverrides())
+	}
+	if c, _ := envtest.Condition(got.Status.Conditions, basaltv1.HostBMCReachable); c == nil || c.Status != metav1.ConditionTrue || got.Status.Power != basaltv1.PowerOn {
+		t.Errorf("BMCReachable %+v, status.power %q", c, got.Status.Power)
 	}
 	if n := counter(t, "basalt_pxe_tftp_requests_total", "result", "ok"); n < tftpOK+1 {
 		t.Errorf("TFTP served %v files, want ipxe.efi", n-tftpOK)
@@ -350,4 +384,85 @@ func watchState(ctx context.Context, t *testing.T, c client.Client, key client.O
 		}
 	}()
 	return func() string { close(done); return <-result }
+}
+
+// vmSystem is the machine behind the test's Redfish BMC: the PXE network's QEMU VM, powered on
+// and off as a process (a BMC cuts and restores a server's power). The VM's only boot device is
+// the network, so a boot override needs nothing more than recording.
+type vmSystem struct {
+	vm *pxenet.VM
+
+	mu       sync.Mutex
+	on       bool
+	ons      int
+	override bmcsim.BootDevice
+	persist  bool
+	pxeOnce  int
+}
+
+func (s *vmSystem) PowerState(context.Context) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.on, nil
+}
+
+func (s *vmSystem) PowerOn(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.on {
+		return nil
+	}
+	if err := s.vm.Start(); err != nil {
+		return err
+	}
+	s.on, s.ons = true, s.ons+1
+	if !s.persist {
+		s.override = bmcsim.BootNone
+	}
+	return nil
+}
+
+func (s *vmSystem) ForceOff(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.on {
+		return nil
+	}
+	s.on = false
+	return s.vm.Stop()
+}
+
+func (s *vmSystem) ForceRestart(ctx context.Context) error {
+	if err := s.ForceOff(ctx); err != nil {
+		return err
+	}
+	return s.PowerOn(ctx)
+}
+
+func (s *vmSystem) SetBootOverride(_ context.Context, dev bmcsim.BootDevice, persistent bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.override, s.persist = dev, persistent
+	if dev == bmcsim.BootPXE && !persistent {
+		s.pxeOnce++
+	}
+	return nil
+}
+
+func (s *vmSystem) BootOverride() (bmcsim.BootDevice, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.override, s.persist
+}
+
+func (s *vmSystem) powerOns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ons
+}
+
+func (s *vmSystem) pxeOverrides() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pxeOnce
 }
