@@ -276,7 +276,11 @@ func (a *fakeAgents) step(ctx context.Context) error {
 			// The kubelet may only start once its Node exists with the Machine's pod range, or it
 			// would register a Node kube-controller-manager gives another range.
 			n := &corev1.Node{}
-			if err := env.Client.Get(ctx, client.ObjectKey{Name: m.Name}, n); err != nil || n.Spec.PodCIDR == "" || n.Spec.PodCIDR != m.Status.PodCIDR {
+			err := env.Client.Get(ctx, client.ObjectKey{Name: m.Name}, n)
+			if err != nil && !apierrors.IsNotFound(err) {
+				return err // the test is ending (context canceled), or the API server did not answer
+			}
+			if err != nil || n.Spec.PodCIDR == "" || n.Spec.PodCIDR != m.Status.PodCIDR {
 				a.mu.Lock()
 				a.violations = append(a.violations, fmt.Sprintf("the Plan of %s runs the kubelet before its Node has the pod range %s (Node: %q, %v)", m.Name, m.Status.PodCIDR, n.Spec.PodCIDR, err))
 				a.mu.Unlock()
