@@ -267,26 +267,30 @@ func TestInstallChartIntoAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	kubeconfig := kubeconfigFor(t, env.Config)
-	// envtest installed the CRDs from config/; Helm adopts only what it created, so remove them
-	// and let the chart install its own, as on a fresh cluster.
+	// envtest installed the CRDs from config/. Helm takes over existing objects only when they
+	// carry its ownership metadata for this release, as `helm install` does for CRDs a user
+	// labels before adopting them; deleting them instead would hang on a loaded machine (a CRD
+	// goes only once apiextensions' cleanup has run).
 	crds := &apiextensionsv1.CustomResourceDefinitionList{}
 	if err := c.List(ctx, crds); err != nil {
 		t.Fatal(err)
 	}
 	for i := range crds.Items {
-		if err := c.Delete(ctx, &crds.Items[i]); err != nil {
+		crd := &crds.Items[i]
+		before := crd.DeepCopy()
+		if crd.Labels == nil {
+			crd.Labels = map[string]string{}
+		}
+		if crd.Annotations == nil {
+			crd.Annotations = map[string]string{}
+		}
+		crd.Labels["app.kubernetes.io/managed-by"] = "Helm"
+		crd.Annotations["meta.helm.sh/release-name"] = "basalt"
+		crd.Annotations["meta.helm.sh/release-namespace"] = "basalt-test"
+		if err := c.Patch(ctx, crd, client.MergeFrom(before)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	envtest.Eventually(t, time.Minute, func() error {
-		if err := c.List(ctx, crds); err != nil {
-			return err
-		}
-		if len(crds.Items) > 0 {
-			return fmt.Errorf("%d CRDs left", len(crds.Items))
-		}
-		return nil
-	})
 
 	rel := InstallChart(ctx, t, InstallChartInput{
 		Kubeconfig: kubeconfig, Image: "basalt-manager:0123456789abcdef", Namespace: "basalt-test",
