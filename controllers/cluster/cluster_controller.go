@@ -24,6 +24,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
+	"github.com/basalt-dev/basalt/controllers/requeue"
 )
 
 // waitRequeue is how often a Cluster waiting on the outside world (Hosts to become Available,
@@ -167,7 +168,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		res = minResult(res, pr)
+		res = requeue.Sooner(res, pr)
 	}
 	return res, nil
 }
@@ -225,17 +226,4 @@ func (r *Reconciler) etcdClient() func(etcdcluster.Config) (etcdcluster.Client, 
 		return r.EtcdClient
 	}
 	return NewEtcdClient
-}
-
-// minResult keeps the sooner of two requeue requests.
-func minResult(a, b ctrl.Result) ctrl.Result {
-	switch {
-	case a.IsZero():
-		return b
-	case b.IsZero():
-		return a
-	case b.RequeueAfter < a.RequeueAfter:
-		return b
-	}
-	return a
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
 	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
+	"github.com/basalt-dev/basalt/controllers/requeue"
 )
 
 // groupKey names a group of interchangeable Machines: the control plane, or one worker pool.
@@ -108,7 +109,7 @@ func (r *Reconciler) reconcileMachines(ctx context.Context, s *scope) (ctrl.Resu
 		}
 		if g.key.role == basaltv1.RoleControlPlane {
 			if len(deleting) > 0 {
-				res = minResult(res, ctrl.Result{RequeueAfter: waitRequeue})
+				res = requeue.Sooner(res, ctrl.Result{RequeueAfter: waitRequeue})
 				continue
 			}
 			surplus = 1

@@ -22,6 +22,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
+	"github.com/basalt-dev/basalt/controllers/requeue"
 )
 
 // releaseRequeue is how often a Host waiting on its consumer, or holding a claim whose Machine is
@@ -141,9 +142,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if !ok {
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
-	res = minRequeue(res, handler(r, ctx, s))
-	if next := r.refreshPower(ctx, host); next > 0 && (res.RequeueAfter == 0 || next < res.RequeueAfter) {
-		res.RequeueAfter = next
+	res = requeue.Sooner(res, handler(r, ctx, s))
+	if next := r.refreshPower(ctx, host); next > 0 {
+		res = requeue.Sooner(res, ctrl.Result{RequeueAfter: next})
 	}
 	updateStatus(s)
 	return res, nil
@@ -176,19 +177,6 @@ func (r *Reconciler) reprovision(ctx context.Context, s *scope) (wait time.Durat
 	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "Reprovisioning", "Reprovision",
 		"Provisioning the Host again (requested %s): its agent registers and is inspected anew", requested)
 	return 0, false
-}
-
-// minRequeue keeps the sooner of two requeue requests.
-func minRequeue(a, b ctrl.Result) ctrl.Result {
-	switch {
-	case a.IsZero():
-		return b
-	case b.IsZero():
-		return a
-	case b.RequeueAfter < a.RequeueAfter:
-		return b
-	}
-	return a
 }
 
 // observeConsumer records whether the Machine named by status.consumerRef still exists. It reads

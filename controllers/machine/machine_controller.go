@@ -27,6 +27,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/patch"
+	"github.com/basalt-dev/basalt/controllers/requeue"
 )
 
 // hostRequeue is how often a Machine waiting for its Host is looked at again when no watch event
@@ -152,7 +153,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		res = minResult(res, pr)
+		res = requeue.Sooner(res, pr)
 	}
 	return res, nil
 }
@@ -193,19 +194,6 @@ func (u uncachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj clie
 		return u.reader.Get(ctx, key, obj, opts...)
 	}
 	return u.Client.Get(ctx, key, obj, opts...)
-}
-
-// minResult keeps the sooner of two requeue requests.
-func minResult(a, b ctrl.Result) ctrl.Result {
-	switch {
-	case a.IsZero():
-		return b
-	case b.IsZero():
-		return a
-	case b.RequeueAfter < a.RequeueAfter:
-		return b
-	}
-	return a
 }
 
 // SetupWithManager registers the controller. Machines are also reconciled when their Host
