@@ -28,7 +28,15 @@
 #   cri-tools       BASALT_CRI_TOOLS_VERSION   default v1.37.0
 #   CNI plugins     BASALT_CNI_PLUGINS_VERSION default v1.10.0
 # Other environment: BASALT_CACHE, BASALT_GO_BUILD_JOBS (go build -p, default 2), GOPROXY,
-# GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build).
+# GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build),
+# BASALT_MIN_FREE_MB (free space each file system must have before a build; see below).
+#
+# Before building anything the script checks free disk space, so that a build does not stop with
+# "no space left on device" half an hour in: a set built from nothing needs about 1 GiB under
+# BASALT_CACHE, 2 GiB of Go module cache and 5 GiB of Go build cache (docs/artifacts.md), added up
+# for folders on the same file system. The check is skipped when every wanted file is in the set
+# already; BASALT_MIN_FREE_MB replaces the need per file system (0 skips the check), e.g. for a
+# rerun whose caches are mostly filled.
 #
 # runc needs cgo and libseccomp: this script installs Debian's libseccomp-dev with apt-get when it
 # is missing (root only) and links runc statically (static-pie) with seccomp support, so the
@@ -195,6 +203,42 @@ GOOS="$(go env GOOS)"
 GOARCH="$(go env GOARCH)"
 readonly GO_VERSION GOOS GOARCH
 START=$SECONDS
+
+# ---------------------------------------------------------------------------------------------
+# Free disk space (see the top of this file)
+
+readonly NEED_CACHE_MB=1024 NEED_GOMODCACHE_MB=2048 NEED_GOCACHE_MB=5120
+check_free_space() {
+  STEP="check free disk space"
+  local name missing=""
+  for name in "${!WANT[@]}"; do [[ -f $SET/$(path_of "$name") ]] || missing=1; done
+  [[ -n $missing ]] || return 0
+  local -A need=() dirs=()
+  local mb dir d mnt have
+  while read -r mb dir; do
+    [[ $dir == /* ]] || continue # GOCACHE=off
+    d="$dir"
+    while [[ ! -d $d ]]; do d="$(dirname "$d")"; done
+    mnt="$(df -Pk "$d" | awk 'NR == 2 { print $6 }')"
+    need[$mnt]=$((${need[$mnt]:-0} + mb))
+    dirs[$mnt]+="${dirs[$mnt]:+, }$dir"
+  done < <(printf '%s %s\n' "$NEED_CACHE_MB" "$CACHE" "$NEED_GOMODCACHE_MB" "$(go env GOMODCACHE)" "$NEED_GOCACHE_MB" "$(go env GOCACHE)")
+  for mnt in "${!need[@]}"; do
+    mb="${BASALT_MIN_FREE_MB:-${need[$mnt]}}"
+    have=$(($(df -Pk "$mnt" | awk 'NR == 2 { print $4 }') / 1024))
+    if ((have < mb)); then
+      fail "only $have MiB free on $mnt (which holds ${dirs[$mnt]}); building this set needs about $mb MiB there.
+  Free some space (go clean -cache; sets and builds of versions no longer used under $CACHE/artifacts
+  and $CACHE/build), or, when most of the set is built already, set BASALT_MIN_FREE_MB to the MiB the
+  rest needs (0 skips this check)."
+    fi
+  done
+}
+if [[ -n ${BASALT_MIN_FREE_MB:-} && ! $BASALT_MIN_FREE_MB =~ ^[0-9]+$ ]]; then
+  STEP="check free disk space"
+  fail "BASALT_MIN_FREE_MB='$BASALT_MIN_FREE_MB' must be a number of MiB (0 skips the check)"
+fi
+check_free_space
 
 # ---------------------------------------------------------------------------------------------
 # Helpers

@@ -22,10 +22,34 @@ import (
 // leftover temporary file is removed by the next WriteFile of the same path. Missing parent
 // folders are created with mode 0755.
 func WriteFile(path string, data []byte, mode fs.FileMode) error {
-	return writeFrom(path, mode, func(w io.Writer) error {
+	return writeFileOwned(path, data, mode, rootOwner)
+}
+
+// writeFileOwned is WriteFile with the owner given.
+func writeFileOwned(path string, data []byte, mode fs.FileMode, own owner) error {
+	return writeFrom(path, mode, own, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
+}
+
+// owner is the numeric user and group of a file the agent writes.
+type owner struct{ uid, gid int }
+
+// rootOwner is the owner of every artifact, and of every file whose Plan names no owner.
+var rootOwner = owner{0, 0}
+
+// fileOwner is the owner a Plan file asks for.
+func fileOwner(f plan.File) (owner, error) {
+	uid, gid, err := plan.ParseOwner(f.Owner)
+	return owner{uid, gid}, err
+}
+
+// chownNeeded says whether the agent sets own on the files it writes: always as root; as another
+// user (a test, a developer's run) only for an owner other than root, which then fails unless it
+// is that user.
+func chownNeeded(own owner) bool {
+	return os.Geteuid() == 0 || own != rootOwner
 }
 
 // tmpPattern names the temporary files of path; a crash may leave one behind.
@@ -43,7 +67,7 @@ func removeStaleTemps(path string) {
 
 // writeFrom is WriteFile with the content produced by fill, which may fail (a download, a hash
 // mismatch); then nothing is renamed and the temporary file is removed.
-func writeFrom(path string, mode fs.FileMode, fill func(io.Writer) error) error {
+func writeFrom(path string, mode fs.FileMode, own owner, fill func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -58,7 +82,9 @@ func writeFrom(path string, mode fs.FileMode, fill func(io.Writer) error) error 
 		tmp.Close()
 		return err
 	}
-	if err := setModeOwner(tmp, mode); err != nil {
+	// Owner and mode are set on the temporary file, before the rename: the file never appears
+	// at path with the wrong owner, even for an instant.
+	if err := setModeOwner(tmp, mode, own); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -80,11 +106,12 @@ type chmodChowner interface {
 	Chown(uid, gid int) error
 }
 
-// setModeOwner gives f mode and, when the agent is root, owner root:root.
-func setModeOwner(f chmodChowner, mode fs.FileMode) error {
-	if os.Geteuid() == 0 {
-		if err := f.Chown(0, 0); err != nil {
-			return err
+// setModeOwner gives f owner own (see chownNeeded) and mode, in this order: a chown clears the
+// setuid and setgid bits.
+func setModeOwner(f chmodChowner, mode fs.FileMode, own owner) error {
+	if chownNeeded(own) {
+		if err := f.Chown(own.uid, own.gid); err != nil {
+			return fmt.Errorf("setting owner %d:%d: %w", own.uid, own.gid, err)
 		}
 	}
 	return f.Chmod(mode)
@@ -105,32 +132,37 @@ func syncDir(dir string) error {
 // fileMode is the permission bits of a Plan mode.
 func fileMode(m uint32) fs.FileMode { return fs.FileMode(m).Perm() }
 
-// fixModeOwner corrects the mode and owner of an existing file whose bytes are right.
-func fixModeOwner(path string, mode fs.FileMode) error {
+// fixModeOwner corrects the mode and owner of an existing file whose bytes are right, and says
+// whether it had to.
+func fixModeOwner(path string, mode fs.FileMode, own owner) (changed bool, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if fi.Mode().Perm() == mode && !wrongOwner(fi) {
-		return nil
+	if fi.Mode().Perm() == mode && !wrongOwner(fi, own) {
+		return false, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer f.Close()
-	return setModeOwner(f, mode)
+	return true, setModeOwner(f, mode, own)
 }
 
 // ensureFile writes f unless the file already holds its bytes; then only mode and owner are
-// corrected.
+// corrected, in place.
 func (a *Applier) ensureFile(f plan.File) (changed bool, err error) {
 	path := a.path(f.Path)
 	mode := fileMode(f.Mode)
-	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, f.Content) {
-		return false, fixModeOwner(path, mode)
+	own, err := fileOwner(f)
+	if err != nil {
+		return false, err
 	}
-	return true, WriteFile(path, f.Content, mode)
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, f.Content) {
+		return fixModeOwner(path, mode, own)
+	}
+	return true, writeFileOwned(path, f.Content, mode, own)
 }
 
 // ensureArtifact places the artifact unless a file with its sha256 is there already: the bytes
@@ -140,14 +172,14 @@ func (a *Applier) ensureArtifact(ctx context.Context, art plan.Artifact) (change
 	path := a.path(art.Path)
 	mode := fileMode(art.Mode)
 	if a.hasArtifact(path, art) {
-		return false, fixModeOwner(path, mode)
+		return fixModeOwner(path, mode, rootOwner)
 	}
 	rc, err := a.Fetcher.Fetch(ctx, art.SHA256)
 	if err != nil {
 		return false, fmt.Errorf("fetching %s: %w", art.SHA256, err)
 	}
 	defer rc.Close()
-	err = writeFrom(path, mode, func(w io.Writer) error {
+	err = writeFrom(path, mode, rootOwner, func(w io.Writer) error {
 		h := sha256.New()
 		n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, rc})
 		if err != nil {

@@ -4,7 +4,6 @@ package apply
 
 import (
 	"io/fs"
-	"os"
 	"syscall"
 )
 
@@ -15,8 +14,9 @@ func inode(fi fs.FileInfo) uint64 {
 	return 0
 }
 
-// wrongOwner says whether a file the agent (running as root) wrote is not owned by root:root.
-func wrongOwner(fi fs.FileInfo) bool {
+// wrongOwner says whether a file the agent wrote is not owned by own, where the agent sets owners
+// (chownNeeded).
+func wrongOwner(fi fs.FileInfo, own owner) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && os.Geteuid() == 0 && (st.Uid != 0 || st.Gid != 0)
+	return ok && chownNeeded(own) && (int(st.Uid) != own.uid || int(st.Gid) != own.gid)
 }

@@ -1,7 +1,7 @@
 // Package plan defines the Plan: the declarative desired state of one host that the manager
 // writes and the node agent converges to.
 //
-// A Plan lists files (path, mode, content, sha256), artifacts (fetched from the manager's
+// A Plan lists files (path, mode, owner, content, sha256), artifacts (fetched from the manager's
 // sha256-addressed cache, checked, placed and optionally unpacked), services (argv, environment,
 // dependencies, health probe, restart policy) and node routes. It has a stable hash: the same
 // inputs always give the same hash, whatever the order of maps or of the builder's appends, and
@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/netip"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,6 +56,50 @@ type Plan struct {
 	// LoadBalancers are TCP load balancers the agent runs in its own process, e.g. the
 	// node-local load balancer kubelet and kube-proxy reach the API servers through.
 	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty"`
+	// OS puts the host's root filesystem on a local disk. An agent running from the network
+	// (the PXE initramfs, in RAM) writes OS.Image to OS.Disk, carries its identity over and
+	// reboots into it; an agent already running from that image on that disk goes on with the
+	// rest of the Plan. A Plan without OS given to an agent running from a disk it was written
+	// to makes the agent wipe that disk and reboot into the network: what provisioning wrote is
+	// gone. Hosts reached over SSH never get OS.
+	OS *OSImage `json:"os,omitempty"`
+}
+
+// OSImage is a root filesystem image and the disk it is written to.
+type OSImage struct {
+	// Name of the image in the manager's artifact cache, e.g. basalt-root.
+	Name string `json:"name"`
+	// SHA256 of the image's bytes as served (gzip-compressed): the agent checks it while it
+	// streams them to the disk.
+	SHA256 string `json:"sha256"`
+	// Size of the served bytes; 0 when unknown.
+	Size int64 `json:"size,omitempty"`
+	// Disk is the whole-disk block device written to, e.g. /dev/vda.
+	Disk string `json:"disk"`
+}
+
+// diskRE is what OSImage.Disk may be: a whole disk under /dev, by its kernel name.
+var diskRE = regexp.MustCompile(`^/dev/[a-z][a-z0-9]{0,31}$`)
+
+// IsDisk says whether s is a disk path an OSImage may name: /dev/ and a kernel name.
+func IsDisk(s string) bool { return diskRE.MatchString(s) }
+
+// Validate reports what makes the image unusable.
+func (o *OSImage) Validate() error {
+	var errs []error
+	if !validServiceName(o.Name) {
+		errs = append(errs, fmt.Errorf("os.name %q must be lowercase letters, digits and '-'", o.Name))
+	}
+	if !artifacts.IsSHA256(o.SHA256) {
+		errs = append(errs, fmt.Errorf("os.sha256 %q must be 64 lowercase hex digits", o.SHA256))
+	}
+	if o.Size < 0 {
+		errs = append(errs, fmt.Errorf("os.size %d must not be negative", o.Size))
+	}
+	if !diskRE.MatchString(o.Disk) {
+		errs = append(errs, fmt.Errorf("os.disk %q must be a whole disk such as /dev/vda or /dev/nvme0n1", o.Disk))
+	}
+	return errors.Join(errs...)
 }
 
 // LoadBalancer is a TCP load balancer the agent runs on the host.
@@ -74,6 +119,10 @@ type File struct {
 	Path string `json:"path"`
 	// Mode is the permission bits, e.g. 0o600 for keys.
 	Mode uint32 `json:"mode"`
+	// Owner is the numeric user and group the file belongs to, "uid:gid", e.g. "0:0" or
+	// "65532:65532" for a component that runs unprivileged. Empty means root ("0:0"), the user
+	// the agent runs as; it is left out of the encoding, so Plans without owners hash as before.
+	Owner string `json:"owner,omitempty"`
 	// Content is the file's bytes.
 	Content []byte `json:"content"`
 	// SHA256 of Content, lowercase hex; filled by Normalize.
@@ -268,6 +317,11 @@ func (p *Plan) Validate() error {
 	if p.Host == "" {
 		errs = append(errs, errors.New("host: must name the Host the Plan is for"))
 	}
+	if p.OS != nil {
+		if err := p.OS.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	paths := map[string]string{}
 	claim := func(field, pth string) {
 		if !path.IsAbs(pth) || path.Clean(pth) != pth {
@@ -284,6 +338,9 @@ func (p *Plan) Validate() error {
 		claim(fmt.Sprintf("files[%d]", i), f.Path)
 		if f.SHA256 != "" && f.SHA256 != sum(f.Content) {
 			errs = append(errs, fmt.Errorf("files[%d] (%s): sha256 does not match the content", i, f.Path))
+		}
+		if _, _, err := ParseOwner(f.Owner); err != nil {
+			errs = append(errs, fmt.Errorf("files[%d] (%s): %w", i, f.Path, err))
 		}
 	}
 	for i, a := range p.Artifacts {

@@ -69,6 +69,8 @@ func TestHashChangesWithEveryRelevantInput(t *testing.T) {
 		"images":         func(p *Plan) { p.Images = []string{"etcd"} },
 		"load balancer":  func(p *Plan) { p.LoadBalancers[0].Backends[1] = "192.0.2.13:6443" },
 		"lb listen":      func(p *Plan) { p.LoadBalancers[0].Listen = "127.0.0.1:6445" },
+		"os image":       func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/vda"} },
+		"os disk":        func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/sda"} },
 	}
 	seen := map[string]string{base: "base"}
 	for name, mutate := range mutations {
@@ -162,6 +164,10 @@ func TestValidate(t *testing.T) {
 		"lb no backend":          {func(p *Plan) { p.LoadBalancers[0].Backends = nil }, "backends: at least one"},
 		"lb bad backend":         {func(p *Plan) { p.LoadBalancers[0].Backends[0] = "192.0.2.11" }, "backends[0]: \"192.0.2.11\" is not host:port"},
 		"lb twice":               {func(p *Plan) { p.LoadBalancers = append(p.LoadBalancers, p.LoadBalancers[0]) }, "loadBalancers[1] (kube-apiserver): name must be unique"},
+		"os no sum":              {func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", Disk: "/dev/vda"} }, "os.sha256 \"\" must be 64 lowercase hex digits"},
+		"os partition":           {func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/vda1/../sda"} }, "os.disk \"/dev/vda1/../sda\" must be a whole disk"},
+		"os not under dev":       {func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/etc/passwd"} }, "os.disk"},
+		"os bad name":            {func(p *Plan) { p.OS = &OSImage{Name: "Root Image", SHA256: sumA, Disk: "/dev/vda"} }, "os.name"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

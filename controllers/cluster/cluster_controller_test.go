@@ -43,6 +43,15 @@ func machines(ctx context.Context, ns, cluster string) ([]basaltv1.Machine, erro
 	return l.Items, err
 }
 
+// onlyFinalizer returns an error unless obj carries exactly the finalizer want, which its
+// controller adds on first sight.
+func onlyFinalizer(obj client.Object, want string) error {
+	if f := obj.GetFinalizers(); len(f) != 1 || f[0] != want {
+		return fmt.Errorf("%s has finalizers %v, want [%s]", obj.GetName(), f, want)
+	}
+	return nil
+}
+
 func hosts(ctx context.Context, ns string) ([]basaltv1.Host, error) {
 	l := &basaltv1.HostList{}
 	err := env.Client.List(ctx, l, client.InNamespace(ns))
@@ -107,6 +116,14 @@ func TestClusterWaitsForHostsThenBinds(t *testing.T) {
 		}
 		if len(ms) != 5 {
 			return fmt.Errorf("%d Machines, want 5", len(ms))
+		}
+		if err := onlyFinalizer(got, basaltv1.ClusterFinalizer); err != nil {
+			return err
+		}
+		for i := range ms {
+			if err := onlyFinalizer(&ms[i], basaltv1.MachineFinalizer); err != nil {
+				return err
+			}
 		}
 		hb, err := envtest.Condition(got.Status.Conditions, basaltv1.ClusterHostsBound)
 		if err != nil {
@@ -245,6 +262,29 @@ func TestScaleDownPauseAndDelete(t *testing.T) {
 		})
 	}
 	waitBound(3)
+	// Every object carries its controller's finalizer; they are released on deletion below.
+	var created []client.Object
+	envtest.Eventually(t, wait, func() error {
+		got, err := get(ctx, c)
+		if err != nil {
+			return err
+		}
+		if err := onlyFinalizer(got, basaltv1.ClusterFinalizer); err != nil {
+			return err
+		}
+		ms, err := machines(ctx, ns, "s")
+		if err != nil {
+			return err
+		}
+		created = created[:0]
+		for i := range ms {
+			if err := onlyFinalizer(&ms[i], basaltv1.MachineFinalizer); err != nil {
+				return err
+			}
+			created = append(created, &ms[i])
+		}
+		return nil
+	})
 
 	updateCluster(t, c, func(c *basaltv1.Cluster) {
 		c.Spec.Workers[0].Replicas = 1
@@ -292,7 +332,12 @@ func TestScaleDownPauseAndDelete(t *testing.T) {
 	if err := env.Client.Delete(ctx, c); err != nil {
 		t.Fatal(err)
 	}
+	// The Cluster and every Machine it ever had (the one scaled away included) are gone: each
+	// controller released its finalizer.
 	envtest.Eventually(t, wait, env.Gone(c))
+	for _, m := range created {
+		envtest.Eventually(t, wait, env.Gone(m))
+	}
 	ms, err := machines(ctx, ns, "s")
 	if err != nil || len(ms) != 0 {
 		t.Fatalf("%d Machines left after the Cluster was deleted (%v)", len(ms), err)

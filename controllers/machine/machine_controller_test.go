@@ -70,6 +70,9 @@ func TestMachineClaimsItsHost(t *testing.T) {
 		if m.Status.Phase != basaltv1.MachinePhaseProvisioning {
 			return fmt.Errorf("phase %q", m.Status.Phase)
 		}
+		if len(m.Finalizers) != 1 || m.Finalizers[0] != basaltv1.MachineFinalizer {
+			return fmt.Errorf("finalizers %v, want [%s]", m.Finalizers, basaltv1.MachineFinalizer)
+		}
 		if m.Labels[basaltv1.LabelClusterName] != "c" || len(m.OwnerReferences) != 1 || m.OwnerReferences[0].UID != c.UID {
 			return fmt.Errorf("not linked to its cluster: labels %v owners %v", m.Labels, m.OwnerReferences)
 		}
@@ -98,7 +101,7 @@ func TestMachineClaimsItsHost(t *testing.T) {
 		return nil
 	})
 
-	// Deleting the Machine releases its Host.
+	// Deleting the Machine releases its finalizer (the Machine is gone) and its Host.
 	m := &basaltv1.Machine{ObjectMeta: metav1.ObjectMeta{Name: "m1", Namespace: ns}}
 	if err := env.Client.Delete(ctx, m); err != nil {
 		t.Fatal(err)
