@@ -268,6 +268,7 @@ when someone re-measures them with the command beside them and updates the scrip
 | control-plane Plan on this machine: first process start → `/readyz` ok through client-go with the admin kubeconfig | 3.0–3.5 s | `TestControlPlaneFromPlan` (test/integration, [docs/plan.md](plan.md)) |
 | PXE agent image in QEMU TCG → the agent's first log line, virtio / e1000 | 5.0 s / 6.4 s | `TestBootInQEMU` (pxe/image, [docs/pxe.md](pxe.md)) |
 | PXE: QEMU VM (TCG, BIOS, virtio) power-on → discovered Host with its hardware / → `Available` once accepted | 27–31 s / 30–35 s | `TestPXE` ([docs/pxe.md](pxe.md)) |
+| PXE root on disk: claimed → `Provisioned` (agent streams the 256 MiB ext4 image, 5.8 MB gzip, onto the VM's disk, grows it, reboots; netboot with `basalt.root=`; the agent on disk reports) / of which the image write / power cycle of the provisioned host → its agent reporting from disk | 32–42 s / 7.5 s / 32–36 s | `TestPXE` ([docs/hosts.md](hosts.md#root-filesystem-on-local-disk)) |
 | PXE: power-on → Host inspected, Basalt (full-mode DHCP + HTTP boot) vs Debian's dnsmasq (DHCP + TFTP), same VM, kernel, initramfs and agent API, alternating rounds; ratio Basalt/dnsmasq | 25.9 s vs 26.4 s, ratio 0.98 (medians of 3; 1.06–1.10 on a loaded machine) | `BASALT_PXE_BENCH=1 BASALT_PXE_BENCH_ROUNDS=5 go test -count=1 -run TestPXEBootVsDnsmasq ./test/e2e/` ([docs/pxe.md](pxe.md)) |
 | artifact set v1.37.2, cold (empty Go and Basalt caches) / cached | 746 s / < 1 s | `hack/build-artifacts.sh v1.37.2` ([docs/artifacts.md](artifacts.md)) |
 | node image, cold | 92 s | `hack/node-image.sh` ([docs/testbed.md](testbed.md)) |
@@ -287,6 +288,7 @@ The commands:
 go test -run 'TestAgentsOverSSH|TestNodePlansMakeAKubernetesCluster|TestClusterLifecycle|TestClusterHA' -v ./test/e2e/
 go test -run TestControlPlaneFromPlan -v ./test/integration/
 go test -run TestBootInQEMU -v ./pxe/image/
+go test -run 'TestPXE$|TestPXEUEFI' -v ./test/e2e/
 ```
 
 Not measured yet (design §9, bench tier): join time of a

@@ -6,6 +6,9 @@
 #   /usr/lib/ipxe/{ipxe.efi,snponly.efi,undionly.kpxe}   Debian's ipxe package (TFTP, --pxe-tftp-root)
 #   /usr/share/basalt/pxe/{vmlinuz,initramfs}            the agent's PXE image (make pxe-image),
 #                                                        built with the same agent binary
+#   /usr/share/basalt/pxe/root.img.gz                    its root filesystem image (gzip'd ext4,
+#                                                        --pxe-root-image): written to the local
+#                                                        disk of network-booted Hosts
 #   /etc/ssl/certs/ca-certificates.crt   Debian's ca-certificates (HTTPS to artifact mirrors)
 #   /etc/passwd, /etc/group              root and nonroot (65532), the user the image runs as
 #
@@ -49,13 +52,17 @@ for cmd in manager agent; do
 		-ldflags "-s -w -buildid= -X main.version=$version" -o "$root/usr/local/bin/basalt-$cmd" "./cmd/$cmd")
 done
 
-# The PXE kernel and initramfs carry the same agent binary.
+# The PXE kernel, initramfs and root filesystem image carry the same agent binary.
 pxe_out=$(AGENT="$root/usr/local/bin/basalt-agent" "$repo/pxe/image/build.sh")
 vmlinuz=$(sed -n 's/^VMLINUZ=//p' <<<"$pxe_out")
 initramfs=$(sed -n 's/^INITRAMFS=//p' <<<"$pxe_out")
+root_image=$(sed -n 's/^ROOT_IMAGE=//p' <<<"$pxe_out")
 [ -s "$vmlinuz" ] && [ -s "$initramfs" ] || { log "pxe/image/build.sh printed no kernel or initramfs"; exit 1; }
+[ -n "$root_image" ] || { log "pxe/image/build.sh printed no ROOT_IMAGE= line (the root filesystem image, root.img.gz)"; exit 1; }
+[ -s "$root_image" ] || { log "the root filesystem image $root_image (ROOT_IMAGE= of pxe/image/build.sh) is missing or empty"; exit 1; }
 install -m 0644 "$vmlinuz" "$root/usr/share/basalt/pxe/vmlinuz"
 install -m 0644 "$initramfs" "$root/usr/share/basalt/pxe/initramfs"
+install -m 0644 "$root_image" "$root/usr/share/basalt/pxe/root.img.gz"
 
 for f in ipxe.efi snponly.efi undionly.kpxe; do
 	# Debian's /usr/lib/ipxe/ipxe.efi is a symbolic link into /boot: copy the file it names.
@@ -100,7 +107,8 @@ if [ ! -s "$tar" ]; then
 fi
 # Keep the three newest tarballs and images (an image in use stays).
 ls -1t "$cache"/*.tar 2>/dev/null | tail -n +4 | xargs -r rm -f
-docker images "$repository" --format '{{.Tag}}' | grep -Ev "^(dev|$hash)$" | tail -n +3 |
+# (grep finds nothing, and exits 1, when no older image exists.)
+docker images "$repository" --format '{{.Tag}}' | { grep -Ev "^(dev|$hash)$" || true; } | tail -n +3 |
 	while read -r old; do docker rmi "$repository:$old" >/dev/null 2>&1 || true; done
 echo "IMAGE=$image"
 echo "IMAGE_TAR=$tar"

@@ -50,6 +50,17 @@ type HardwareInspector interface {
 	Inspect(ctx context.Context) (*protocol.Hardware, error)
 }
 
+// RootDisk carries out plan.Plan.OS (package osdisk).
+type RootDisk interface {
+	// Current is the root filesystem on disk the host runs from, nil when it runs from the
+	// network or an OS Basalt did not write.
+	Current() (*protocol.Root, error)
+	// Install writes the image to its disk and readies it as a root filesystem.
+	Install(ctx context.Context, img plan.OSImage) error
+	// Wipe takes the root filesystem the host runs from off its disk.
+	Wipe(root protocol.Root) error
+}
+
 // Agent runs the plan loop and the status heartbeat.
 type Agent struct {
 	// Host is the registered Host name; a Plan for another host is refused.
@@ -74,6 +85,10 @@ type Agent struct {
 	HardwareInterval time.Duration
 	// BackoffInitial and BackoffMax bound the delay after an error; default 1s and 1m.
 	BackoffInitial, BackoffMax time.Duration
+	// Disk carries out Plan.OS; without it a Plan with OS fails.
+	Disk RootDisk
+	// Reboot restarts the host, after an image was written or wiped; required with Disk.
+	Reboot func() error
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 
@@ -218,9 +233,16 @@ func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *ba
 		a.Health.SetServices(p.Services)
 	}
 	a.Logger.Info("Applying Plan", "hash", hash, "applied", a.appliedHash())
+	root, osStep, done := a.applyOS(ctx, p, bo)
+	if done {
+		return
+	}
 	steps, err := a.Applier.Apply(ctx, p)
 	if ctx.Err() != nil {
 		return
+	}
+	if osStep != nil {
+		steps = append([]protocol.StepResult{*osStep}, steps...)
 	}
 	if err != nil {
 		a.setResult("", withFailure(steps, err))
@@ -234,6 +256,94 @@ func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *ba
 	}
 	bo.reset()
 	a.setResult(hash, steps)
+	if p.OS == nil && root != nil {
+		a.wipeRoot(ctx, *root, bo)
+	}
+}
+
+// osStepName names the step of Plan.OS in reports.
+func osStepName(disk string) string { return "os:" + disk }
+
+// applyOS does the part of Plan.OS that comes before the rest of the Plan. It returns the root
+// filesystem on disk the host runs from (nil: from the network), the step to report with the
+// apply, and done when the apply ends here: the image was written and the host reboots into
+// it, or the Plan cannot be applied on this host.
+func (a *Agent) applyOS(ctx context.Context, p *plan.Plan, bo *backoff) (*protocol.Root, *protocol.StepResult, bool) {
+	if a.Disk == nil {
+		if p.OS != nil {
+			a.failOS(ctx, osStepName(p.OS.Disk), errors.New("this agent cannot put a root filesystem on disk: it runs on a host reached over SSH, not from Basalt's PXE image"), bo)
+			return nil, nil, true
+		}
+		return nil, nil, false
+	}
+	root, err := a.Disk.Current()
+	if err != nil {
+		a.failOS(ctx, "os", err, bo)
+		return nil, nil, true
+	}
+	switch {
+	case p.OS == nil:
+		return root, nil, false
+	case root == nil:
+		step := osStepName(p.OS.Disk)
+		start := time.Now()
+		if err := a.Disk.Install(ctx, *p.OS); err != nil {
+			if ctx.Err() == nil {
+				a.failOS(ctx, step, err, bo)
+			}
+			return nil, nil, true
+		}
+		a.Logger.Info("Root filesystem written; rebooting into it", "disk", p.OS.Disk, "image", p.OS.Name, "took", time.Since(start).Round(time.Millisecond))
+		a.rebootNow(ctx, nil, []protocol.StepResult{{Step: step, OK: true}}, bo)
+		return nil, nil, true
+	case root.Image != p.OS.SHA256 || root.Disk != p.OS.Disk:
+		a.failOS(ctx, osStepName(p.OS.Disk), fmt.Errorf("the host runs from image %s on %s; the Plan wants image %s on %s: deprovision the Host to change it", root.Image, root.Disk, p.OS.SHA256, p.OS.Disk), bo)
+		return root, nil, true
+	}
+	return root, &protocol.StepResult{Step: osStepName(p.OS.Disk), OK: true}, false
+}
+
+// failOS reports a failed Plan.OS step and backs off.
+func (a *Agent) failOS(ctx context.Context, step string, err error, bo *backoff) {
+	a.setResult("", []protocol.StepResult{{Step: step, Error: err.Error()}})
+	d := bo.next()
+	a.Logger.Error("Plan not applied", "step", step, "error", err, "delay", d)
+	sleep(ctx, d)
+}
+
+// wipeRoot takes the root filesystem off the disk the host runs from, once the Plan without OS
+// is applied (its services stopped, its files removed), and reboots into the network.
+func (a *Agent) wipeRoot(ctx context.Context, root protocol.Root, bo *backoff) {
+	a.Logger.Info("The Plan has no root filesystem on disk: wiping it and rebooting", "disk", root.Disk, "image", root.Image)
+	if err := a.Disk.Wipe(root); err != nil {
+		a.failOS(ctx, osStepName(root.Disk), fmt.Errorf("wiping the root filesystem: %w", err), bo)
+		return
+	}
+	// The report before the reboot still names the root it runs from: the Host is released
+	// only once the agent reports from the network.
+	a.rebootNow(ctx, &root, []protocol.StepResult{{Step: osStepName(root.Disk), OK: true}}, bo)
+}
+
+// rebootNow reports steps (and the root it runs from) to the manager, then reboots the host.
+// The report is sent here, not by the status loop: the host is gone a moment later.
+func (a *Agent) rebootNow(ctx context.Context, root *protocol.Root, steps []protocol.StepResult, bo *backoff) {
+	a.mu.Lock()
+	a.applying, a.steps = "", steps
+	st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, Steps: steps, Root: root}
+	a.mu.Unlock()
+	sanitize(st)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := a.Status.ReportStatus(rctx, st); err != nil {
+		a.Logger.Warn("Cannot report before rebooting", "error", err)
+	}
+	cancel()
+	if a.Reboot == nil {
+		a.failOS(ctx, steps[0].Step, errors.New("the agent has no way to reboot the host"), bo)
+		return
+	}
+	if err := a.Reboot(); err != nil {
+		a.failOS(ctx, steps[0].Step, fmt.Errorf("rebooting: %w", err), bo)
+	}
 }
 
 // setResult records the outcome of an apply (hash empty when it failed) and sends a status.
@@ -266,6 +376,18 @@ func (a *Agent) appliedHash() string {
 	return a.applied
 }
 
+// currentRoot is the root filesystem on disk the host runs from, for reports.
+func (a *Agent) currentRoot() *protocol.Root {
+	if a.Disk == nil {
+		return nil
+	}
+	r, err := a.Disk.Current()
+	if err != nil {
+		a.Logger.Warn("Cannot read the root marker", "error", err)
+	}
+	return r
+}
+
 func (a *Agent) kickStatus() {
 	select {
 	case a.kick <- struct{}{}:
@@ -289,7 +411,7 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			hwAt = time.Now()
 		}
 		a.mu.Lock()
-		st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, ApplyingHash: a.applying, Steps: a.steps, Hardware: hw}
+		st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, ApplyingHash: a.applying, Steps: a.steps, Hardware: hw, Root: a.currentRoot()}
 		reports := []*protocol.Status{st}
 		if start := a.started; start != nil && start.ApplyingHash != a.applying {
 			// The apply ended (or another began) before its start was reported.

@@ -12,6 +12,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/apply"
 	"github.com/basalt-dev/basalt/agents/inspect"
 	"github.com/basalt-dev/basalt/agents/lb"
+	"github.com/basalt-dev/basalt/agents/osdisk"
 	"github.com/basalt-dev/basalt/agents/probe"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/agents/service"
@@ -151,6 +152,15 @@ func Run(ctx context.Context, o Options) error {
 		Host: id.Host, StateDir: o.StateDir, Version: o.Version, Plans: client, Applier: applier, Status: client,
 		Inspector: o.Inspector, Health: mon, PlanWait: o.PlanWait, StatusInterval: o.StatusInterval,
 		BackoffMax: o.BackoffMax, Logger: log,
+	}
+	disk := &osdisk.Installer{
+		Root: o.Root, Host: id.Namespace + "/" + id.Host, Fetcher: client, Carry: []string{o.StateDir},
+		Logger: log.With("component", "osdisk"),
+	}
+	if disk.Eligible() {
+		// Only a host running from the PXE initramfs, or from a root filesystem Basalt wrote,
+		// ever writes or wipes a disk.
+		a.Disk, a.Reboot = disk, osdisk.Reboot
 	}
 	return a.Run(ctx)
 }

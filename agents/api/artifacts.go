@@ -367,6 +367,32 @@ func (d *DirUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) e
 	return fmt.Errorf("artifact %s (%s) is in no artifact set", ref.Name, ref.SHA256)
 }
 
+// FileUpstream serves single files by sha256 (the root filesystem image of network-booted
+// hosts) and asks Next for everything else.
+type FileUpstream struct {
+	// Files maps a sha256 to the file holding those bytes.
+	Files map[string]string
+	// Next serves the other artifacts; nil serves none.
+	Next Upstream
+}
+
+// Fetch copies the file with ref's sha256, or asks Next.
+func (f *FileUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) error {
+	if p, ok := f.Files[ref.SHA256]; ok {
+		r, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(w, ctxReader{ctx: ctx, r: r})
+		return err
+	}
+	if f.Next == nil {
+		return fmt.Errorf("artifact %s (%s) has no upstream", ref.Name, ref.SHA256)
+	}
+	return f.Next.Fetch(ctx, ref, w)
+}
+
 // HTTPUpstream fetches artifacts from a mirror.
 type HTTPUpstream struct {
 	// BaseURL of the mirror. The artifact's URL is BaseURL/<name>, or BaseURL with "{name}" and

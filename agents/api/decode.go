@@ -18,6 +18,7 @@ import (
 
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
 // Limits on what an agent may send, beyond protocol.MaxRequestBytes.
@@ -148,6 +149,16 @@ func validateStatus(st *protocol.Status) error {
 			seen[c.Name] = true
 			add(checkText(field+".message", c.Message, 0, maxComponentMsg))
 		}
+	}
+	if r := st.Root; r != nil {
+		if r.Image == "" {
+			add(errors.New("root.image: must be the sha256 of the image"))
+		}
+		add(checkHash("root.image", r.Image))
+		if !plan.IsDisk(r.Disk) {
+			add(fmt.Errorf("root.disk %q: must be a disk such as /dev/vda", truncate(r.Disk)))
+		}
+		add(checkText("root.host", r.Host, 0, maxNameLen))
 	}
 	if h := st.Hardware; h != nil {
 		if h.CPUs < 0 || h.CPUs > maxCPUs {

@@ -303,6 +303,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) applyHostReport(h *basaltv1.Host, st *protocol.Status) {
 	before := h.Status.DeepCopy()
 	h.Status.Agent.Version = st.AgentVersion
+	h.Status.Agent.Root = nil
+	if r := st.Root; r != nil {
+		h.Status.Agent.Root = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
+	}
 	if st.Hardware != nil {
 		h.Status.Hardware = convertHardware(st.Hardware)
 		if st.Hardware.OS != nil {

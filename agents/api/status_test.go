@@ -124,6 +124,23 @@ func TestStatusLandsInHostAndMachine(t *testing.T) {
 	if now := h.getHost("node-1").Status.Agent.LastSeen.Time; !now.After(last) {
 		t.Errorf("lastSeen %s did not move past %s after the write interval", now, last)
 	}
+
+	// An agent running from a root filesystem Basalt wrote says so; back on the network, it
+	// does not.
+	st.Root = &protocol.Root{Image: strings.Repeat("e", 64), Disk: "/dev/vda", Host: h.hostNS + "/node-1"}
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if r := h.getHost("node-1").Status.Agent.Root; r == nil || *r != (basaltv1.AgentRoot{Image: strings.Repeat("e", 64), Disk: "/dev/vda"}) {
+		t.Errorf("status.agent.root %+v", r)
+	}
+	st.Root = nil
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if r := h.getHost("node-1").Status.Agent.Root; r != nil {
+		t.Errorf("status.agent.root %+v after a report from the network", r)
+	}
 }
 
 func TestStatusRefusesBadBodies(t *testing.T) {
@@ -154,6 +171,10 @@ func TestStatusRefusesBadBodies(t *testing.T) {
 		{"cgroup version 3", `{"agentVersion":"v1","hardware":{"cpus":1,"memoryBytes":1,"system":{},"os":{"container":false,"systemdPID1":true,"cgroupVersion":3}}}`, http.StatusBadRequest},
 		{"unknown OS fact", `{"agentVersion":"v1","hardware":{"cpus":1,"memoryBytes":1,"system":{},"os":{"selinux":true}}}`, http.StatusBadRequest},
 		{"step error too long", `{"agentVersion":"v1","steps":[{"step":"service:kubelet","ok":false,"error":"` + strings.Repeat("x", 4097) + `"}]}`, http.StatusBadRequest},
+		{"root without image", `{"agentVersion":"v1","root":{"image":"","disk":"/dev/vda"}}`, http.StatusBadRequest},
+		{"root image not a digest", `{"agentVersion":"v1","root":{"image":"../x","disk":"/dev/vda"}}`, http.StatusBadRequest},
+		{"root disk not a disk", `{"agentVersion":"v1","root":{"image":"` + strings.Repeat("a", 64) + `","disk":"/etc/passwd"}}`, http.StatusBadRequest},
+		{"root unknown field", `{"agentVersion":"v1","root":{"image":"` + strings.Repeat("a", 64) + `","disk":"/dev/vda","partition":1}}`, http.StatusBadRequest},
 	} {
 		code, body := post(t, a.client, h.url+protocol.PathStatus, []byte(tc.body))
 		if code != tc.want {

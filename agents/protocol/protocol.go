@@ -94,6 +94,20 @@ type Status struct {
 	Components []ComponentHealth `json:"components,omitempty"`
 	// Hardware facts of the host.
 	Hardware *Hardware `json:"hardware,omitempty"`
+	// Root is the root filesystem on local disk the agent runs from (Plan.OS, written by
+	// provisioning); nil when it runs from the network (the PXE initramfs) or from an OS
+	// Basalt did not install.
+	Root *Root `json:"root,omitempty"`
+}
+
+// Root is what a host's RootMarkerPath says: the image written to which disk, for which Host.
+type Root struct {
+	// Image is the sha256 of the image written (plan.OSImage.SHA256).
+	Image string `json:"image"`
+	// Disk is the disk it was written to, e.g. /dev/vda.
+	Disk string `json:"disk"`
+	// Host is "<namespace>/<name>" of the Host it was written for.
+	Host string `json:"host,omitempty"`
 }
 
 // StepResult is the outcome of one step of an apply.
@@ -180,4 +194,8 @@ const (
 	BootstrapPath = "/etc/basalt/agent/bootstrap.json"
 	// StateDir holds the agent's key, certificate, pinned CA and last applied Plan.
 	StateDir = "/var/lib/basalt/agent"
+	// RootMarkerPath is the JSON Root the agent writes last into a root filesystem it put on
+	// a local disk: its presence says the host runs from that disk (the PXE initramfs /init
+	// switches only to a filesystem that has it).
+	RootMarkerPath = "/etc/basalt/root.json"
 )

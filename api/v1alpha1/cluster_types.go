@@ -39,6 +39,13 @@ const AnnotationDrainStartedAt = "basalt.dev/drain-started-at"
 // value says why (the unhealthy condition and since when).
 const AnnotationRemediatedFor = "basalt.dev/remediated-for"
 
+// AnnotationPowerCycledAt is set by the Cluster controller on an unhealthy Machine whose Host it
+// asked to power-cycle (annotation basalt.dev/power-cycle on the Host, same value: the RFC 3339
+// time of the request), the first step of remediating a Machine whose Host has spec.bmc. The
+// Machine's unhealthy timeout counts again from that time before it is replaced; the annotation
+// is removed once the Machine is healthy again.
+const AnnotationPowerCycledAt = "basalt.dev/power-cycled-at"
+
 // Cluster condition reasons.
 const (
 	// ReasonWaitingForHosts says fewer Available Hosts match a selector than Machines are wanted.
@@ -72,6 +79,9 @@ const (
 	ReasonUpgradeBlocked = "UpgradeBlocked"
 	// ReasonRemediating says an unhealthy Machine was deleted to be replaced.
 	ReasonRemediating = "Remediating"
+	// ReasonPowerCycling says an unhealthy Machine's Host was power-cycled through its BMC and
+	// the Machine is given its timeout again before it is replaced.
+	ReasonPowerCycling = "PowerCycling"
 	// ReasonRemediationBlocked says an unhealthy Machine is not remediated because removing it
 	// would risk etcd quorum, or another Machine is being replaced.
 	ReasonRemediationBlocked = "RemediationBlocked"
@@ -352,7 +362,8 @@ type UpgradeSpec struct {
 	MaxUnavailableWorkers int32 `json:"maxUnavailableWorkers,omitempty"`
 }
 
-// RemediationSpec says when a Machine that stopped working is deleted and replaced. A control-plane
+// RemediationSpec says when a Machine that stopped working is deleted and replaced. A Machine
+// whose Host has spec.bmc is first power-cycled and given its timeout again. A control-plane
 // Machine is remediated only while the remaining etcd members keep quorum, one at a time.
 type RemediationSpec struct {
 	// nodeNotReadyTimeout is how long a Machine that ran may have its Node NotReady before it is
@@ -365,8 +376,10 @@ type RemediationSpec struct {
 	// +kubebuilder:default="5m"
 	// +optional
 	AgentSilentTimeout *metav1.Duration `json:"agentSilentTimeout,omitempty"`
-	// maxRetries is how many remediations may happen within retryPeriod; past it the Cluster
-	// says RemediationLimitReached and waits for an operator. 0 turns remediation off.
+	// maxRetries is how many remediations may start within retryPeriod; past it the Cluster
+	// says RemediationLimitReached and waits for an operator. 0 turns remediation off. A
+	// remediation starts with a power cycle (Hosts with spec.bmc) or a replacement; the
+	// replacement that follows a power cycle is part of the same remediation.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100

@@ -52,6 +52,21 @@ const (
 	ReasonNotAccepted = "NotAccepted"
 )
 
+// HostDiskProvisioned is True when a network-booted Host runs from the root filesystem image
+// written to its local disk; it is present only while something is, or is to be, on the disk.
+const HostDiskProvisioned = "DiskProvisioned"
+
+// DiskProvisioned reasons (besides ReasonReady).
+const (
+	// ReasonWritingImage says the agent writes the root filesystem image and reboots into it.
+	ReasonWritingImage = "WritingImage"
+	// ReasonNoRootDisk says no disk of the Host holds the image (or spec.boot.rootDisk names
+	// none of them).
+	ReasonNoRootDisk = "NoRootDisk"
+	// ReasonWipingDisk says the agent is to wipe the image from the disk and boot the network.
+	ReasonWipingDisk = "WipingDisk"
+)
+
 // HostAccepted is True when spec.accepted allows the Host to become Available.
 const HostAccepted = "Accepted"
 
@@ -219,6 +234,14 @@ type BootSpec struct {
 	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4",message="spec.boot.gateway must be an IPv4 address, e.g. 192.168.10.1"
 	// +optional
 	Gateway string `json:"gateway,omitempty"`
+
+	// rootDisk is the disk, by its kernel name (e.g. sda, vda, nvme0n1), that the manager's
+	// root filesystem image is written to when the Host is provisioned (manager flag
+	// --pxe-root-image). Empty: the smallest disk the agent reported that holds the image.
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z][a-z0-9]*$')",message="spec.boot.rootDisk must be a disk's kernel name such as sda, vda or nvme0n1, without /dev/"
+	// +optional
+	RootDisk string `json:"rootDisk,omitempty"`
 }
 
 // IsAccepted says whether spec.accepted lets the Host become Available (unset means accepted).
@@ -243,6 +266,15 @@ const (
 	// ReasonBMCProtocolError says the BMC answered but refused or did not understand a request.
 	ReasonBMCProtocolError = "ProtocolError"
 )
+
+// AnnotationPowerCycle, set on a Host, asks the Host controller to power-cycle it through its BMC
+// (spec.bmc): a hard reset of a machine that is on, power on of one that is off; the boot device
+// is left as it is. The value identifies the request (by convention the RFC 3339 time it was
+// written): each distinct value is acted on once, and the outcome is recorded in
+// status.lastPowerCycle with that value. A failed BMC call is retried with a backoff and not
+// recorded; a Host without spec.bmc records the request with an error. The annotation stays;
+// write a new value to power-cycle again. Cluster remediation writes it (design §6).
+const AnnotationPowerCycle = "basalt.dev/power-cycle"
 
 // BMCSpec says how to reach a host's baseboard management controller.
 //
@@ -339,6 +371,45 @@ type AgentStatus struct {
 	// if the agent has not registered some time after it.
 	// +optional
 	InstalledAt *metav1.Time `json:"installedAt,omitempty"`
+	// root is the root filesystem on local disk the agent runs from, as it reports it; unset
+	// while it runs from the network (in RAM) or from an OS Basalt did not install.
+	// +optional
+	Root *AgentRoot `json:"root,omitempty"`
+}
+
+// AgentRoot is a root filesystem image Basalt wrote to a local disk.
+type AgentRoot struct {
+	// image is the sha256 of the image written.
+	// +kubebuilder:validation:MaxLength=64
+	Image string `json:"image"`
+	// disk is the disk it was written to, e.g. /dev/vda.
+	// +kubebuilder:validation:MaxLength=64
+	Disk string `json:"disk"`
+}
+
+// HostProvisioning is what provisioning writes, or wrote, to a network-booted Host's local disk.
+type HostProvisioning struct {
+	// image is the root filesystem image: its name and sha256 in the manager's artifact cache.
+	Image OSImageRef `json:"image"`
+	// disk is the disk the image is written to, e.g. /dev/vda.
+	// +kubebuilder:validation:MaxLength=64
+	Disk string `json:"disk"`
+	// provisionedAt is when the agent first reported running from the image on disk.
+	// +optional
+	ProvisionedAt *metav1.Time `json:"provisionedAt,omitempty"`
+}
+
+// OSImageRef names a root filesystem image in the manager's artifact cache.
+type OSImageRef struct {
+	// name of the image, e.g. basalt-root.
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// sha256 of the image's bytes as served (gzip-compressed).
+	// +kubebuilder:validation:MaxLength=64
+	SHA256 string `json:"sha256"`
+	// size of the served bytes.
+	// +optional
+	Size int64 `json:"size,omitempty"`
 }
 
 // PowerState is the host's power as the BMC reports it.
@@ -351,6 +422,23 @@ const (
 	PowerOff     PowerState = "Off"
 	PowerUnknown PowerState = "Unknown"
 )
+
+// PowerCycleRecord is the Host controller's answer to a power-cycle request
+// (annotation basalt.dev/power-cycle).
+type PowerCycleRecord struct {
+	// request is the annotation's value this record answers.
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	Request string `json:"request"`
+	// time is when the Host was power-cycled or, when error is set, when the request was refused.
+	// +required
+	Time metav1.Time `json:"time"`
+	// error says why the request was refused without a power cycle (the Host has no spec.bmc);
+	// empty when the Host was power-cycled.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Error string `json:"error,omitempty"`
+}
 
 // HostStatus is the observed state of a Host.
 type HostStatus struct {
@@ -388,9 +476,20 @@ type HostStatus struct {
 	// +optional
 	Agent AgentStatus `json:"agent,omitzero"`
 
+	// provisioning is the root filesystem image written, or being written, to the local disk
+	// of a network-booted Host; unset when nothing is (the Host runs from the network) and
+	// again once deprovisioning has wiped it.
+	// +optional
+	Provisioning *HostProvisioning `json:"provisioning,omitempty"`
+
 	// power as the BMC reports it.
 	// +optional
 	Power PowerState `json:"power,omitempty"`
+
+	// lastPowerCycle is the last power-cycle request (annotation basalt.dev/power-cycle) the
+	// Host controller answered: done when its error is empty, refused otherwise.
+	// +optional
+	LastPowerCycle *PowerCycleRecord `json:"lastPowerCycle,omitempty"`
 
 	// errorMessage says why the Host is in Error.
 	// +optional

@@ -107,7 +107,7 @@ func TestManagerImage(t *testing.T) {
 		}
 		for _, f := range []string{"/usr/local/bin/basalt-manager", "/usr/local/bin/basalt-agent", "/usr/lib/ipxe/ipxe.efi",
 			"/usr/lib/ipxe/snponly.efi", "/usr/lib/ipxe/undionly.kpxe", "/usr/share/basalt/pxe/vmlinuz",
-			"/usr/share/basalt/pxe/initramfs", "/etc/ssl/certs/ca-certificates.crt", "/etc/passwd", "/etc/group"} {
+			"/usr/share/basalt/pxe/initramfs", "/usr/share/basalt/pxe/root.img.gz", "/etc/ssl/certs/ca-certificates.crt", "/etc/passwd", "/etc/group"} {
 			if files[f] <= 0 {
 				t.Errorf("the image has no %s (or it is empty)", f)
 			}
@@ -121,7 +121,7 @@ func TestManagerImage(t *testing.T) {
 
 	t.Run("help", func(t *testing.T) {
 		out := docker(t, "run", "--rm", image, "--help")
-		for _, f := range []string{"-watch-namespace", "-agent-binary", "-pxe-interface", "-leader-elect"} {
+		for _, f := range []string{"-watch-namespace", "-agent-binary", "-pxe-interface", "-pxe-root-image", "-leader-elect"} {
 			if !strings.Contains(out, f) {
 				t.Errorf("--help from the image does not list %s:\n%s", f, out)
 			}

@@ -313,6 +313,9 @@ func TestUnhealthyMachineIsReplaced(t *testing.T) {
 		if !strings.Contains(m.Annotations[basaltv1.AnnotationRemediatedFor], "Node not Ready") {
 			return fmt.Errorf("annotation %s = %q", basaltv1.AnnotationRemediatedFor, m.Annotations[basaltv1.AnnotationRemediatedFor])
 		}
+		if v, ok := m.Annotations[basaltv1.AnnotationPowerCycledAt]; ok { // its Host has no spec.bmc: replaced at once
+			return fmt.Errorf("Machine %s was power-cycled (%s) before its replacement", m.Name, v)
+		}
 		return nil
 	})
 	// The host comes back (its agent applies the empty Plan), so the deletion can finish.

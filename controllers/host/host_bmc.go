@@ -26,6 +26,7 @@ import (
 //	                        Deprovisioning of a network-booted Host
 //	setNextBootPXE          the boot device alone, one-time or persistent
 //	powerCycle              remediation: hard reset of a Host that is on, power on of one that is off
+//	                        (on request: annotation basalt.dev/power-cycle, host_powercycle.go)
 //	powerOff                power off (e.g. after deprovisioning)
 //	refreshPower            read the power state when the last reading is old
 //
@@ -53,6 +54,9 @@ type BMCAccess struct {
 
 	// lastPoll maps a Host (types.NamespacedName) to when its power was last read.
 	lastPoll sync.Map
+	// powerCycleRetry maps a Host (types.NamespacedName) to the *powerCycleBackoff of its last
+	// power-cycle request not yet seen recorded in its status (host_powercycle.go).
+	powerCycleRetry sync.Map
 }
 
 // defaultBMCAccess serves Reconcilers whose BMC field is nil.
@@ -240,5 +244,7 @@ func (r *Reconciler) refreshPower(ctx context.Context, h *basaltv1.Host) time.Du
 
 // forgetBMC drops what BMCAccess remembers of a Host; call it when the Host is deleted.
 func (r *Reconciler) forgetBMC(h *basaltv1.Host) {
-	r.bmcAccess().lastPoll.Delete(types.NamespacedName{Namespace: h.Namespace, Name: h.Name})
+	key := types.NamespacedName{Namespace: h.Namespace, Name: h.Name}
+	r.bmcAccess().lastPoll.Delete(key)
+	r.bmcAccess().powerCycleRetry.Delete(key)
 }

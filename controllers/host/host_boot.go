@@ -58,10 +58,13 @@ func IndexHostsByMAC(ctx context.Context, indexer client.FieldIndexer) error {
 //
 //	Registering, Inspecting, Available,      the agent, with a new one-time bootstrap token each
 //	Provisioning, Deprovisioning             time the script is served (older ones are revoked)
-//	Provisioned                              its installed system: nothing is written to disk
-//	                                         yet, so that is the agent image with its Plan
-//	                                         (httpboot's Diskless); never a loop, since the agent
-//	                                         does not reboot the host
+//	Provisioned, with status.provisioning    the agent image with basalt.root=basalt-root and no
+//	                                         token: /init switches to the root filesystem on
+//	                                         disk, whose agent has its identity
+//	Provisioned, without                     its installed system is the agent image with its
+//	                                         Plan, from the network (httpboot's Diskless); never
+//	                                         a loop, since the agent does not reboot the host
+//	  (any state above with status.provisioning also passes basalt.root=, with the token)
 //	Error, or deleting and unused            nothing (the script waits and asks again)
 type NetBoot struct {
 	// Client reads Hosts through the manager's cache (with MACIndex) and creates discovered
@@ -201,6 +204,18 @@ func (n *NetBoot) Target(ctx context.Context, mac string) (httpboot.Target, erro
 	// are of no use any more. Revoking them keeps at most one live token per Host.
 	if err := n.Bootstrapper.RevokeTokens(ctx, h); err != nil {
 		return httpboot.Target{}, fmt.Errorf("revoking earlier bootstrap tokens of %s: %w", klog.KObj(h), err)
+	}
+	if h.Status.Provisioning != nil {
+		// Its system is (or is being) written to its disk: /init switches to that root
+		// filesystem when it is finished, where the agent has its identity. A Provisioned Host
+		// gets no token at all; while the image is written or wiped, the token lets the agent
+		// start from RAM when the disk holds no finished root.
+		t.Diskless, t.Root = false, httpboot.RootLabel
+		if state == basaltv1.HostStateProvisioned {
+			t.Agent = &httpboot.AgentBoot{ExtraArgs: n.AgentArgs}
+			n.log().V(1).Info("Booting the root filesystem on disk", "host", klog.KObj(h), "mac", mac, "disk", h.Status.Provisioning.Disk)
+			return t, nil
+		}
 	}
 	boot, err := n.Bootstrapper.Bootstrap(ctx, h)
 	if err != nil {

@@ -52,6 +52,9 @@ type Reconciler struct {
 	// BMC reaches Hosts' baseboard management controllers (spec.bmc); nil uses bmc.ForHost with
 	// the defaults (see host_bmc.go).
 	BMC *BMCAccess
+	// RootImage, when set, is written to the local disk of every network-booted Host when it is
+	// provisioned (see provisionDisk); nil leaves them running from the network.
+	RootImage *RootImage
 
 	// inspectingSince remembers, by Host UID, when this manager first saw the Host waiting for
 	// its hardware report.
@@ -63,7 +66,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts/finalizers,verbs=update
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;patch
 
 // scope is what one reconcile of a Host knows.
 type scope struct {
@@ -85,6 +88,8 @@ type scope struct {
 	silentAfter time.Duration
 	// netBoot is true when the manager serves PXE (Reconciler.NetBoot).
 	netBoot bool
+	// diskReason and diskMessage say what the root filesystem on disk waits for.
+	diskReason, diskMessage string
 }
 
 // Reconcile moves one Host through its state machine. It may be called again at any point after
@@ -143,6 +148,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
 	res = requeue.Sooner(res, handler(r, ctx, s))
+	res = requeue.Sooner(res, r.powerCycleOnRequest(ctx, host))
 	if next := r.refreshPower(ctx, host); next > 0 {
 		res = requeue.Sooner(res, ctrl.Result{RequeueAfter: next})
 	}

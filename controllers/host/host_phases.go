@@ -145,6 +145,9 @@ func (r *Reconciler) provision(ctx context.Context, s *scope) ctrl.Result {
 		// The agent's next report (a status write) brings the Host back.
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}
+	if r.wantsDisk(s.host) || s.host.Status.Provisioning != nil {
+		return r.provisionDisk(ctx, s)
+	}
 	s.host.Status.State = basaltv1.HostStateProvisioned
 	return r.watchAgent(ctx, s)
 }
@@ -163,6 +166,9 @@ func (r *Reconciler) provisioned(ctx context.Context, s *scope) ctrl.Result {
 // Available again.
 func (r *Reconciler) deprovision(ctx context.Context, s *scope) ctrl.Result {
 	if s.host.Status.ConsumerRef != nil {
+		return ctrl.Result{RequeueAfter: waitForConsumer}
+	}
+	if !r.wipeDisk(ctx, s) {
 		return ctrl.Result{RequeueAfter: waitForConsumer}
 	}
 	s.host.Status.State = basaltv1.HostStateAvailable

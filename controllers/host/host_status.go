@@ -42,6 +42,9 @@ func updateStatus(s *scope) {
 		conditions.False(h, basaltv1.HostAccepted, basaltv1.ReasonNotAccepted, msg)
 	}
 	order = append(order, basaltv1.HostAccepted)
+	if setDiskProvisioned(s) {
+		order = append(order, basaltv1.HostDiskProvisioned)
+	}
 
 	if !h.DeletionTimestamp.IsZero() && h.Status.ConsumerRef != nil {
 		conditions.False(h, basaltv1.ConditionReady, basaltv1.ReasonDeleting,

@@ -50,6 +50,10 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if h.Status.Agent.LastSeen == nil || h.Status.Hardware == nil {
 		return wait(basaltv1.ReasonWaitingForAgent, "the agent of Host %s has not registered and reported its hardware yet", h.Name)
 	}
+	if h.Status.Provisioning != nil && h.Status.State != basaltv1.HostStateProvisioned {
+		// The Host controller owns the Plan while the root image goes on the disk.
+		return wait(basaltv1.ReasonWaitingForHost, "Host %s is %s: its agent writes the root image to %s and reboots into it", h.Name, h.Status.State, h.Status.Provisioning.Disk)
+	}
 	if s.nodeIPErr != nil {
 		return wait(basaltv1.ReasonInvalidHostAddress, "%v", s.nodeIPErr)
 	}
@@ -115,6 +119,7 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if err != nil {
 		return wait(basaltv1.ReasonPlanInvalid, "%v", err)
 	}
+	p.OS = topology.OSImage(h)
 	if !s.nodeRegistered {
 		// Once a Plan with the kubelet is stored the kubelet stays, even while the workload
 		// cluster cannot be asked about the Node (an API server down must not stop kubelets).

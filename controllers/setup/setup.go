@@ -64,6 +64,7 @@ type Parts struct {
 func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 	parts := &Parts{}
 	var prov *hostcontroller.Provisioner
+	var rootImage *hostcontroller.RootImage
 	if o.AgentAPIAddr != "" {
 		if o.Namespace == "" || len(o.AgentAPIAddresses) == 0 {
 			return nil, errors.New("the agent API needs the manager's namespace and at least one address agents reach it at")
@@ -78,6 +79,15 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 			for _, m := range up.Manifests() {
 				parts.Artifacts.RegisterManifest(m)
 			}
+		}
+		if o.PXE != nil && o.PXE.RootImagePath != "" {
+			img, err := hostcontroller.LoadRootImage(o.PXE.RootImagePath)
+			if err != nil {
+				return nil, err
+			}
+			rootImage = img
+			parts.Artifacts.Upstream = &api.FileUpstream{Files: map[string]string{img.Ref.SHA256: img.Path}, Next: parts.Artifacts.Upstream}
+			parts.Artifacts.Register(api.ArtifactRef{Name: img.Ref.Name, SHA256: img.Ref.SHA256, Size: img.Ref.Size})
 		}
 		parts.AgentAPI = &api.Server{
 			Addr:       o.AgentAPIAddr,
@@ -143,6 +153,7 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		Recorder:    mgr.GetEventRecorder("basalt-host"),
 		Provisioner: prov,
 		NetBoot:     o.PXE != nil,
+		RootImage:   rootImage,
 	}).SetupWithManager(mgr, opts(o.HostConcurrency)); err != nil {
 		return nil, fmt.Errorf("host controller: %w", err)
 	}

@@ -28,7 +28,16 @@ const (
 	// ArgBootIf names the interface the host booted from, PXELINUX style: BOOTIF=01-<mac with
 	// dashes>. /init runs DHCP on that interface first.
 	ArgBootIf = "BOOTIF"
+	// ArgRoot is the label of the host's root filesystem on its local disk (see CheckRootLabel
+	// for its form): /init mounts the ext4 filesystem with that label and switches to it when it
+	// holds a finished install, and otherwise runs the agent from RAM with the bootstrap, if the
+	// command line has one. It is not part of the Bootstrap (ParseBootstrapArgs ignores it).
+	ArgRoot = "basalt.root"
 )
+
+// RootLabel is the default label of a host's root filesystem on its local disk: what
+// provisioning writes, and Target.Root's usual value.
+const RootLabel = "basalt-root"
 
 // MaxCommandLine bounds the kernel command line the script passes: x86 kernels keep 2048 bytes
 // (COMMAND_LINE_SIZE, with the NUL), and on UEFI iPXE puts the image name in front.
@@ -41,7 +50,18 @@ var (
 	serverRE = regexp.MustCompile(`^https://[A-Za-z0-9.:\[\]-]+/?$`)
 	tokenRE  = regexp.MustCompile(`^[a-z0-9]{1,64}\.[a-z0-9]{1,64}$`)
 	caRE     = regexp.MustCompile(`^[A-Za-z0-9+/]+={0,2}$`)
+	rootRE   = regexp.MustCompile(`^[a-z0-9-]{1,16}$`)
 )
+
+// CheckRootLabel reports whether label may be an ArgRoot value: 1 to 16 lowercase letters,
+// digits and dashes. That fits an ext4 label (at most 16 bytes) and needs no escaping in an iPXE
+// script, on the kernel command line or in /init's shell.
+func CheckRootLabel(label string) error {
+	if !rootRE.MatchString(label) {
+		return fmt.Errorf("root filesystem label %q must be 1 to 16 lowercase letters, digits and dashes", label)
+	}
+	return nil
+}
 
 func checkServer(s string) error {
 	u, err := url.Parse(s)

@@ -10,26 +10,40 @@
 // # What a script does
 //
 // Scripts (implemented by the Host controller) says, for a MAC address, whether a Host has it,
-// the Host's state, and, when the host must run the agent, its bootstrap. The server turns that
+// the Host's state, the label of its root filesystem on the local disk if provisioning writes
+// one (Target.Root), and, when the host must run the agent, its bootstrap. The server turns that
 // into one of four scripts (golden copies in testdata/):
 //
 //	no Host has the MAC              exit                  the next boot device takes over
-//	Host Provisioned                 local_disk            UEFI: exit to the boot manager, which
+//	Host Provisioned, Root + Agent   agent                 kernel + initramfs with basalt.root, and
+//	                                                       a bootstrap only if one is given: /init
+//	                                                       switches to the system on the disk
+//	Host Provisioned, Diskless       agent                 kernel + initramfs with the bootstrap:
+//	  + Agent                                              the agent is the installed system
+//	Host Provisioned, otherwise      local_disk            UEFI: exit to the boot manager, which
 //	                                                       boots the next option (the disk);
 //	                                                       BIOS: sanboot --no-describe --drive 0x80
-//	Host in any other state + Agent  agent                 kernel + initramfs with the bootstrap
+//	Host in any other state + Agent  agent                 kernel + initramfs with the bootstrap,
+//	                                                       and basalt.root when Root is set
 //	Host with nothing to boot        wait                  sleep, then fetch the script again
 //
-// A Provisioned host always gets local_disk, whatever else Scripts returns: a host that boots from
-// the network first cannot be sent back into the agent by a stale answer, so there is no
-// provisioning loop. A script that fails (download error, disk that does not boot) waits before
-// it asks again or returns to the firmware, so nothing loops fast either.
+// A Provisioned host with Root boots the same kernel and initramfs with basalt.root=<label>:
+// /init mounts the ext4 filesystem with that label and switches to it, where the agent already
+// has its identity, so it needs no bootstrap token. While a host with Root is provisioned or
+// deprovisioned its script carries both a bootstrap and basalt.root: /init uses the disk when it
+// holds a finished install, else runs the agent from RAM with the token. A Provisioned host
+// without Root (and not Diskless) gets local_disk, whatever else Scripts returns. Either way a
+// host that boots from the network first cannot be sent back into provisioning by a stale answer,
+// so there is no provisioning loop. A script that fails (download error, disk that does not boot)
+// waits before it asks again or returns to the firmware, so nothing loops fast either.
 //
 // # The bootstrap on the kernel command line
 //
-// The agent script passes the host's protocol.Bootstrap as three kernel parameters, next to
-// initrd=initramfs (for the EFI stub), KernelArgs (consoles) and BOOTIF=01-<mac> (the interface
-// to configure first):
+// The agent script passes the host's protocol.Bootstrap, when it has one, as three kernel
+// parameters, next to initrd=initramfs (for the EFI stub), KernelArgs (consoles),
+// BOOTIF=01-<mac> (the interface to configure first) and, for a host with a root filesystem on
+// its disk, basalt.root=<label> (CheckRootLabel: 1 to 16 of a-z, 0-9 and -; by default
+// RootLabel, basalt-root):
 //
 //	basalt.server=https://192.168.10.1:9443 basalt.ca=LS0tLS1CRUdJTi... basalt.token=abc123.0123456789abcdef
 //

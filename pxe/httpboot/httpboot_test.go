@@ -70,6 +70,8 @@ func fixture(t *testing.T) fakeScripts {
 		}},
 		"52:54:00:00:00:06": {Known: true, Host: "default/node-6", State: basaltv1.HostStateProvisioned, Diskless: true, Agent: &AgentBoot{Bootstrap: b}},
 		"52:54:00:00:00:07": {Known: true, Host: "default/node-7", State: basaltv1.HostStateProvisioned, Diskless: true},
+		"52:54:00:00:00:08": {Known: true, Host: "default/node-8", State: basaltv1.HostStateProvisioned, Root: RootLabel, Agent: &AgentBoot{}},
+		"52:54:00:00:00:09": {Known: true, Host: "default/node-9", State: basaltv1.HostStateProvisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}},
 		"52:54:00:00:00:05": {Known: true, Host: "default/node-5", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{
 			Bootstrap: protocol.Bootstrap{Server: "https://192.168.10.1:9443", CA: b.CA, Token: "bad token with spaces"},
 		}},
@@ -122,6 +124,8 @@ func TestScripts(t *testing.T) {
 		{"52:54:00:00:00:03", "wait.ipxe", ActionWait},
 		{"52:54:00:00:00:06", "agent_diskless.ipxe", ActionAgent},
 		{"52:54:00:00:00:07", "local_disk_diskless_no_agent.ipxe", ActionLocalDisk},
+		{"52:54:00:00:00:08", "agent_root.ipxe", ActionAgent},
+		{"52:54:00:00:00:09", "agent_root_provisioning.ipxe", ActionAgent},
 		{"52:54:00:00:00:04", "agent_custom_urls.ipxe", ActionAgent},
 		{"52:54:00:99:99:99", "unknown.ipxe", ActionExit},
 		{"52:54:00:00:00:05", "bad_bootstrap.ipxe", ActionWait},
@@ -203,6 +207,144 @@ func TestAgentCommandLine(t *testing.T) {
 		t.Errorf("bootstrap read back (-want +got):\n%s", diff)
 	}
 	t.Logf("kernel command line: %d bytes (limit %d)", len(cmdline), MaxCommandLine)
+}
+
+// kernelLine returns the command line of an agent script's kernel line ("" if it has none).
+func kernelLine(script []byte) string {
+	for _, l := range strings.Split(string(script), "\n") {
+		if f := strings.Fields(l); len(f) >= 7 && f[0] == "kernel" {
+			return strings.Join(f[4:len(f)-3], " ") // less "kernel --name vmlinuz <url>" and "|| goto retry"
+		}
+	}
+	return ""
+}
+
+// TestRoot checks Target.Root: basalt.root on every agent boot, the agent instead of the local
+// disk for a Provisioned host, and a bootstrap that may be left out only with Root.
+func TestRoot(t *testing.T) {
+	s := &Server{BaseURL: baseURL, Scripts: fakeScripts{}}
+	b := testBootstrap(t)
+	const mac = "52:54:00:00:00:08"
+	prov, provisioning := basaltv1.HostStateProvisioned, basaltv1.HostStateProvisioning
+	tests := []struct {
+		name   string
+		target Target
+		action Action // when the script is made
+		err    bool   // the script fails (the host gets the wait script)
+		root   bool   // basalt.root=basalt-root is on the command line
+		token  bool   // the bootstrap is on the command line
+	}{
+		{"provisioned, root, no bootstrap", Target{State: prov, Root: RootLabel, Agent: &AgentBoot{}}, ActionAgent, false, true, false},
+		{"provisioned, root, bootstrap", Target{State: prov, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}}, ActionAgent, false, true, true},
+		{"provisioned diskless, root", Target{State: prov, Diskless: true, Root: RootLabel, Agent: &AgentBoot{}}, ActionAgent, false, true, false},
+		{"provisioned, root, no agent", Target{State: prov, Root: RootLabel}, ActionLocalDisk, false, false, false},
+		{"provisioned, no root", Target{State: prov, Agent: &AgentBoot{Bootstrap: b}}, ActionLocalDisk, false, false, false},
+		{"provisioning, root, bootstrap", Target{State: provisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}}, ActionAgent, false, true, true},
+		{"deprovisioning, root, bootstrap", Target{State: basaltv1.HostStateDeprovisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}}, ActionAgent, false, true, true},
+		{"provisioning, root, no bootstrap", Target{State: provisioning, Root: RootLabel, Agent: &AgentBoot{}}, ActionAgent, false, true, false},
+		{"provisioning, root, no agent", Target{State: provisioning, Root: RootLabel}, ActionWait, false, false, false},
+		{"zero bootstrap without root", Target{State: provisioning, Agent: &AgentBoot{}}, "", true, false, false},
+		{"provisioned diskless, zero bootstrap without root", Target{State: prov, Diskless: true, Agent: &AgentBoot{}}, "", true, false, false},
+		{"partial bootstrap with root", Target{State: provisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: protocol.Bootstrap{Token: testToken}}}, "", true, false, false},
+		{"bad token with root", Target{State: prov, Root: RootLabel, Agent: &AgentBoot{Bootstrap: protocol.Bootstrap{Server: b.Server, CA: b.CA, Token: "bad token"}}}, "", true, false, false},
+		{"label with a space", Target{State: prov, Root: "Bad Label", Agent: &AgentBoot{Bootstrap: b}}, "", true, false, false},
+		{"label with a command", Target{State: provisioning, Root: "x;reboot", Agent: &AgentBoot{Bootstrap: b}}, "", true, false, false},
+		{"17-character label", Target{State: prov, Root: "abcdefghij1234567", Agent: &AgentBoot{}}, "", true, false, false},
+		{"bad label, no agent", Target{State: prov, Root: "Bad Label"}, "", true, false, false},
+		{"root in ExtraArgs", Target{State: provisioning, Agent: &AgentBoot{Bootstrap: b, ExtraArgs: []string{"basalt.root=other"}}}, "", true, false, false},
+		{"token in ExtraArgs", Target{State: prov, Root: RootLabel, Agent: &AgentBoot{ExtraArgs: []string{"basalt.token=" + testToken}}}, "", true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.target.Known, tt.target.Host = true, "default/node-8"
+			action, script, err := s.script(mac, tt.target)
+			if tt.err {
+				if err == nil {
+					t.Fatalf("script = %s, want an error", action)
+				}
+				if strings.Contains(err.Error(), testToken) {
+					t.Errorf("the error quotes the token: %v", err)
+				}
+				if script != nil {
+					t.Errorf("a failed script still has a body:\n%s", script)
+				}
+				// Served, it is the wait script: nothing of the target leaks.
+				logs := &logSink{}
+				srv := &Server{BaseURL: baseURL, Log: logs.logger(), Scripts: fakeScripts{targets: map[string]Target{mac: tt.target}}}
+				body := get(t, srv, http.MethodGet, "/boot/"+mac+".ipxe").Body.Bytes()
+				if !bytes.Equal(body, srv.waitScript(mac)) {
+					t.Errorf("served, not the wait script:\n%s", body)
+				}
+				if strings.Contains(logs.text(), testToken) {
+					t.Errorf("the token reached the logs:\n%s", logs.text())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if action != tt.action {
+				t.Errorf("action %s, want %s", action, tt.action)
+			}
+			cmdline := kernelLine(script)
+			if (cmdline != "") != (action == ActionAgent) {
+				t.Fatalf("kernel command line %q in a %s script:\n%s", cmdline, action, script)
+			}
+			if got := strings.Count(cmdline, ArgRoot+"="); got != map[bool]int{true: 1}[tt.root] {
+				t.Errorf("%d basalt.root= on %q", got, cmdline)
+			}
+			if tt.root && !strings.Contains(" "+cmdline+" ", " basalt.root=basalt-root ") {
+				t.Errorf("command line lacks basalt.root=basalt-root: %s", cmdline)
+			}
+			for _, k := range []string{ArgServer, ArgCA, ArgToken} {
+				if strings.Contains(cmdline, k+"=") != tt.token {
+					t.Errorf("%s= on the command line: %v, want %v: %s", k, !tt.token, tt.token, cmdline)
+				}
+			}
+			if !tt.token {
+				if strings.Contains(string(script), testToken) {
+					t.Errorf("the script has the token:\n%s", script)
+				}
+				if _, err := ParseBootstrapArgs(cmdline); err == nil && action == ActionAgent {
+					t.Error("ParseBootstrapArgs found a bootstrap where none was given")
+				}
+				return
+			}
+			got, err := ParseBootstrapArgs(cmdline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(b, got); diff != "" {
+				t.Errorf("bootstrap read back (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCheckRootLabel(t *testing.T) {
+	for label, ok := range map[string]bool{
+		RootLabel:           true,
+		"a":                 true,
+		"0":                 true,
+		"-":                 true,
+		"abcdefghij123456":  true, // 16, an ext4 label's limit
+		"":                  false,
+		"abcdefghij1234567": false, // 17
+		"Bad Label":         false,
+		"x;reboot":          false,
+		"BASALT-ROOT":       false,
+		"basalt_root":       false,
+		"basalt.root":       false,
+		"a/b":               false,
+		"${root}":           false,
+		"a\n":               false,
+		"root\x00":          false,
+		"é":                 false,
+	} {
+		if err := CheckRootLabel(label); (err == nil) != ok {
+			t.Errorf("CheckRootLabel(%q) = %v, want ok %v", label, err, ok)
+		}
+	}
 }
 
 func TestBadRequests(t *testing.T) {

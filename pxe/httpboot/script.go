@@ -17,7 +17,8 @@ type Action string
 
 // Actions.
 const (
-	// ActionAgent boots the agent's kernel and initramfs with the host's bootstrap.
+	// ActionAgent boots the agent's kernel and initramfs with the host's bootstrap, with
+	// basalt.root when the host has a root filesystem on its local disk, or both.
 	ActionAgent Action = "agent"
 	// ActionLocalDisk boots the installed system: "exit" to the UEFI boot manager, which goes on
 	// to the next boot option; "sanboot --no-describe --drive 0x80" on BIOS.
@@ -127,19 +128,30 @@ func render(a Action, d scriptData) ([]byte, error) {
 // script decides and renders the script of one host. The decision, in order:
 //
 //	Target.Known false                 → ActionExit
-//	State Provisioned, not Diskless    → ActionLocalDisk, whatever else is set (no boot loops)
-//	Agent set                          → ActionAgent (for a Provisioned Diskless host, the agent
-//	                                     is its installed system: it re-registers and applies
-//	                                     its Plan; it never reboots the host, so nothing loops)
+//	Root set but not a valid label     → error (the host gets the wait script)
+//	State Provisioned, Root set,       → ActionAgent with basalt.root=<Root>, and the bootstrap
+//	Agent set                            only if one is given: /init switches to the installed
+//	                                     system on the local disk, whose agent has its identity
+//	State Provisioned, and Agent nil,  → ActionLocalDisk, whatever else is set (no boot loops)
+//	or neither Diskless nor Root set
+//	Agent set                          → ActionAgent, plus basalt.root=<Root> when Root is set
+//	                                     (for a Provisioned Diskless host, the agent is its
+//	                                     installed system: it re-registers and applies its
+//	                                     Plan; it never reboots the host, so nothing loops)
 //	otherwise                          → ActionWait
 //
-// It fails when a value would not be safe in a script or on a kernel command line; the error
-// never contains the token.
+// A zero Agent.Bootstrap is allowed only with Root set. It fails when a value would not be safe
+// in a script or on a kernel command line; the error never contains the token.
 func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 	d := scriptData{MAC: mac, ScriptURL: s.scriptURL(mac)}
 	if !t.Known {
 		b, err := render(ActionExit, d)
 		return ActionExit, b, err
+	}
+	if t.Root != "" {
+		if err := CheckRootLabel(t.Root); err != nil {
+			return ActionWait, nil, err
+		}
 	}
 	d.Host, d.State = t.Host, string(t.State)
 	if !hostRE.MatchString(d.Host) || len(d.Host) > 253+1+63 {
@@ -149,12 +161,13 @@ func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 		d.State = "unknown state"
 	}
 	switch {
-	case t.State == basaltv1.HostStateProvisioned && (!t.Diskless || t.Agent == nil):
+	case t.State == basaltv1.HostStateProvisioned && t.Agent == nil,
+		t.State == basaltv1.HostStateProvisioned && !t.Diskless && t.Root == "":
 		d.Seconds = LocalDiskFailSeconds
 		b, err := render(ActionLocalDisk, d)
 		return ActionLocalDisk, b, err
 	case t.Agent != nil:
-		if err := s.agentData(&d, mac, t.Agent); err != nil {
+		if err := s.agentData(&d, mac, t.Agent, t.Root); err != nil {
 			return ActionAgent, nil, err
 		}
 		d.Seconds = RetrySeconds
@@ -166,7 +179,10 @@ func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 	return ActionWait, b, err
 }
 
-func (s *Server) agentData(d *scriptData, mac string, a *AgentBoot) error {
+// agentData fills the agent script's URLs and kernel command line: initrd=initramfs, KernelArgs,
+// ExtraArgs, BOOTIF, then basalt.root when root is set, then the bootstrap unless it is zero
+// (which needs root).
+func (s *Server) agentData(d *scriptData, mac string, a *AgentBoot, root string) error {
 	d.KernelURL, d.InitramfsURL = a.KernelURL, a.InitramfsURL
 	if d.KernelURL == "" {
 		d.KernelURL = strings.TrimRight(s.BaseURL, "/") + PathKernel
@@ -179,9 +195,13 @@ func (s *Server) agentData(d *scriptData, mac string, a *AgentBoot) error {
 			return err
 		}
 	}
-	boot, err := BootstrapArgs(a.Bootstrap)
-	if err != nil {
-		return err
+	var boot []string
+	if b := a.Bootstrap; root == "" || b.Server != "" || len(b.CA) != 0 || b.Token != "" {
+		// Without root a zero Bootstrap fails here, as it always has; a partial one always does.
+		var err error
+		if boot, err = BootstrapArgs(b); err != nil {
+			return err
+		}
 	}
 	// initrd= names the initramfs for the kernel's EFI stub, which loads it from iPXE's file
 	// system on UEFI; BIOS kernels get it from iPXE's bzImage loader and ignore the parameter.
@@ -191,9 +211,17 @@ func (s *Server) agentData(d *scriptData, mac string, a *AgentBoot) error {
 		if !argRE.MatchString(x) {
 			return fmt.Errorf("kernel argument %q has characters that are not allowed", x)
 		}
+		switch k, _, _ := strings.Cut(x, "="); k {
+		case ArgServer, ArgCA, ArgToken, ArgRoot:
+			// Not quoted: it may hold a token.
+			return fmt.Errorf("kernel argument %s belongs to the bootstrap or the root filesystem, not ExtraArgs", k)
+		}
 		args = append(args, x)
 	}
 	args = append(args, ArgBootIf+"="+BootIf(mac))
+	if root != "" {
+		args = append(args, ArgRoot+"="+root) // checked by script
+	}
 	args = append(args, boot...)
 	d.CommandLine = strings.Join(args, " ")
 	if len(d.CommandLine) > MaxCommandLine {

@@ -62,30 +62,54 @@ type Scripts interface {
 	Target(ctx context.Context, mac string) (Target, error)
 }
 
-// Target is what one MAC address boots.
+// Target is what one MAC address boots; blank cells match anything:
+//
+//	Known  State        Root  Diskless  Agent  boots
+//	false                                      nothing: exit to the next boot device
+//	true   Provisioned                  nil    the local disk's boot loader
+//	true   Provisioned  set             set    the agent with basalt.root: /init switches to Root
+//	true   Provisioned  ""    true      set    the agent, which is the host's installed system
+//	true   Provisioned  ""    false            the local disk's boot loader
+//	true   other                        set    the agent, with basalt.root when Root is set
+//	true   other                        nil    nothing yet: wait and ask again
 type Target struct {
 	// Known is true when a Host has the MAC address.
 	Known bool
 	// Host is "<namespace>/<name>", for the script's messages and the logs.
 	Host string
-	// State is the Host's status.state. Provisioned always boots the local disk.
+	// State is the Host's status.state. A Provisioned host boots its local disk unless Agent is
+	// set and the host has Root set or is Diskless.
 	State basaltv1.HostState
-	// Agent, when set and the host is not Provisioned (or is Diskless), boots the agent.
+	// Agent, when set, boots the agent: always when the host is not Provisioned, and when a
+	// Provisioned host has Root set or is Diskless.
 	Agent *AgentBoot
 	// Diskless says the host's installed system runs from the network (the agent image and its
 	// Plan) because nothing was written to its local disk: a Provisioned Diskless host boots
-	// Agent again, which is its installed system, rather than a blank disk. Without Diskless a
-	// Provisioned host always boots the local disk.
+	// Agent again, which is its installed system, rather than a blank disk. Without Diskless (and
+	// without Root) a Provisioned host always boots the local disk.
 	Diskless bool
+	// Root is the label of the host's root filesystem on its local disk, written by
+	// provisioning (usually RootLabel); it must pass CheckRootLabel, else the script fails. When
+	// set, every agent boot passes basalt.root=<Root> (ArgRoot), and a Provisioned host boots
+	// the agent image, which switches to that filesystem, instead of its local disk's boot
+	// loader. The agent installed there already has its identity, so a Provisioned host needs
+	// no bootstrap: Agent.Bootstrap may then be zero. While the host is provisioned or
+	// deprovisioned its script carries both a bootstrap and basalt.root: /init uses the disk
+	// when it holds a finished install, else runs the agent from RAM with the token.
+	Root string
 }
 
 // AgentBoot is how a host boots the agent.
 type AgentBoot struct {
-	// Bootstrap is passed on the kernel command line (ArgServer, ArgCA, ArgToken).
+	// Bootstrap is passed on the kernel command line (ArgServer, ArgCA, ArgToken; see
+	// BootstrapArgs). It may be zero (empty Server, CA and Token) only when Target.Root is set:
+	// the command line then has no bootstrap and the agent on the root filesystem uses the
+	// identity it already has. A zero Bootstrap without Root, or a partial one, fails the script.
 	Bootstrap protocol.Bootstrap
 	// KernelURL and InitramfsURL default to the server's own PathKernel and PathInitramfs.
 	KernelURL, InitramfsURL string
-	// ExtraArgs are appended to the kernel command line, after the server's KernelArgs.
+	// ExtraArgs are appended to the kernel command line, after the server's KernelArgs. They
+	// may not set ArgServer, ArgCA, ArgToken or ArgRoot, which come from Bootstrap and Root.
 	ExtraArgs []string
 }
 

@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
 # Builds the kernel and initramfs that PXE-booted hosts run: Debian's kernel (extracted from the
 # linux-image package with dpkg-deb, never installed into this machine's /boot), busybox-static
-# for the userland, the modules for virtio-net, e1000, virtio-blk and AHCI (with their
+# for the userland, the modules for virtio-net, e1000, virtio-blk, AHCI and ext4 (with their
 # dependencies and a modules.dep), /init (pxe/image/init) and basalt-agent (./cmd/agent, static).
 #
-# The result is reproducible (fixed mtimes, sorted newc cpio owned by root, gzip -n) and cached
-# under $BASALT_CACHE/pxe-image/<hash>, the hash covering every input: a rerun with the same
-# inputs takes seconds. The last lines of output say where the files are:
+# From the same tree it also makes root.img.gz: an ext4 file system labelled basalt-root (no
+# partition table: the agent writes it from offset 0 of a whole disk), made by mke2fs -d on a plain
+# file (no root, no loop device), for hosts that netboot with basalt.root=basalt-root and run from
+# their disk (see pxe/image/init). The agent adds its identity and /etc/basalt/root.json to it.
+#
+# The results are reproducible (fixed mtimes, sorted newc cpio owned by root, gzip -n; for the
+# file system E2FSPROGS_FAKE_TIME, a UUID and hash seed derived from the cache key, inode ctimes
+# and owners set by debugfs) and cached under $BASALT_CACHE/pxe-image/<hash>, the hash covering
+# every input: a rerun with the same inputs takes seconds. The last lines of output say where the
+# files are:
 #
 #   VMLINUZ=/root/.cache/basalt/pxe-image/<hash>/vmlinuz
 #   INITRAMFS=/root/.cache/basalt/pxe-image/<hash>/initramfs
 #   KERNEL_VERSION=6.1.0-56-amd64
+#   ROOT_IMAGE=/root/.cache/basalt/pxe-image/<hash>/root.img.gz
+#
+# Beside them: root.img.gz.sha256 (the hex digest alone) and manifest (versions, sizes, digests).
 #
 # Environment:
 #   BASALT_CACHE       cache root (default ~/.cache/basalt)
 #   AGENT              a prebuilt static agent binary (default: build ./cmd/agent)
 #   KERNEL_PACKAGE     Debian kernel package (default: the one linux-image-amd64 depends on)
-#   SOURCE_DATE_EPOCH  the mtime of every file in the initramfs (default 315532800, 1980-01-01)
-#   MODULES            modules to include with their dependencies
-#                      (default: virtio_net e1000 virtio_pci virtio_blk ahci sd_mod)
+#   SOURCE_DATE_EPOCH  the time of every file in the images (default 315532800, 1980-01-01)
+#   MODULES            modules to include with their dependencies, loaded in this order
+#                      (default: virtio_net e1000 virtio_pci virtio_blk ahci sd_mod
+#                      crc32c_generic ext4; crc32c_generic because ext4 and jbd2 ask the crypto
+#                      API for crc32c (metadata_csum) at mount time, which modules.dep does not say)
+#   ROOT_IMAGE_MIB     size of the root file system image in MiB (default 256)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="${BASALT_CACHE:-$HOME/.cache/basalt}/pxe-image"
 epoch="${SOURCE_DATE_EPOCH:-315532800}"
-modules="${MODULES:-virtio_net e1000 virtio_pci virtio_blk ahci sd_mod}"
+modules="${MODULES:-virtio_net e1000 virtio_pci virtio_blk ahci sd_mod crc32c_generic ext4}"
+root_mib="${ROOT_IMAGE_MIB:-256}"
+root_label=basalt-root
 log() { echo "pxe-image: $*" >&2; }
+PATH="$PATH:/usr/sbin:/sbin" # mke2fs, debugfs, e2fsck for users without sbin in PATH
+case "$root_mib" in '' | *[!0-9]*) log "ROOT_IMAGE_MIB=$root_mib is not a number of MiB"; exit 1 ;; esac
+[ "$root_mib" -ge 16 ] || { log "ROOT_IMAGE_MIB=$root_mib is too small (16 at least)"; exit 1; }
 
-"$here/ensure-debs.sh" cpio dpkg xz-utils gzip
+"$here/ensure-debs.sh" cpio dpkg xz-utils gzip e2fsprogs
 
 # Debian packages, downloaded once into the cache (apt-get download: nothing is installed).
 debs="$cache/debs"
@@ -70,13 +88,17 @@ if [ -z "$agent" ]; then
 	agent="$work/basalt-agent"
 fi
 
-key=$( {
-	echo "format 1"
+fullkey=$( {
+	echo "format 2"
 	sha256sum "$kernel_deb" "$busybox_deb" "$agent" "$here/init" "$here/udhcpc.script" "$here/build.sh" | awk '{print $1}'
 	echo "$epoch" "$modules"
-} | sha256sum | cut -c1-16)
+	echo "root image $root_mib MiB $root_label"
+	mke2fs -V 2>&1 | head -n 1
+	cat "${MKE2FS_CONFIG:-/etc/mke2fs.conf}" 2>/dev/null || true
+} | sha256sum | cut -d' ' -f1)
+key=$(echo "$fullkey" | cut -c1-16)
 out="$cache/$key"
-if [ -s "$out/initramfs" ] && [ -s "$out/vmlinuz" ]; then
+if [ -s "$out/initramfs" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/root.img.gz" ]; then
 	log "cached: $out"
 else
 	log "building $out"
@@ -89,6 +111,11 @@ else
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,usr/share/udhcpc,etc/basalt/agent,proc,sys,dev,run,tmp,root,var/lib/basalt,var/log/basalt,lib/modules/"$kver"}
 	install -m 0755 "$busybox" "$root/bin/busybox"
 	ln -s busybox "$root/bin/sh"
+	# The applets' links (/init's busybox --install -s makes them in RAM too): the root file
+	# system image needs them, its init, udhcpc script and agent run sleep, ip, modprobe...
+	"$busybox" --list-full | while IFS= read -r p; do
+		case "$p" in */*) [ -e "$root/$p" ] || [ -L "$root/$p" ] || ln -s /bin/busybox "$root/$p" ;; esac
+	done
 	install -m 0755 "$here/init" "$root/init"
 	install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
 	install -m 0755 "$agent" "$root/usr/local/bin/basalt-agent"
@@ -128,9 +155,35 @@ else
 	printf 'root:x:0:\n' >"$root/etc/group"
 	printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 
-	# Reproducible archive: fixed mtimes, sorted names, root-owned, no gzip name or time.
+	# The root file system image, from the same tree (before the cpio: reading the files would
+	# move their atimes). mke2fs -d copies owners and times from the tree; ctimes (which touch
+	# cannot set) and owners (root, whoever builds) are then set with debugfs. The UUID and
+	# the directory hash seed come from the cache key; E2FSPROGS_FAKE_TIME fixes the superblock's
+	# times. No partition table: the image goes at offset 0 of a whole disk.
 	find "$root" -exec touch -h -d "@$epoch" {} +
 	mkdir -p "$work/out"
+	uuid=$(echo "root uuid $fullkey" | sha256sum | cut -c1-32)
+	uuid=$(printf '%s-%s-4%s-%x%s-%s' "${uuid:0:8}" "${uuid:8:4}" "${uuid:13:3}" $((0x${uuid:16:1} & 3 | 8)) "${uuid:17:3}" "${uuid:20:12}")
+	img="$work/root.img"
+	truncate -s "${root_mib}M" "$img"
+	E2FSPROGS_FAKE_TIME=$epoch mke2fs -q -F -t ext4 -b 4096 -I 256 -i 16384 -L "$root_label" -U "$uuid" \
+		-E "hash_seed=$uuid,root_owner=0:0" -d "$root" "$img" >&2
+	(cd "$root" && find . | LC_ALL=C sort | sed 's|^\.||; s|^$|/|' | while IFS= read -r p; do
+		printf 'sif "%s" ctime @%s\n' "$p" "$epoch"
+		printf 'sif "%s" uid 0\nsif "%s" gid 0\n' "$p" "$p"
+	done) >"$work/debugfs.cmds"
+	E2FSPROGS_FAKE_TIME=$epoch debugfs -w -f "$work/debugfs.cmds" "$img" >"$work/debugfs.log" 2>&1
+	if grep -v -e '^debugfs [0-9]' -e '^debugfs: sif ' "$work/debugfs.log" | grep -q .; then
+		cat "$work/debugfs.log" >&2
+		log "debugfs could not fix the root image's inodes"
+		exit 1
+	fi
+	e2fsck -fn "$img" >"$work/e2fsck.log" 2>&1 || { cat "$work/e2fsck.log" >&2; log "the root image does not pass e2fsck"; exit 1; }
+	gzip -9 -n <"$img" >"$work/out/root.img.gz"
+	sha256sum "$work/out/root.img.gz" | cut -d' ' -f1 >"$work/out/root.img.gz.sha256"
+
+	# Reproducible archive: fixed mtimes, sorted names, root-owned, no gzip name or time.
+	find "$root" -exec touch -h -d "@$epoch" {} +
 	(cd "$root" && find . -print0 | LC_ALL=C sort -z |
 		cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) | gzip -9 -n >"$work/out/initramfs"
 	cp "$kx/boot/vmlinuz-$kver" "$work/out/vmlinuz"
@@ -144,6 +197,11 @@ else
 		echo "initramfs_sha256=$(sha256sum "$work/out/initramfs" | cut -d' ' -f1)"
 		echo "initramfs_bytes=$(stat -c %s "$work/out/initramfs")"
 		echo "vmlinuz_bytes=$(stat -c %s "$work/out/vmlinuz")"
+		echo "root_image_sha256=$(cat "$work/out/root.img.gz.sha256")"
+		echo "root_image_bytes=$(stat -c %s "$work/out/root.img.gz")"
+		echo "root_image_raw_bytes=$(stat -c %s "$img")"
+		echo "root_image_label=$root_label"
+		echo "root_image_uuid=$uuid"
 	} >"$work/out/manifest"
 	echo "$kver" >"$work/out/kernel-version"
 	mkdir -p "$cache"
@@ -155,3 +213,4 @@ fi
 echo "VMLINUZ=$out/vmlinuz"
 echo "INITRAMFS=$out/initramfs"
 echo "KERNEL_VERSION=$(cat "$out/kernel-version")"
+echo "ROOT_IMAGE=$out/root.img.gz"

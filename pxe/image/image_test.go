@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -90,6 +91,93 @@ func TestInitReadsBootstrap(t *testing.T) {
 		if sh != string(want) {
 			t.Errorf("%s: /init wrote\n%s\nwant\n%s", name, sh, want)
 		}
+	}
+}
+
+// initRootLabel runs /init's root_label on cmdline with busybox sh.
+func initRootLabel(t *testing.T, cmdline string) (stdout, stderr string, ok bool) {
+	t.Helper()
+	init := filepath.Join(testenv.RepoRoot(), "pxe", "image", "init")
+	cmd := exec.Command("busybox", "sh", "-c", `BASALT_INIT_LIB=1 . "$0"; root_label "$1"`, init, cmdline)
+	var e strings.Builder
+	cmd.Stderr = &e
+	out, err := cmd.Output()
+	return string(out), e.String(), err == nil
+}
+
+// TestInitRootLabel holds /init's reader of basalt.root=<label> to ^[a-z0-9-]{1,16}$, once.
+func TestInitRootLabel(t *testing.T) {
+	ensureBusybox(t)
+	b := testBootstrap(t)
+	args, err := httpboot.BootstrapArgs(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := "BOOT_IMAGE=vmlinuz initrd=initramfs console=ttyS0,115200n8 quiet BOOTIF=01-52-54-00-12-34-56"
+	for _, c := range []struct{ name, cmdline, want string }{
+		{"absent", boot, ""},
+		{"absent, bootstrap", boot + " " + strings.Join(args, " "), ""},
+		{"other parameters", boot + " basalt.rootfs=x basalt.root_label=y", ""},
+		{"the image's label", boot + " basalt.root=" + RootLabel, RootLabel},
+		{"with bootstrap", boot + " " + strings.Join(args, " ") + " basalt.root=" + RootLabel, RootLabel},
+		{"without token", boot + " " + args[0] + " " + args[1] + " basalt.root=" + RootLabel, RootLabel},
+		{"first", "basalt.root=disk0 " + boot, "disk0"},
+		{"16 characters", boot + " basalt.root=abcdefghij-01234", "abcdefghij-01234"},
+		{"one character", boot + " basalt.root=a", "a"},
+		{"digits and hyphens", boot + " basalt.root=0-9", "0-9"},
+	} {
+		out, errOut, ok := initRootLabel(t, c.cmdline)
+		if !ok || strings.TrimSuffix(out, "\n") != c.want || errOut != "" {
+			t.Errorf("%s: /init's root_label gave %q (stderr %q, ok %v), want %q", c.name, out, errOut, ok, c.want)
+		}
+	}
+	bad := map[string]string{
+		"empty":         "basalt.root=",
+		"bare":          "basalt.root",
+		"17 characters": "basalt.root=abcdefghij-012345",
+		"uppercase":     "basalt.root=Basalt-root",
+		"underscore":    "basalt.root=basalt_root",
+		"dot":           "basalt.root=basalt.root",
+		"slash":         "basalt.root=../root",
+		"glob":          "basalt.root=*",
+		"equals":        "basalt.root==root",
+		"quote":         `basalt.root=root"`,
+		"LABEL=":        "basalt.root=LABEL=root",
+		"twice":         "basalt.root=" + RootLabel + " basalt.root=" + RootLabel,
+		"twice, differ": "basalt.root=a basalt.root=b",
+		"twice, empty":  "basalt.root=a basalt.root=",
+	}
+	for name, param := range bad {
+		out, errOut, ok := initRootLabel(t, boot+" "+param+" "+strings.Join(args, " "))
+		if ok || out != "" || !strings.Contains(errOut, "basalt.root is ") {
+			t.Errorf("%s: /init's root_label accepted %q: %q (stderr %q, ok %v)", name, param, out, errOut, ok)
+		}
+	}
+	if !regexp.MustCompile(`^[a-z0-9-]{1,16}$`).MatchString(RootLabel) {
+		t.Errorf("RootLabel %q is not a valid basalt.root", RootLabel)
+	}
+	script, err := os.ReadFile(Script())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), "\nroot_label="+RootLabel+"\n") {
+		t.Errorf("build.sh does not label the root image %s", RootLabel)
+	}
+}
+
+// TestParseOutput reads build.sh's last lines.
+func TestParseOutput(t *testing.T) {
+	out := "VMLINUZ=/c/k/vmlinuz\nINITRAMFS=/c/k/initramfs\nKERNEL_VERSION=6.1.0-56-amd64\nROOT_IMAGE=/c/k/root.img.gz\n"
+	img, err := parseOutput(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Image{Kernel: "/c/k/vmlinuz", Initramfs: "/c/k/initramfs", KernelVersion: "6.1.0-56-amd64", RootImage: "/c/k/root.img.gz"}
+	if img != want {
+		t.Errorf("parseOutput = %+v, want %+v", img, want)
+	}
+	if _, err := parseOutput(strings.Replace(out, "ROOT_IMAGE=/c/k/root.img.gz\n", "", 1)); err == nil {
+		t.Error("parseOutput accepted an output without ROOT_IMAGE")
 	}
 }
 

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -42,9 +44,13 @@ const (
 // HTTP boot and agent API: the manager runs discovery, so its unknown MAC becomes a Host that
 // the agent in the initramfs registers with a one-time token and fills with the VM's real
 // hardware. The discovered Host waits for acceptance; accepted, it becomes Available. A Machine
-// claims it: Provisioned. The VM is power-cycled and boots its installed system again (the agent
-// from the network, with a new token: no loop, the Host stays Provisioned). The Machine goes: its
-// agent applies the empty Plan, and the Host is Available again.
+// claims it: the agent streams the manager's root filesystem image (--pxe-root-image) onto the
+// VM's blank disk, checks its sha256, carries its identity over and reboots; the network boots the
+// same kernel with basalt.root=, /init switches to the disk, and the agent there reports with the
+// identity it registered with: Provisioned, no new registration. A power cycle boots the disk
+// again the same way (no token, no loop, the Host stays Provisioned). The Machine goes: its agent
+// applies the empty Plan, wipes the disk and reboots into the network, and the Host is Available
+// again with nothing on its disk.
 func TestPXE(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs root, QEMU and network namespaces")
@@ -56,7 +62,7 @@ func TestPXE(t *testing.T) {
 	network := framework.NewPXENetwork(ctx, t)
 	const ns = "pxe"
 	m := framework.StartPXEManagement(t, framework.PXEManagementInput{
-		Network: network, Image: img, Discovery: true, Namespace: ns,
+		Network: network, Image: img, Discovery: true, Namespace: ns, RootOnDisk: true,
 	})
 	c := m.Env.Client
 
@@ -113,7 +119,11 @@ func TestPXE(t *testing.T) {
 	})
 	t.Logf("Accepted to Available: %s (power-on to Available: %s)", took.Round(time.Millisecond), time.Since(powerOn).Round(time.Second))
 
-	// A Machine claims it: nothing to write on the disk, so Provisioned once claimed.
+	// A Machine claims it: the agent, from RAM, streams the root image onto the VM's disk, gives
+	// it its identity and reboots; the network boots the same kernel with basalt.root=, /init
+	// switches to the disk, and the agent there reports with the identity it registered with.
+	registrations := counter(t, "basalt_agent_api_registrations_total")
+	claimed := time.Now()
 	mach := &basaltv1.Machine{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pxe-worker"},
 		Spec:       basaltv1.MachineSpec{Cluster: "none", Role: basaltv1.RoleWorker, HostRef: &basaltv1.LocalObjectReference{Name: name}},
@@ -121,8 +131,10 @@ func TestPXE(t *testing.T) {
 	if err := c.Create(ctx, mach); err != nil {
 		t.Fatal(err)
 	}
-	m.WaitForHost(ctx, t, framework.WaitForHostInput{
-		Namespace: ns, Name: name, Timeout: time.Minute,
+	rootSHA := readFileTrim(t, img.RootImage+".sha256")
+	stop := watchState(ctx, t, c, framework.ObjectKey(ns, name), basaltv1.HostStateProvisioning)
+	h, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: name, Timeout: 8 * time.Minute, Console: func() string { return vm.Tail(40) },
 		Check: func(h *basaltv1.Host) error {
 			if h.Status.ConsumerRef == nil || h.Status.ConsumerRef.Name != mach.Name {
 				return fmt.Errorf("not claimed by %s yet (state %s)", mach.Name, h.Status.State)
@@ -130,23 +142,44 @@ func TestPXE(t *testing.T) {
 			return hostReadyIn(basaltv1.HostStateProvisioned)(h)
 		},
 	})
+	if left := stop(); left != "" && left != string(basaltv1.HostStateProvisioned) {
+		t.Errorf("the Host went through %s while provisioned", left)
+	}
+	t.Logf("Claimed to Provisioned (image written, rebooted into it): %s", took.Round(time.Second))
+	if p := h.Status.Provisioning; p == nil || p.Disk != "/dev/vda" || p.Image.SHA256 != rootSHA || p.ProvisionedAt == nil {
+		t.Errorf("status.provisioning %+v, want image %s on /dev/vda", p, rootSHA)
+	}
+	if r := h.Status.Agent.Root; r == nil || r.Image != rootSHA || r.Disk != "/dev/vda" {
+		t.Errorf("status.agent.root %+v: the agent does not run from the image on disk", r)
+	}
+	if n := counter(t, "basalt_agent_api_registrations_total"); n != registrations {
+		t.Errorf("%v registrations after provisioning, want %v: the agent on disk must keep the identity it registered with", n, registrations)
+	}
+	checkDiskHoldsExt4(t, vm.Disk, true)
+	if cc, _ := envtest.Condition(h.Status.Conditions, basaltv1.HostDiskProvisioned); cc == nil || cc.Status != metav1.ConditionTrue {
+		t.Errorf("DiskProvisioned %+v", cc)
+	}
+	if got := strings.Count(vm.ConsoleText(), "switching to the root filesystem on /dev/vda"); got != 1 {
+		t.Errorf("the console shows %d switches to the disk, want 1:\n%s", got, vm.Tail(60))
+	}
+	t.Logf("Power-on to Provisioned on disk: %s (claimed to Provisioned %s)", time.Since(powerOn).Round(time.Second), time.Since(claimed).Round(time.Second))
 
-	// Power-cycle: the provisioned host boots its installed system, the agent from the network
-	// with a new token, registers again and reports; it never leaves Provisioned.
-	registrations := counter(t, "basalt_agent_api_registrations_total")
+	// Power-cycle: the provisioned host boots from the network into its root filesystem on
+	// disk again, with no token; the agent there reports with its own identity, and the Host
+	// never leaves Provisioned.
 	if err := vm.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	reboot := time.Now()
+	reboot, consoleBefore := time.Now(), len(vm.ConsoleText())
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stop := watchState(ctx, t, c, framework.ObjectKey(ns, name), basaltv1.HostStateProvisioned)
+	stop = watchState(ctx, t, c, framework.ObjectKey(ns, name), basaltv1.HostStateProvisioned)
 	_, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
 		Namespace: ns, Name: name, Timeout: 6 * time.Minute, Console: func() string { return vm.Tail(40) },
 		Check: func(h *basaltv1.Host) error {
-			if n := counter(t, "basalt_agent_api_registrations_total"); n < registrations+1 {
-				return fmt.Errorf("%v registrations, waiting for the rebooted agent's (state %s)", n, h.Status.State)
+			if !strings.Contains(vm.ConsoleText()[consoleBefore:], "switching to the root filesystem on /dev/vda") {
+				return errors.New("the rebooted VM has not switched to its disk yet")
 			}
 			if h.Status.Agent.LastSeen == nil || h.Status.Agent.LastSeen.Time.Before(reboot.Truncate(time.Second)) {
 				return errors.New("no report since the reboot")
@@ -157,22 +190,36 @@ func TestPXE(t *testing.T) {
 	if left := stop(); left != "" {
 		t.Errorf("the Host left Provisioned during the reboot: %s", left)
 	}
-	t.Logf("Power-cycle to the provisioned system's agent registered again: %s", took.Round(time.Second))
+	if n := counter(t, "basalt_agent_api_registrations_total"); n != registrations {
+		t.Errorf("%v registrations after the power cycle, want %v (the agent on disk keeps its identity)", n, registrations)
+	}
+	if n := bootstrapTokens(ctx, t, c); n != 0 {
+		t.Errorf("%d bootstrap tokens after booting the provisioned system, want 0 (its script carries none)", n)
+	}
+	t.Logf("Power-cycle to the provisioned system's agent reporting from disk: %s", took.Round(time.Second))
 
-	// The Machine goes: its agent applies the empty Plan, the Host is released and Available.
+	// The Machine goes: its agent applies the empty Plan, wipes the disk and reboots into the
+	// network; the agent from RAM registers anew and the Host is Available again.
 	if err := c.Delete(ctx, mach); err != nil {
 		t.Fatal(err)
 	}
 	framework.Eventually(t, 3*time.Minute, m.Env.Gone(mach))
 	m.WaitForHost(ctx, t, framework.WaitForHostInput{
-		Namespace: ns, Name: name, Timeout: time.Minute,
+		Namespace: ns, Name: name, Timeout: 6 * time.Minute, Console: func() string { return vm.Tail(40) },
 		Check: func(h *basaltv1.Host) error {
 			if h.Status.ConsumerRef != nil {
 				return fmt.Errorf("still consumed by %s", h.Status.ConsumerRef.Name)
 			}
+			if h.Status.Provisioning != nil {
+				return fmt.Errorf("status.provisioning still set (state %s, agent root %+v)", h.Status.State, h.Status.Agent.Root)
+			}
 			return hostReadyIn(basaltv1.HostStateAvailable)(h)
 		},
 	})
+	if n := counter(t, "basalt_agent_api_registrations_total"); n != registrations+1 {
+		t.Errorf("%v registrations after the wipe, want %v (the agent from RAM registers once)", n, registrations+1)
+	}
+	checkDiskHoldsExt4(t, vm.Disk, false)
 	if strings.Contains(vm.ConsoleText(), "Kernel panic") {
 		t.Errorf("the VM's kernel panicked:\n%s", vm.Tail(40))
 	}
@@ -311,6 +358,44 @@ func hostReadyIn(state basaltv1.HostState) func(*basaltv1.Host) error {
 			}
 		}
 		return nil
+	}
+}
+
+// readFileTrim returns a file's content without surrounding space.
+func readFileTrim(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// checkDiskHoldsExt4 reads the VM's disk file from this side: an ext4 superblock (magic 0xEF53
+// at byte 1080, label at 1144) spanning the whole disk when want, and none (the wipe) otherwise.
+func checkDiskHoldsExt4(t *testing.T, disk string, want bool) {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sb := make([]byte, 2048)
+	if _, err := f.ReadAt(sb, 0); err != nil {
+		t.Fatal(err)
+	}
+	magic := binary.LittleEndian.Uint16(sb[1080:])
+	label := strings.TrimRight(string(sb[1144:1160]), "\x00")
+	// The agent grows the filesystem online to the whole disk (the image is 256 MiB).
+	blocks := int64(binary.LittleEndian.Uint32(sb[1028:]))
+	size := blocks * (1024 << binary.LittleEndian.Uint32(sb[1048:]))
+	switch {
+	case want && (magic != 0xEF53 || label != "basalt-root"):
+		t.Errorf("the VM's disk has no ext4 labelled basalt-root (magic %#x, label %q)", magic, label)
+	case want && size != pxeVMDiskBytes:
+		t.Errorf("the root filesystem is %d bytes, want the whole disk (%d): it was not grown", size, pxeVMDiskBytes)
+	case !want && magic == 0xEF53:
+		t.Errorf("the VM's disk still holds an ext4 superblock (label %q) after the wipe", label)
 	}
 }
 

@@ -106,6 +106,9 @@ type PXEManagementInput struct {
 	// created there.
 	Namespace string
 	Discovery bool
+	// RootOnDisk has the manager write the image's root filesystem (Image.RootImage) to the
+	// disk of every network-booted Host it provisions (--pxe-root-image).
+	RootOnDisk bool
 }
 
 // StartPXEManagement starts the management plane with the PXE services in full DHCP mode on the
@@ -132,6 +135,12 @@ func StartPXEManagement(t *testing.T, in PXEManagementInput) *Management {
 		InitramfsPath:      in.Image.Initramfs,
 		HTTPAddr:           net.JoinHostPort(ip, strconv.Itoa(port)),
 		TFTPAddr:           net.JoinHostPort(ip, "69"),
+	}
+	if in.RootOnDisk {
+		if in.Image.RootImage == "" {
+			t.Fatal("RootOnDisk needs an image with a root filesystem image (make pxe-image)")
+		}
+		opts.RootImagePath = in.Image.RootImage
 	}
 	m := StartManagement(t, StartManagementInput{Address: ip, PXE: opts})
 	if in.Namespace != "" {

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package osdisk
+
+import "errors"
+
+var errNotLinux = errors.New("osdisk: root filesystems on disk need Linux")
+
+type hostFS struct{}
+
+func (hostFS) Mount(string, string) error { return errNotLinux }
+func (hostFS) Unmount(string) error       { return errNotLinux }
+func (hostFS) Grow(string, string) error  { return errNotLinux }
+
+func syncAll() {}
+
+// Reboot is not available off Linux.
+func Reboot() error { return errNotLinux }
+
+// Eligible is false off Linux.
+func (i *Installer) Eligible() bool { return false }

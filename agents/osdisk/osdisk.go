@@ -1,0 +1,386 @@
+// Package osdisk puts a host's root filesystem on its local disk and takes it off again: the
+// agent side of plan.Plan.OS.
+//
+// Install streams a gzip-compressed filesystem image from the manager's artifact cache straight
+// onto a whole disk: the compressed bytes are hashed as they arrive and the decompressed bytes
+// are written as they come, so nothing is held in memory or on a RAM disk. A digest, size or
+// gzip checksum that does not match leaves the disk wiped, never half-trusted. Then the new
+// filesystem is mounted, grown to the disk, given the agent's identity (the Carry folders) and,
+// last, the marker (protocol.RootMarkerPath): the PXE initramfs switches only to a filesystem
+// that has it, so an install interrupted at any point is simply done again.
+//
+// Wipe undoes it on a host running from such a disk: the marker goes first (a filesystem
+// change, so a crash right after leaves a disk the initramfs no longer boots), then the
+// filesystem's superblock is overwritten, so nothing recognises the disk any more.
+package osdisk
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+)
+
+// Fetcher returns the bytes of an artifact from the manager's sha256-addressed cache.
+type Fetcher interface {
+	Fetch(ctx context.Context, sha256 string) (io.ReadCloser, error)
+}
+
+// FileSystem mounts the written filesystem and grows it to its disk. The host's is Linux's
+// (mount(2) of ext4, EXT4_IOC_RESIZE_FS); tests use a folder.
+type FileSystem interface {
+	// Mount mounts the filesystem on disk at dir.
+	Mount(disk, dir string) error
+	// Grow grows the filesystem mounted at dir to fill disk; best effort.
+	Grow(disk, dir string) error
+	// Unmount unmounts dir, flushing it.
+	Unmount(dir string) error
+}
+
+// WipeBytes is how much of the disk's start Wipe overwrites: the ext4 superblock is at byte
+// 1024, and partition tables and most other signatures are in the first MiB.
+const WipeBytes = 1 << 20
+
+// Installer writes and wipes root filesystems on local disks.
+type Installer struct {
+	// Root prefixes the running system's paths (Marker, Carry); "" or "/" on a host.
+	Root string
+	// Host is "<namespace>/<name>", written into the marker.
+	Host string
+	// Fetcher downloads the image. Required for Install.
+	Fetcher Fetcher
+	// Carry are folders of the running system copied to the same place in the new root, e.g.
+	// the agent's state folder with its identity.
+	Carry []string
+	// FS mounts and grows the written filesystem; default the host's (Linux).
+	FS FileSystem
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (i *Installer) path(p string) string {
+	if i.Root == "" || i.Root == "/" {
+		return p
+	}
+	return filepath.Join(i.Root, p)
+}
+
+func (i *Installer) log() *slog.Logger {
+	if i.Logger == nil {
+		return slog.Default()
+	}
+	return i.Logger
+}
+
+func (i *Installer) fs() FileSystem {
+	if i.FS == nil {
+		return hostFS{}
+	}
+	return i.FS
+}
+
+// Current returns the marker of the root filesystem the system runs from, nil when it runs from
+// anything else (the PXE initramfs has no marker).
+func (i *Installer) Current() (*protocol.Root, error) {
+	b, err := os.ReadFile(i.path(protocol.RootMarkerPath))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := &protocol.Root{}
+	if err := json.Unmarshal(b, r); err != nil || r.Disk == "" || r.Image == "" {
+		return nil, fmt.Errorf("%s is not a root marker: %q", protocol.RootMarkerPath, clip(b))
+	}
+	return r, nil
+}
+
+// ChecksumError says the image's bytes did not match its digest or size; the disk was wiped.
+type ChecksumError struct {
+	Name                string
+	Want, Got           string
+	WantSize, GotSize   int64
+	GzipError, WipeFail error
+}
+
+func (e *ChecksumError) Error() string {
+	msg := fmt.Sprintf("image %s: got sha256 %s (%d bytes), want %s", e.Name, e.Got, e.GotSize, e.Want)
+	if e.WantSize > 0 {
+		msg += fmt.Sprintf(" (%d bytes)", e.WantSize)
+	}
+	if e.GzipError != nil {
+		msg += fmt.Sprintf("; decompressing: %v", e.GzipError)
+	}
+	if e.WipeFail != nil {
+		return msg + fmt.Sprintf("; wiping what was written failed too: %v", e.WipeFail)
+	}
+	return msg + "; what was written is wiped"
+}
+
+// Install writes img to img.Disk and makes it a root filesystem the host can run from. The
+// disk must not be in use (it is opened exclusively, so a mounted disk is refused).
+func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
+	if err := img.Validate(); err != nil {
+		return err
+	}
+	if i.Fetcher == nil {
+		return errors.New("osdisk: no Fetcher")
+	}
+	disk := i.path(img.Disk)
+	log := i.log().With("disk", img.Disk, "image", img.Name, "sha256", img.SHA256)
+	log.Info("Writing the root filesystem image")
+	written, err := i.write(ctx, disk, img)
+	if err != nil {
+		return err
+	}
+	log.Info("Root filesystem image written", "bytes", written)
+
+	dir := i.path("/run/basalt/newroot")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := i.fs().Mount(disk, dir); err != nil {
+		return fmt.Errorf("mounting the written filesystem of %s: %w", img.Disk, err)
+	}
+	mounted := true
+	defer func() {
+		if mounted {
+			_ = i.fs().Unmount(dir)
+		}
+	}()
+	if err := i.fs().Grow(disk, dir); err != nil {
+		log.Warn("Cannot grow the root filesystem to its disk; it keeps the image's size", "error", err)
+	}
+	for _, c := range i.Carry {
+		if err := copyTree(i.path(c), filepath.Join(dir, c)); err != nil {
+			return fmt.Errorf("copying %s into the new root: %w", c, err)
+		}
+	}
+	marker, err := json.Marshal(protocol.Root{Image: img.SHA256, Disk: img.Disk, Host: i.Host})
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(dir, protocol.RootMarkerPath), marker, 0o644); err != nil {
+		return fmt.Errorf("writing the root marker: %w", err)
+	}
+	mounted = false
+	if err := i.fs().Unmount(dir); err != nil {
+		return fmt.Errorf("unmounting the new root: %w", err)
+	}
+	log.Info("Root filesystem ready on disk")
+	return nil
+}
+
+// write streams the image onto disk and checks it; on a mismatch the disk is wiped.
+func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (int64, error) {
+	f, err := os.OpenFile(disk, os.O_WRONLY|os.O_EXCL, 0)
+	if err != nil {
+		return 0, fmt.Errorf("opening %s: %w (is it mounted or in use?)", img.Disk, err)
+	}
+	defer f.Close()
+	capacity, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("reading the size of %s: %w", img.Disk, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	body, err := i.Fetcher.Fetch(ctx, img.SHA256)
+	if err != nil {
+		return 0, fmt.Errorf("fetching image %s: %w", img.Name, err)
+	}
+	defer body.Close()
+	h := sha256.New()
+	counted := &countingReader{r: ctxReader{ctx: ctx, r: body}, h: h}
+	var written int64
+	zr, gzErr := gzip.NewReader(bufio.NewReaderSize(counted, 1<<20))
+	if gzErr == nil {
+		// The disk's size bounds what is written: a bigger image is an error, not an overrun.
+		written, gzErr = io.CopyBuffer(f, &boundedReader{r: zr, left: capacity, cap: capacity, disk: img.Disk}, make([]byte, 1<<20))
+		var tooBig *tooBigError
+		if errors.As(gzErr, &tooBig) || ctx.Err() != nil {
+			return written, errors.Join(gzErr, ctx.Err(), wipeFile(f))
+		}
+	}
+	// Read to the end so the digest covers every byte the manager sent.
+	if _, err := io.Copy(io.Discard, counted); err != nil && gzErr == nil {
+		gzErr = err
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if gzErr != nil || got != img.SHA256 || (img.Size > 0 && counted.n != img.Size) {
+		e := &ChecksumError{Name: img.Name, Want: img.SHA256, Got: got, WantSize: img.Size, GotSize: counted.n, GzipError: gzErr}
+		e.WipeFail = wipeFile(f)
+		return written, e
+	}
+	if err := f.Sync(); err != nil {
+		return written, fmt.Errorf("flushing %s: %w", img.Disk, err)
+	}
+	return written, nil
+}
+
+// Wipe takes the root filesystem off root.Disk: the marker first, then the superblock.
+func (i *Installer) Wipe(root protocol.Root) error {
+	if err := os.Remove(i.path(protocol.RootMarkerPath)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the root marker: %w", err)
+	}
+	syncAll()
+	f, err := os.OpenFile(i.path(root.Disk), os.O_WRONLY|os.O_SYNC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", root.Disk, err)
+	}
+	defer f.Close()
+	return wipeFile(f)
+}
+
+// wipeFile overwrites the first WipeBytes of f (or all of it, when smaller) with zeros.
+func wipeFile(f *os.File) error {
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return err
+	}
+	n := min(size, WipeBytes)
+	if _, err := f.WriteAt(make([]byte, n), 0); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+type countingReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+type tooBigError struct {
+	disk     string
+	capacity int64
+}
+
+func (e *tooBigError) Error() string {
+	return fmt.Sprintf("the image is larger than %s (%d bytes)", e.disk, e.capacity)
+}
+
+// boundedReader fails once more than left bytes come.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+	cap  int64
+	disk string
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if int64(n) > b.left {
+		return 0, &tooBigError{disk: b.disk, capacity: b.cap}
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// copyTree copies the folder src to dst: folders, regular files and symbolic links, with their
+// modes. dst's existing files are replaced.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			if err := os.MkdirAll(target, info.Mode().Perm()); err != nil {
+				return err
+			}
+			return os.Chmod(target, info.Mode().Perm())
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			_ = os.Remove(target)
+			return os.Symlink(link, target)
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return writeFileSync(target, b, info.Mode().Perm())
+		}
+		return nil // sockets, devices: nothing the agent keeps
+	})
+}
+
+// writeFileSync writes path through a temporary file, fsynced and renamed into place.
+func writeFileSync(path string, b []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func clip(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}
