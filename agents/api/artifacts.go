@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/basalt-dev/basalt/agents/internal/ctxio"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 )
 
@@ -360,7 +361,7 @@ func (d *DirUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) e
 				return err
 			}
 			defer f.Close()
-			_, err = io.Copy(w, ctxReader{ctx: ctx, r: f})
+			_, err = io.Copy(w, ctxio.Reader(ctx, f))
 			return err
 		}
 	}
@@ -384,7 +385,7 @@ func (f *FileUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) 
 			return err
 		}
 		defer r.Close()
-		_, err = io.Copy(w, ctxReader{ctx: ctx, r: r})
+		_, err = io.Copy(w, ctxio.Reader(ctx, r))
 		return err
 	}
 	if f.Next == nil {
@@ -434,17 +435,4 @@ func (h *HTTPUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) 
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
-}
-
-// ctxReader stops reading once ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/basalt-dev/basalt/agents/internal/ctxio"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
@@ -181,7 +182,7 @@ func (a *Applier) ensureArtifact(ctx context.Context, art plan.Artifact) (change
 	defer rc.Close()
 	err = writeFrom(path, mode, rootOwner, func(w io.Writer) error {
 		h := sha256.New()
-		n, err := io.Copy(io.MultiWriter(w, h), ctxReader{ctx, rc})
+		n, err := io.Copy(io.MultiWriter(w, h), ctxio.Reader(ctx, rc))
 		if err != nil {
 			return fmt.Errorf("downloading: %w", err)
 		}
@@ -249,19 +250,6 @@ type verifiedFile struct {
 
 func fileKey(fi fs.FileInfo) string {
 	return fmt.Sprintf("%d/%d/%d", fi.Size(), fi.ModTime().UnixNano(), inode(fi))
-}
-
-// ctxReader stops a copy when ctx ends, so a cancelled apply does not finish a download.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // removePath removes a file the agent wrote for an earlier Plan; one already gone is fine.

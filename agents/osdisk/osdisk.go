@@ -30,6 +30,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/basalt-dev/basalt/agents/apply"
+	"github.com/basalt-dev/basalt/agents/internal/ctxio"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
@@ -174,7 +176,7 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(dir, protocol.RootMarkerPath), marker, 0o644); err != nil {
+	if err := apply.WriteFile(filepath.Join(dir, protocol.RootMarkerPath), marker, 0o644); err != nil {
 		return fmt.Errorf("writing the root marker: %w", err)
 	}
 	mounted = false
@@ -205,7 +207,7 @@ func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (i
 	}
 	defer body.Close()
 	h := sha256.New()
-	counted := &countingReader{r: ctxReader{ctx: ctx, r: body}, h: h}
+	counted := &countingReader{r: ctxio.Reader(ctx, body), h: h}
 	var written int64
 	zr, gzErr := gzip.NewReader(bufio.NewReaderSize(counted, 1<<20))
 	if gzErr == nil {
@@ -298,18 +300,6 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // copyTree copies the folder src to dst: folders, regular files and symbolic links, with their
 // modes. dst's existing files are replaced.
 func copyTree(src, dst string) error {
@@ -344,38 +334,10 @@ func copyTree(src, dst string) error {
 			if err != nil {
 				return err
 			}
-			return writeFileSync(target, b, info.Mode().Perm())
+			return apply.WriteFile(target, b, info.Mode().Perm())
 		}
 		return nil // sockets, devices: nothing the agent keeps
 	})
-}
-
-// writeFileSync writes path through a temporary file, fsynced and renamed into place.
-func writeFileSync(path string, b []byte, mode fs.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func clip(b []byte) string {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/basalt-dev/basalt/agents/apply"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
@@ -181,7 +182,7 @@ func TestWipeRemovesTheMarkerThenTheSuperblock(t *testing.T) {
 	root, disk := setup(t)
 	in := &Installer{Root: root}
 	marker := filepath.Join(root, protocol.RootMarkerPath)
-	if err := writeFileSync(marker, []byte(`{"image":"`+strings.Repeat("a", 64)+`","disk":"/dev/vda"}`), 0o644); err != nil {
+	if err := apply.WriteFile(marker, []byte(`{"image":"`+strings.Repeat("a", 64)+`","disk":"/dev/vda"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := in.Current()
@@ -205,7 +206,7 @@ func TestWipeRemovesTheMarkerThenTheSuperblock(t *testing.T) {
 
 func TestCurrentRefusesAGarbledMarker(t *testing.T) {
 	root := t.TempDir()
-	if err := writeFileSync(filepath.Join(root, protocol.RootMarkerPath), []byte("{}"), 0o644); err != nil {
+	if err := apply.WriteFile(filepath.Join(root, protocol.RootMarkerPath), []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := (&Installer{Root: root}).Current(); err == nil {
