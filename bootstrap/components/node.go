@@ -42,8 +42,9 @@ type kubeletConfiguration struct {
 // API), clients verified against the cluster CA; the serving certificate Basalt issued (so
 // rotateCertificates and serverTLSBootstrap are off: Basalt renews both kubelet certificates
 // and rewrites the files); no read-only port; cgroupDriver from Node.CgroupDriver and
-// failCgroupV1 false, because Basalt's hosts include cgroup v1 machines and kubelet 1.35+
-// refuses to start on them by default; no staticPodPath, since nothing runs as a static pod.
+// failCgroupV1 set for the host: true (the kubelet's default) on a cgroup v2 host, false on a
+// cgroup v1 host, where kubelet 1.35+ would refuse to start; no staticPodPath, since nothing runs
+// as a static pod.
 func Kubelet(p ClusterParams) (Component, error) {
 	r, err := p.resolve()
 	if err != nil {
@@ -60,6 +61,7 @@ func Kubelet(p ClusterParams) (Component, error) {
 	c.TLSCertFile, c.TLSPrivateKeyFile = pk.KubeletServing().Cert, pk.KubeletServing().Key
 	c.TLSMinVersion = "VersionTLS12"
 	c.CgroupDriver = r.Node.CgroupDriver
+	c.FailCgroupV1 = r.Node.CgroupV2
 	c.ContainerRuntimeEndpoint = "unix://" + pk.ContainerdSocket
 	c.ClusterDomain = r.DNSDomain
 	c.ClusterDNS = []string{r.clusterDNSIP.String()}

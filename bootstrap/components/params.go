@@ -103,6 +103,9 @@ type NodeParams struct {
 	PodCIDR string
 	// CgroupDriver is the kubelet and containerd cgroup driver; see CgroupDriverFor.
 	CgroupDriver CgroupDriver
+	// CgroupV2 says the host runs the unified cgroup hierarchy: the kubelet then refuses to
+	// start on cgroup v1 (failCgroupV1 true, its default), which only a v1 host must turn off.
+	CgroupV2 bool
 	// InContainer is set when the "host" is a container (the e2e harness): the kubelet stops
 	// evicting on shared-disk pressure, kube-proxy leaves the host's conntrack sysctls alone, and
 	// containerd restricts containers' OOM score to its own (restrict_oom_score_adj).

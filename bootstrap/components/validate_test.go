@@ -2,6 +2,7 @@ package components
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -194,5 +195,28 @@ func TestPathsDefaults(t *testing.T) {
 	custom := Paths{PKIDir: "/srv/pki"}
 	if got := custom.EtcdPeer(); got != (CertPaths{"/srv/pki/etcd/peer.crt", "/srv/pki/etcd/peer.key"}) {
 		t.Errorf("EtcdPeer = %+v", got)
+	}
+}
+
+// TestFailCgroupV1FollowsTheHost: the kubelet keeps its strict default (refuse cgroup v1) on a
+// cgroup v2 host and turns it off only on a cgroup v1 host, where it would not start.
+func TestFailCgroupV1FollowsTheHost(t *testing.T) {
+	for _, v2 := range []bool{true, false} {
+		p := containerWorker()
+		p.Node.CgroupV2 = v2
+		c, err := Kubelet(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("failCgroupV1: %v\n", v2)
+		found := false
+		for _, f := range c.Files {
+			if strings.Contains(string(f.Content), want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("cgroup v2 %v: no kubelet configuration file has %q", v2, want)
+		}
 	}
 }

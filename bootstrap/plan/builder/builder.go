@@ -289,6 +289,7 @@ func resolve(in Input) (*resolved, error) {
 		ClusterDNSIP: in.Network.ClusterDNSIP, Endpoint: in.Endpoint,
 		Node: components.NodeParams{Name: in.Node.Name, IP: in.Node.IP, PodCIDR: in.Node.PodCIDR,
 			CgroupDriver: components.CgroupDriverFor(in.HostFacts.SystemdPID1, in.HostFacts.CgroupV2),
+			CgroupV2:     in.HostFacts.CgroupV2,
 			InContainer:  in.HostFacts.InContainer, ResolvConf: in.HostFacts.ResolvConf},
 		APIServer: components.APIServerParams{Port: r.ports.APIServer, Encryption: in.Encryption, Audit: in.Audit},
 		Runtime:   components.RuntimeParams{MTU: in.Network.MTU},
