@@ -92,7 +92,11 @@ type Agent struct {
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// leaving is the root filesystem on disk being wiped: reports name it until the reboot,
+	// although its marker is gone, so the manager does not take a host still running from its
+	// disk for one booted from the network.
+	leaving  *protocol.Root
 	applied  string
 	applying string
 	steps    []protocol.StepResult
@@ -315,7 +319,12 @@ func (a *Agent) failOS(ctx context.Context, step string, err error, bo *backoff)
 // is applied (its services stopped, its files removed), and reboots into the network.
 func (a *Agent) wipeRoot(ctx context.Context, root protocol.Root, bo *backoff) {
 	a.Logger.Info("The Plan has no root filesystem on disk: wiping it and rebooting", "disk", root.Disk, "image", root.Image)
-	if err := a.Disk.Wipe(root); err != nil {
+	// Under mu, so that no status is built between the marker's removal and leaving being set.
+	a.mu.Lock()
+	a.leaving = &root
+	err := a.Disk.Wipe(root)
+	a.mu.Unlock()
+	if err != nil {
 		a.failOS(ctx, osStepName(root.Disk), fmt.Errorf("wiping the root filesystem: %w", err), bo)
 		return
 	}
@@ -343,7 +352,12 @@ func (a *Agent) rebootNow(ctx context.Context, root *protocol.Root, steps []prot
 	}
 	if err := a.Reboot(); err != nil {
 		a.failOS(ctx, steps[0].Step, fmt.Errorf("rebooting: %w", err), bo)
+		return
 	}
+	// On a host the process ends with the reboot; a Reboot that returns (tests) has booted anew.
+	a.mu.Lock()
+	a.leaving = nil
+	a.mu.Unlock()
 }
 
 // setResult records the outcome of an apply (hash empty when it failed) and sends a status.
@@ -376,8 +390,12 @@ func (a *Agent) appliedHash() string {
 	return a.applied
 }
 
-// currentRoot is the root filesystem on disk the host runs from, for reports.
+// currentRoot is the root filesystem on disk the host runs from, for reports. Call it with mu
+// held.
 func (a *Agent) currentRoot() *protocol.Root {
+	if a.leaving != nil {
+		return a.leaving
+	}
 	if a.Disk == nil {
 		return nil
 	}

@@ -23,6 +23,7 @@ type fakeDisk struct {
 	wipes    int
 	failWith error
 	events   []string
+	wiped    bool
 }
 
 func (d *fakeDisk) Current() (*protocol.Root, error) {
@@ -48,8 +49,17 @@ func (d *fakeDisk) Wipe(protocol.Root) error {
 	defer d.mu.Unlock()
 	d.wipes++
 	d.events = append(d.events, "wipe")
-	d.pending = nil
+	// The marker goes at once: Current says nothing from here on, although the host runs from
+	// the disk until it reboots.
+	d.pending, d.root, d.wiped = nil, nil, true
 	return nil
+}
+
+// runsFromDisk says whether the host still runs from its disk: not rebooted since a wipe.
+func (d *fakeDisk) runsFromDisk() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.wiped
 }
 
 // reboot makes the next boot run from what Install or Wipe left.
@@ -57,8 +67,23 @@ func (d *fakeDisk) reboot() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.events = append(d.events, "reboot")
-	d.root = d.pending
+	d.root, d.wiped = d.pending, false
 	return nil
+}
+
+// honestLog is a statusLog that fails the test when a report says the host runs from the
+// network while it still runs from its wiped disk (the manager would release it too early).
+type honestLog struct {
+	statusLog
+	t    *testing.T
+	disk *fakeDisk
+}
+
+func (l *honestLog) ReportStatus(ctx context.Context, st *protocol.Status) error {
+	if st.Root == nil && l.disk.runsFromDisk() {
+		l.t.Errorf("a report without root while the host still runs from its disk: %+v", st)
+	}
+	return l.statusLog.ReportStatus(ctx, st)
 }
 
 // recordingApplier counts applies.
@@ -109,7 +134,7 @@ func (s *planList) NextPlan(ctx context.Context, applied string, wait time.Durat
 
 var testImage = plan.OSImage{Name: "basalt-root", SHA256: strings.Repeat("c", 64), Disk: "/dev/vda"}
 
-func runDiskAgent(t *testing.T, plans *planList, disk *fakeDisk, ap Applier, log *statusLog) {
+func runDiskAgent(t *testing.T, plans *planList, disk *fakeDisk, ap Applier, log StatusReporter) {
 	a := &Agent{
 		Host: "host-1", StateDir: t.TempDir(), Version: "v-test", Plans: plans, Applier: ap, Status: log,
 		StatusInterval: 20 * time.Millisecond, BackoffInitial: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
@@ -133,10 +158,11 @@ func runDiskAgent(t *testing.T, plans *planList, disk *fakeDisk, ap Applier, log
 func TestOSImageWrittenThenRebootedInto(t *testing.T) {
 	disk := &fakeDisk{}
 	ap := &recordingApplier{disk: disk}
-	log := &statusLog{}
+	honest := &honestLog{t: t, disk: disk}
+	log := &honest.statusLog
 	p := &plan.Plan{Host: "host-1", OS: &testImage}
 	plans := &planList{plan: p}
-	runDiskAgent(t, plans, disk, ap, log)
+	runDiskAgent(t, plans, disk, ap, honest)
 
 	_, st := log.waitFor(t, "the Plan applied from the disk", 0, func(s protocol.Status) bool { return s.PlanHash == p.Hash() })
 	if st.Root == nil || st.Root.Image != testImage.SHA256 || st.Root.Disk != "/dev/vda" {
