@@ -68,6 +68,26 @@ func hostLabelValue(host string) string {
 	return "sha256-" + hex.EncodeToString(sum[:])[:40]
 }
 
+// PlanClient is what controllers pass to StorePlan and DeletePlan: writes and everything but
+// Secrets go through c (the manager's cached client); Secrets are read from reader (the API
+// server), so storing a Plan never makes the cache list and watch every Secret of the cluster.
+func PlanClient(c client.Client, reader client.Reader) client.Client {
+	return uncachedSecrets{Client: c, reader: reader}
+}
+
+// uncachedSecrets reads Secrets through reader and everything else through the embedded Client.
+type uncachedSecrets struct {
+	client.Client
+	reader client.Reader
+}
+
+func (u uncachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return u.reader.Get(ctx, key, obj, opts...)
+	}
+	return u.Client.Get(ctx, key, obj, opts...)
+}
+
 // StorePlan stores p as the Plan of Host namespace/host and returns its hash. changed is false
 // when the stored Plan already had this hash, in which case nothing is written. p is normalized
 // and validated on a copy (the caller's Plan is not modified); its Host field must be empty or

@@ -187,21 +187,8 @@ func TestHostBMCFailuresSayWhatToFix(t *testing.T) {
 func TestNetBootedHostIsPoweredOnThroughItsBMC(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
-	sys := &bmcsim.MemorySystem{}
-	srv := httptest.NewTLSServer(&bmcsim.Redfish{Username: "root", Password: "pw", System: sys})
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	mgr, err := env.NewManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
-		NetBoot: true, BMC: &host.BMCAccess{PollInterval: time.Hour}}
-	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
-		t.Fatal(err)
-	}
-	envtest.StartManager(t, mgr)
-	h := bmcHost(t, ns, srv.URL, ca, "pw")
+	sys, url, ca := startRedfishController(t)
+	h := bmcHost(t, ns, url, ca, "pw")
 	envtest.Eventually(t, 30*time.Second, func() error {
 		got := &basaltv1.Host{}
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
@@ -231,4 +218,26 @@ func TestNetBootedHostIsPoweredOnThroughItsBMC(t *testing.T) {
 	if got, want := sys.Boots(), []bmcsim.BootDevice{bmcsim.BootPXE}; !slices.Equal(got, want) {
 		t.Fatalf("boots %v, want one boot from PXE", got)
 	}
+}
+
+// startRedfishController runs the Host controller (PXE on, power polled hourly) with a simulated
+// Redfish BMC over HTTPS (user root, password pw) in front of a machine in memory; it returns
+// the machine, the BMC's URL and its CA.
+func startRedfishController(t *testing.T) (*bmcsim.MemorySystem, string, []byte) {
+	t.Helper()
+	sys := &bmcsim.MemorySystem{}
+	srv := httptest.NewTLSServer(&bmcsim.Redfish{Username: "root", Password: "pw", System: sys})
+	t.Cleanup(srv.Close)
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
+		NetBoot: true, BMC: &host.BMCAccess{PollInterval: time.Hour}}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	envtest.StartManager(t, mgr)
+	return sys, srv.URL, ca
 }

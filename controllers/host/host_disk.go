@@ -107,17 +107,11 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "Provisioned", "Provision", "The agent runs from image %s on %s", p.Image.Name, p.Disk)
 		return r.watchAgent(ctx, s)
 	}
-	want := topology.OSImage(h)
-	stored, _, err := api.LoadPlan(ctx, r.APIReader, h.Namespace, h.Name)
-	if err != nil && !errors.Is(err, api.ErrNoPlan) {
-		ctrl.LoggerFrom(ctx).Error(err, "Reading the Host's Plan")
+	// StorePlan writes only when the hash changes: while the Host is Provisioning its Plan is
+	// this one (the Machine waits for Provisioned before it stores its own).
+	if _, _, err := api.StorePlan(ctx, api.PlanClient(r.Client, r.APIReader), h.Namespace, h.Name, &plan.Plan{Host: h.Name, OS: topology.OSImage(h)}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Storing the Plan that writes the root image")
 		return ctrl.Result{RequeueAfter: waitForRegistration}
-	}
-	if stored == nil || stored.OS == nil || *stored.OS != *want {
-		if _, _, err := api.StorePlan(ctx, r.Client, h.Namespace, h.Name, &plan.Plan{Host: h.Name, OS: want}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Storing the Plan that writes the root image")
-			return ctrl.Result{RequeueAfter: waitForRegistration}
-		}
 	}
 	s.diskReason = basaltv1.ReasonWritingImage
 	s.diskMessage = fmt.Sprintf("the agent writes image %s to %s, then reboots into it", p.Image.Name, p.Disk)

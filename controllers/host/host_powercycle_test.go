@@ -2,9 +2,7 @@ package host_test
 
 import (
 	"context"
-	"encoding/pem"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/host"
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
@@ -69,21 +65,8 @@ func lastPowerCycle(ctx context.Context, h *basaltv1.Host) (*basaltv1.PowerCycle
 func TestHostPowerCycleOnRequest(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
-	sys := &bmcsim.MemorySystem{}
-	srv := httptest.NewTLSServer(&bmcsim.Redfish{Username: "root", Password: "pw", System: sys})
-	t.Cleanup(srv.Close)
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	mgr, err := env.NewManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
-		NetBoot: true, BMC: &host.BMCAccess{PollInterval: time.Hour}}
-	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
-		t.Fatal(err)
-	}
-	envtest.StartManager(t, mgr)
-	h := bmcHost(t, ns, srv.URL, ca, "pw")
+	sys, url, ca := startRedfishController(t)
+	h := bmcHost(t, ns, url, ca, "pw")
 	// The registering Host is booted from the network first (power on, no reset).
 	envtest.Eventually(t, wait, func() error {
 		got := &basaltv1.Host{}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/basalt-dev/basalt/agents/api"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/cluster/workload"
@@ -177,23 +177,9 @@ func (r *Reconciler) apiReader() client.Reader {
 	return r.Client
 }
 
-// planClient is what StorePlan reads and writes through: Secrets are read from the API server,
-// everything else from the cache.
+// planClient is what StorePlan reads and writes through (api.PlanClient).
 func (r *Reconciler) planClient() client.Client {
-	return uncachedSecrets{Client: r.Client, reader: r.apiReader()}
-}
-
-// uncachedSecrets reads Secrets through reader and everything else through the embedded Client.
-type uncachedSecrets struct {
-	client.Client
-	reader client.Reader
-}
-
-func (u uncachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	if _, ok := obj.(*corev1.Secret); ok {
-		return u.reader.Get(ctx, key, obj, opts...)
-	}
-	return u.Client.Get(ctx, key, obj, opts...)
+	return api.PlanClient(r.Client, r.apiReader())
 }
 
 // SetupWithManager registers the controller. Machines are also reconciled when their Host
