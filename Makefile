@@ -37,7 +37,7 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC into config/
-	$(CONTROLLER_GEN) rbac:roleName=basalt-manager crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/...;./agents/api/..." \
+	$(CONTROLLER_GEN) rbac:roleName=basalt-manager crd:allowDangerousTypes=false webhook paths="./api/...;./controllers/...;./agents/agentserver/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	$(MAKE) --no-print-directory chart
 

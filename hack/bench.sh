@@ -26,7 +26,8 @@ PACKAGES=(
 	./bootstrap/plan/builder
 	./bootstrap/clusterpki
 	./bootstrap/pki
-	./agents/api
+	./agents/agentserver
+	./agents/artifactcache
 	./agents/apply
 	./pxe/dhcp
 	./pxe/tftp

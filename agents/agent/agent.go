@@ -21,10 +21,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
@@ -458,7 +456,7 @@ func (a *Agent) statusLoop(ctx context.Context) {
 	}
 }
 
-// Limits of a status the manager accepts (agents/api rejects a status that breaks them, and the
+// Limits of a status the manager accepts (agents/agentserver rejects a status that breaks them, and the
 // whole report would be lost).
 const (
 	maxStepError     = 4096
@@ -473,44 +471,30 @@ func sanitize(st *protocol.Status) {
 	if st.AgentVersion == "" {
 		st.AgentVersion = "unknown"
 	}
-	st.AgentVersion = clip(st.AgentVersion, maxVersion)
+	st.AgentVersion = protocol.Clip(st.AgentVersion, maxVersion)
 	steps := make([]protocol.StepResult, len(st.Steps))
 	for i, s := range st.Steps {
-		s.Step, s.Error = clip(s.Step, 1024), clip(s.Error, maxStepError)
+		s.Step, s.Error = protocol.Clip(s.Step, 1024), protocol.Clip(s.Error, maxStepError)
 		steps[i] = s
 	}
 	st.Steps = steps
 	for i := range st.Components {
-		st.Components[i].Message = clip(st.Components[i].Message, maxComponentText)
+		st.Components[i].Message = protocol.Clip(st.Components[i].Message, maxComponentText)
 	}
 	if h := st.Hardware; h != nil {
 		c := *h
 		c.Disks = append([]protocol.Disk(nil), h.Disks...)
 		for i := range c.Disks {
 			d := &c.Disks[i]
-			d.Name, d.Model, d.Serial = clip(d.Name, maxName), clip(d.Model, maxName), clip(d.Serial, maxName)
+			d.Name, d.Model, d.Serial = protocol.Clip(d.Name, maxName), protocol.Clip(d.Model, maxName), protocol.Clip(d.Serial, maxName)
 		}
 		c.NICs = append([]protocol.NIC(nil), h.NICs...)
 		for i := range c.NICs {
-			c.NICs[i].Name = clip(c.NICs[i].Name, maxName)
+			c.NICs[i].Name = protocol.Clip(c.NICs[i].Name, maxName)
 		}
-		c.System.Vendor, c.System.Product, c.System.Serial = clip(c.System.Vendor, maxName), clip(c.System.Product, maxName), clip(c.System.Serial, maxName)
+		c.System.Vendor, c.System.Product, c.System.Serial = protocol.Clip(c.System.Vendor, maxName), protocol.Clip(c.System.Product, maxName), protocol.Clip(c.System.Serial, maxName)
 		st.Hardware = &c
 	}
-}
-
-// clip returns s as valid UTF-8 without NUL bytes, cut to at most n bytes (ending in "…" when
-// cut).
-func clip(s string, n int) string {
-	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 // backoff is an exponential delay with ±20% jitter.

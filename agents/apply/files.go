@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/basalt-dev/basalt/agents/internal/ctxio"
+	"github.com/basalt-dev/basalt/bootstrap/atomicfile"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
@@ -67,39 +68,18 @@ func removeStaleTemps(path string) {
 }
 
 // writeFrom is WriteFile with the content produced by fill, which may fail (a download, a hash
-// mismatch); then nothing is renamed and the temporary file is removed.
+// mismatch); then nothing is renamed and the temporary file is removed. Owner and mode are set
+// on the temporary file, before the rename: the file never appears at path with the wrong owner,
+// even for an instant.
 func writeFrom(path string, mode fs.FileMode, own owner, fill func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	removeStaleTemps(path)
-	tmp, err := os.CreateTemp(dir, tmpPattern(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := fill(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	// Owner and mode are set on the temporary file, before the rename: the file never appears
-	// at path with the wrong owner, even for an instant.
-	if err := setModeOwner(tmp, mode, own); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return atomicfile.WriteFrom(path, mode, atomicfile.Options{
+		TempPattern: tmpPattern(path),
+		Prepare:     func(f *os.File) error { return setModeOwner(f, mode, own) },
+	}, fill)
 }
 
 type chmodChowner interface {
@@ -116,18 +96,6 @@ func setModeOwner(f chmodChowner, mode fs.FileMode, own owner) error {
 		}
 	}
 	return f.Chmod(mode)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
 }
 
 // fileMode is the permission bits of a Plan mode.

@@ -6,7 +6,7 @@
 // that registration returned. The certificate's CommonName is IdentityPrefix + "<namespace>/<host>":
 // a host may read only its own Plan and write only its own status.
 //
-//	agent                                   manager (agents/api)
+//	agent                                   manager (agents/agentserver)
 //	  POST /v1/register  {token, CSR}  ───►  token valid, unused, unexpired? → sign CSR, burn token
 //	  GET  /v1/plan?hash=H&wait=30s    ───►  200 + Plan when its hash ≠ H, else 304 after wait
 //	  GET  /v1/artifacts/<sha256>      ───►  bytes from the sha256-addressed cache (Range served)

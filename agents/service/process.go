@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/basalt-dev/basalt/bootstrap/atomicfile"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
@@ -301,17 +302,8 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
+	return atomicfile.WriteFrom(dst, 0o640, atomicfile.Options{}, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	})
 }

@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/basalt-dev/basalt/bootstrap/atomicfile"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
@@ -100,38 +102,8 @@ const ReservedName = "agent"
 // renamed into place, then fsyncs the folder: after a crash the path holds the old or the new
 // bytes, never a mix.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".basalt-tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFrom(path, mode, atomicfile.Options{DirMode: 0o700, TempPattern: "." + filepath.Base(path) + ".basalt-tmp-*"},
+		func(w io.Writer) error { _, err := w.Write(data); return err })
 }
 
 // Environ returns the environment of a service's process: a default PATH (unless the service

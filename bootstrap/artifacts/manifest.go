@@ -13,10 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/basalt-dev/basalt/bootstrap/atomicfile"
 )
 
 // ManifestFile is the name of the manifest inside an artifact set folder.
@@ -118,23 +122,7 @@ func (m *Manifest) Write(dir string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".manifest-*")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, ManifestFile))
+	return atomicfile.Write(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o644)
 }
 
 // Verify hashes every file of the set in dir and returns an error naming the first artifact
@@ -180,3 +168,37 @@ func IsSHA256(s string) bool {
 	}
 	return true
 }
+
+// Set is one artifact set as hack/build-artifacts.sh writes it: a folder and its manifest.
+type Set struct {
+	// Dir is the folder; the manifest's paths are relative to it.
+	Dir string
+	// Manifest is Dir's manifest.json.
+	Manifest *Manifest
+}
+
+// Sets are the artifact sets a manager serves, by Kubernetes version. The Machine controller
+// builds a Machine's Plan from the set of its version, the Cluster controller moves Machines to a
+// version only when there is a set of it, and the artifact cache serves the sets' files.
+type Sets map[string]Set
+
+// LoadSets reads the manifest of each artifact-set folder. It does not hash the files (the
+// artifact cache checks each one when it fetches it). Two folders of one Kubernetes version are
+// an error.
+func LoadSets(dirs ...string) (Sets, error) {
+	sets := Sets{}
+	for _, dir := range dirs {
+		m, err := Load(dir)
+		if err != nil {
+			return nil, fmt.Errorf("artifact set %s: %w", dir, err)
+		}
+		if other, dup := sets[m.KubernetesVersion]; dup {
+			return nil, fmt.Errorf("artifact set %s: a second set of %s (the first is %s)", dir, m.KubernetesVersion, other.Dir)
+		}
+		sets[m.KubernetesVersion] = Set{Dir: dir, Manifest: m}
+	}
+	return sets, nil
+}
+
+// Versions lists the versions there are sets of, sorted.
+func (s Sets) Versions() []string { return slices.Sorted(maps.Keys(s)) }

@@ -1,11 +1,11 @@
-// Package chart loads, lints and renders Basalt's Helm chart (the folder this file is in) with the
+// Package basalt loads, lints and renders Basalt's Helm chart (the folder this file is in) with the
 // Helm Go SDK, the way `helm lint` and `helm template` do, for the chart's tests and the
 // end-to-end suites that install it.
 //
 // The chart's CRDs and RBAC rules are byte copies of config/ kept in files/ by `make chart`
 // (hack/chart-sync.sh); the templates read them with .Files.Get, so the chart never restates a
 // generated object. Go files are excluded from the packaged chart by .helmignore.
-package chart
+package basalt
 
 import (
 	"bufio"

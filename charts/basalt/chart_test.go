@@ -1,4 +1,4 @@
-package chart_test
+package basalt_test
 
 import (
 	"bytes"
@@ -15,11 +15,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	chart "github.com/basalt-dev/basalt/charts/basalt"
+	basaltchart "github.com/basalt-dev/basalt/charts/basalt"
 )
 
 // repoRoot is the repository's root, two folders up from the chart.
-func repoRoot() string { return filepath.Join(chart.Dir(), "..", "..") }
+func repoRoot() string { return filepath.Join(basaltchart.Dir(), "..", "..") }
 
 // scenarios are the value sets every test renders: the defaults and each optional feature on.
 var scenarios = map[string]map[string]any{
@@ -49,11 +49,11 @@ var scenarios = map[string]map[string]any{
 
 func render(t *testing.T, vals map[string]any) []*unstructured.Unstructured {
 	t.Helper()
-	m, err := chart.Render(chart.RenderInput{Values: vals})
+	m, err := basaltchart.Render(basaltchart.RenderInput{Values: vals})
 	if err != nil {
 		t.Fatalf("rendering: %v", err)
 	}
-	objs, err := chart.Objects(m)
+	objs, err := basaltchart.Objects(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := chart.Objects(string(b))
+	objs, err := basaltchart.Objects(string(b))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -99,7 +99,7 @@ func readObjects(t *testing.T, path string) []*unstructured.Unstructured {
 func TestLint(t *testing.T) {
 	for name, vals := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			msgs, err := chart.Lint(chart.LintInput{Values: vals})
+			msgs, err := basaltchart.Lint(basaltchart.LintInput{Values: vals})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +113,7 @@ func TestLint(t *testing.T) {
 // TestLintReportsBadValues makes sure Lint reports what helm lint reports: values the schema
 // refuses are a finding.
 func TestLintReportsBadValues(t *testing.T) {
-	msgs, err := chart.Lint(chart.LintInput{Values: map[string]any{"image": map[string]any{"repository": "Not A Repository"}}})
+	msgs, err := basaltchart.Lint(basaltchart.LintInput{Values: map[string]any{"image": map[string]any{"repository": "Not A Repository"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,10 +135,10 @@ func TestFilesAreCopiesOfConfig(t *testing.T) {
 	}
 	pairs := map[string]string{}
 	for _, f := range crds {
-		pairs[f] = filepath.Join(chart.Dir(), "files", "crds", filepath.Base(f))
+		pairs[f] = filepath.Join(basaltchart.Dir(), "files", "crds", filepath.Base(f))
 	}
 	for _, f := range []string{"role.yaml", "leader_election_role.yaml", "metrics_auth_role.yaml"} {
-		pairs[filepath.Join(root, "config", "rbac", f)] = filepath.Join(chart.Dir(), "files", "rbac", f)
+		pairs[filepath.Join(root, "config", "rbac", f)] = filepath.Join(basaltchart.Dir(), "files", "rbac", f)
 	}
 	for src, dst := range pairs {
 		a, err := os.ReadFile(src)
@@ -150,7 +150,7 @@ func TestFilesAreCopiesOfConfig(t *testing.T) {
 			t.Errorf("%s is not a copy of %s (%v): run make chart", dst, src, err)
 		}
 	}
-	copies, _ := filepath.Glob(filepath.Join(chart.Dir(), "files", "crds", "*.yaml"))
+	copies, _ := filepath.Glob(filepath.Join(basaltchart.Dir(), "files", "crds", "*.yaml"))
 	for _, c := range copies {
 		if _, err := os.Stat(filepath.Join(root, "config", "crd", "bases", filepath.Base(c))); err != nil {
 			t.Errorf("%s has no source in config/crd/bases: run make chart", c)
@@ -474,7 +474,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := chart.Render(chart.RenderInput{Values: tc.vals})
+			_, err := basaltchart.Render(basaltchart.RenderInput{Values: tc.vals})
 			if err == nil {
 				t.Fatal("the chart rendered values the schema should refuse")
 			}
@@ -492,7 +492,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 }
 
 func TestNotes(t *testing.T) {
-	c, err := chart.Load()
+	c, err := basaltchart.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package chart_test
+package basalt_test
 
 import (
 	"archive/tar"

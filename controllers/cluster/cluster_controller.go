@@ -2,13 +2,10 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,12 +16,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/metrics"
-	"github.com/basalt-dev/basalt/controllers/patch"
-	"github.com/basalt-dev/basalt/controllers/requeue"
+	"github.com/basalt-dev/basalt/controllers/skeleton"
+	"github.com/basalt-dev/basalt/controllers/workload"
 )
 
 // waitRequeue is how often a Cluster waiting on the outside world (Hosts to become Available,
@@ -51,9 +48,9 @@ type Reconciler struct {
 	EtcdClient func(etcdcluster.Config) (etcdcluster.Client, error)
 	// Now is the clock certificates are issued and renewed by; nil means time.Now.
 	Now func() time.Time
-	// ArtifactVersions are the Kubernetes versions the manager has artifact sets of. An upgrade
-	// to a version not in it moves no Machine. Empty means not checked.
-	ArtifactVersions []string
+	// ArtifactSets are the artifact sets the manager serves. An upgrade to a version without a
+	// set moves no Machine. Empty means not checked.
+	ArtifactSets artifacts.Sets
 
 	// workloadDone remembers, by Cluster UID, that the workload cluster got what
 	// reconcileWorkload writes.
@@ -117,60 +114,38 @@ type scope struct {
 	remediationRan bool
 }
 
-// phase is one step of a Cluster reconcile, with one signature for all.
-type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
+// clusterKind tells the reconcile skeleton how to read a Cluster.
+var clusterKind = &skeleton.Kind[*basaltv1.Cluster]{
+	Name: "Cluster", Word: "phase",
+	Phase:              func(c *basaltv1.Cluster) string { return string(c.Status.Phase) },
+	ObservedGeneration: func(c *basaltv1.Cluster) *int64 { return &c.Status.ObservedGeneration },
+	Observe:            metrics.ObserveCluster,
+}
 
 // Reconcile brings one Cluster closer to its desired state. It may be called again at any point
 // after a crash: each phase reads the world before it writes, and Machines and Host claims made
 // before a crash are found and adopted.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	c := &basaltv1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log := ctrl.LoggerFrom(ctx)
-	helper := patch.NewHelper(c, r.Client)
-	before := c.DeepCopy()
-	oldPhase := c.Status.Phase
 	s := &scope{cluster: c, shortfall: map[groupKey]int32{}, selectorErrors: map[groupKey]string{}, failingHosts: map[groupKey][]hostProblem{}}
-	defer func() {
-		updateStatus(s)
-		if reterr == nil {
-			c.Status.ObservedGeneration = c.Generation
-		}
-		if err := helper.Patch(ctx, c); err != nil && !apierrors.IsNotFound(err) {
-			reterr = errors.Join(reterr, err)
-			return
-		}
-		metrics.ObserveCluster(before, c, r.now())
-		if c.Status.Phase != oldPhase {
-			log.Info("Cluster changed phase", "cluster", klog.KObj(c), "from", oldPhase, "to", c.Status.Phase)
-			r.Recorder.Eventf(c, nil, "Normal", "PhaseChanged", "Reconcile", "Cluster moved from %q to %q", oldPhase, c.Status.Phase)
-		}
-	}()
-
-	if err := r.observe(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if !c.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, s)
-	}
-	// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
-	controllerutil.AddFinalizer(c, basaltv1.ClusterFinalizer)
-	if c.Spec.Paused {
-		return ctrl.Result{}, nil
-	}
-
-	var res ctrl.Result
-	for _, p := range []phase{r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
-		r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload} {
-		pr, err := p(ctx, s)
-		if err != nil {
+	return skeleton.Run(ctx, r.Client, r.Recorder, clusterKind, c, r.now, func() { updateStatus(s) }, func(ctx context.Context) (ctrl.Result, error) {
+		if err := r.observe(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
-		res = requeue.Sooner(res, pr)
-	}
-	return res, nil
+		if !c.DeletionTimestamp.IsZero() {
+			return r.reconcileDelete(ctx, s)
+		}
+		// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
+		controllerutil.AddFinalizer(c, basaltv1.ClusterFinalizer)
+		if c.Spec.Paused {
+			return ctrl.Result{}, nil
+		}
+		return skeleton.RunPhases(ctx, s, r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
+			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload)
+	})
 }
 
 // SetupWithManager registers the controller. A Cluster is reconciled again when one of its

@@ -18,8 +18,8 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // Requeue delays of the etcd phase.

@@ -17,10 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
-	"github.com/basalt-dev/basalt/controllers/requeue"
+	"github.com/basalt-dev/basalt/controllers/pkisecrets"
+	"github.com/basalt-dev/basalt/controllers/skeleton"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // groupKey names a group of interchangeable Machines: the control plane, or one worker pool.
@@ -109,7 +109,7 @@ func (r *Reconciler) reconcileMachines(ctx context.Context, s *scope) (ctrl.Resu
 		}
 		if g.key.role == basaltv1.RoleControlPlane {
 			if len(deleting) > 0 {
-				res = requeue.Sooner(res, ctrl.Result{RequeueAfter: waitRequeue})
+				res = skeleton.Sooner(res, ctrl.Result{RequeueAfter: waitRequeue})
 				continue
 			}
 			surplus = 1
@@ -150,7 +150,7 @@ func (r *Reconciler) createMachine(ctx context.Context, c *basaltv1.Cluster, k g
 		},
 		// The version is pinned at creation: a Machine is never moved to another version by a
 		// change of the Cluster's spec.version, since upgrades are not implemented yet.
-		Spec: basaltv1.MachineSpec{Cluster: c.Name, Role: k.role, Pool: k.pool, Version: runningVersion(c)},
+		Spec: basaltv1.MachineSpec{Cluster: c.Name, Role: k.role, Pool: k.pool, Version: topology.RunningVersion(c)},
 	}
 	if k.pool != "" {
 		m.Labels[basaltv1.LabelPool] = k.pool
@@ -372,13 +372,4 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, s *scope) (ctrl.Result
 	r.workloadDone.Delete(s.cluster.UID)
 	controllerutil.RemoveFinalizer(s.cluster, basaltv1.ClusterFinalizer)
 	return ctrl.Result{}, nil
-}
-
-// runningVersion is the version new Machines are built for: the version the cluster runs, or
-// spec.version before any Machine runs.
-func runningVersion(c *basaltv1.Cluster) string {
-	if c.Status.Version != "" {
-		return c.Status.Version
-	}
-	return c.Spec.Version
 }

@@ -15,8 +15,8 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
-	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/pkisecrets"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // certificateRetry is how soon a Cluster whose PKI could not be ensured is looked at again.

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // reconcilePodCIDRs gives every bound Machine without one a per-node range of

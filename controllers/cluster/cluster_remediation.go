@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // Defaults of spec.remediation fields left unset (objects stored before they had defaults).

@@ -9,9 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/conditions"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // updateStatus derives counts, the endpoint, the phase and every condition the Cluster controller
@@ -191,7 +191,7 @@ func setUpToDate(s *scope) {
 	for _, k := range s.groupsWithMachines() {
 		active, _ := splitDeleting(s.machines[k])
 		for _, m := range active {
-			if v := machineVersion(c, m); v != c.Spec.Version || upgrading(m) {
+			if v := topology.MachineVersion(c, m); v != c.Spec.Version || upgrading(m) {
 				behind = append(behind, m.Name)
 				from = v
 			}
@@ -203,15 +203,6 @@ func setUpToDate(s *scope) {
 	}
 	conditions.False(c, basaltv1.ClusterUpToDate, basaltv1.ReasonUpgrading, fmt.Sprintf(
 		"%d Machine(s) are not yet moved from %s to spec.version %s (e.g. %s)", len(behind), from, c.Spec.Version, behind[0]))
-}
-
-// machineVersion is the version m is built for: its spec.version, or the cluster's running
-// version for a Machine that names none.
-func machineVersion(c *basaltv1.Cluster, m *basaltv1.Machine) string {
-	if m.Spec.Version != "" {
-		return m.Spec.Version
-	}
-	return runningVersion(c)
 }
 
 // setVersion sets status.version to spec.version once every desired Machine is Ready and its

@@ -15,8 +15,8 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/components"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
+	"github.com/basalt-dev/basalt/controllers/topology"
+	"github.com/basalt-dev/basalt/controllers/workload"
 )
 
 // Requeues of a rollout.
@@ -57,10 +57,10 @@ func (r *Reconciler) reconcileUpgrade(ctx context.Context, s *scope) (ctrl.Resul
 			"spec.version %s cannot be built by this manager (%v); no Machine is moved", target, err)
 		return ctrl.Result{}, nil
 	}
-	if len(r.ArtifactVersions) > 0 && !slices.Contains(r.ArtifactVersions, target) {
+	if _, ok := r.ArtifactSets[target]; len(r.ArtifactSets) > 0 && !ok {
 		s.upgradeReason, s.upgradeMessage = basaltv1.ReasonArtifactSetNotFound, fmt.Sprintf(
 			"the manager has no artifact set for spec.version %s (it has %s); no Machine is moved until it does",
-			target, strings.Join(r.ArtifactVersions, ", "))
+			target, strings.Join(r.ArtifactSets.Versions(), ", "))
 		return ctrl.Result{}, nil
 	}
 	if c.Status.Version == "" {
@@ -166,8 +166,8 @@ func (r *Reconciler) startUpgrade(ctx context.Context, s *scope, m *basaltv1.Mac
 	if err := r.Client.Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return "", fmt.Errorf("marking Machine %s for upgrade: %w", m.Name, err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Upgrading Machine", "cluster", klog.KObj(s.cluster), "machine", klog.KObj(m), "from", machineVersion(s.cluster, m), "to", s.cluster.Spec.Version, "reason", basaltv1.ReasonUpgrading)
-	r.Recorder.Eventf(s.cluster, m, corev1.EventTypeNormal, basaltv1.ReasonUpgrading, "Upgrade", "Upgrading Machine %s from %s to %s: draining its node", m.Name, machineVersion(s.cluster, m), s.cluster.Spec.Version)
+	ctrl.LoggerFrom(ctx).Info("Upgrading Machine", "cluster", klog.KObj(s.cluster), "machine", klog.KObj(m), "from", topology.MachineVersion(s.cluster, m), "to", s.cluster.Spec.Version, "reason", basaltv1.ReasonUpgrading)
+	r.Recorder.Eventf(s.cluster, m, corev1.EventTypeNormal, basaltv1.ReasonUpgrading, "Upgrade", "Upgrading Machine %s from %s to %s: draining its node", m.Name, topology.MachineVersion(s.cluster, m), s.cluster.Spec.Version)
 	msg, _, err := r.advanceUpgrade(ctx, s, m)
 	return msg, err
 }
@@ -182,7 +182,7 @@ func (r *Reconciler) advanceUpgrade(ctx context.Context, s *scope, m *basaltv1.M
 	if perr != nil {
 		started = r.now() // unreadable: start the bound again rather than skip the drain
 	}
-	if machineVersion(c, m) != target {
+	if topology.MachineVersion(c, m) != target {
 		timeout := topology.NodeDrainTimeout(c)
 		elapsed := r.now().Sub(started)
 		if timeout > 0 && elapsed < timeout {
@@ -296,7 +296,7 @@ func (s *scope) cpDeleting() bool {
 func behind(c *basaltv1.Cluster, ms []*basaltv1.Machine) []*basaltv1.Machine {
 	var out []*basaltv1.Machine
 	for _, m := range ms {
-		if machineVersion(c, m) != c.Spec.Version {
+		if topology.MachineVersion(c, m) != c.Spec.Version {
 			out = append(out, m)
 		}
 	}

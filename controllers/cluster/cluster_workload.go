@@ -13,7 +13,7 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/components"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // reconcileWorkload writes what a new workload cluster needs once its API is up: the

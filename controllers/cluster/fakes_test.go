@@ -17,13 +17,13 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
-	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster/etcdfake"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // testClock is the Cluster controller's clock; tests move it forward to reach renewal windows.
@@ -33,162 +33,14 @@ func (c *testClock) Now() time.Time { return time.Now().Add(time.Duration(c.offs
 
 func (c *testClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// fakeEtcd is an in-process etcd membership with inspectable state: members are added as
-// learners, promoted and removed as etcd does it, and a member starts (gets its name and client
-// URL) when the simulated agent applies a Plan that runs etcd.
-type fakeEtcd struct {
-	mu      sync.Mutex
-	members []etcdcluster.Member
-	nextID  uint64
-	// actions lists the membership changes made, e.g. "AddLearner https://10.0.0.11:2380".
-	actions []string
-	// holdPromotions makes Promote refuse as etcd does for a learner not in sync yet.
-	holdPromotions bool
-}
-
-// HoldPromotions makes etcd refuse (true) or allow (false) promotions.
-func (f *fakeEtcd) HoldPromotions(hold bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.holdPromotions = hold
-}
-
-func (f *fakeEtcd) connect(etcdcluster.Config) (etcdcluster.Client, error) { return f, nil }
-
-func (f *fakeEtcd) snapshot() []etcdcluster.Member {
-	out := make([]etcdcluster.Member, len(f.members))
-	for i, m := range f.members {
-		m.PeerURLs, m.ClientURLs = slices.Clone(m.PeerURLs), slices.Clone(m.ClientURLs)
-		out[i] = m
-	}
-	return out
-}
-
-func (f *fakeEtcd) Members(context.Context) ([]etcdcluster.Member, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.members) == 0 {
-		return nil, errors.New("dial tcp: connection refused")
-	}
-	return f.snapshot(), nil
-}
-
-func (f *fakeEtcd) AddLearner(_ context.Context, peerURL string) (etcdcluster.Member, []etcdcluster.Member, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.members {
-		if m.IsLearner {
-			return etcdcluster.Member{}, nil, etcdcluster.ErrTooManyLearners
-		}
-		if slices.Contains(m.PeerURLs, peerURL) {
-			return etcdcluster.Member{}, nil, etcdcluster.ErrPeerURLExists
-		}
-	}
-	f.nextID++
-	m := etcdcluster.Member{ID: 0x1000 + f.nextID, PeerURLs: []string{peerURL}, IsLearner: true}
-	f.members = append(f.members, m)
-	f.actions = append(f.actions, "AddLearner "+peerURL)
-	return m, f.snapshot(), nil
-}
-
-func (f *fakeEtcd) Promote(_ context.Context, id uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range f.members {
-		if f.members[i].ID == id {
-			if !f.members[i].IsLearner {
-				return etcdcluster.ErrNotLearner
-			}
-			if !f.members[i].Started() || f.holdPromotions {
-				return fmt.Errorf("promote member %x: %w", id, etcdcluster.ErrLearnerNotReady)
-			}
-			f.members[i].IsLearner = false
-			f.actions = append(f.actions, "Promote "+f.members[i].Name)
-			return nil
-		}
-	}
-	return etcdcluster.ErrMemberNotFound
-}
-
-func (f *fakeEtcd) Remove(_ context.Context, id uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range f.members {
-		if f.members[i].ID == id {
-			f.actions = append(f.actions, "Remove "+f.members[i].Name)
-			f.members = slices.Delete(f.members, i, i+1)
-			return nil
-		}
-	}
-	return etcdcluster.ErrMemberNotFound
-}
-
-func (f *fakeEtcd) MoveLeader(context.Context, uint64) error { return nil }
-
-func (f *fakeEtcd) Health(_ context.Context, endpoint string) (etcdcluster.Health, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var leader uint64
-	for _, m := range f.members {
-		if !m.IsLearner && m.Started() {
-			leader = m.ID
-			break
-		}
-	}
-	for _, m := range f.members {
-		if slices.Contains(m.ClientURLs, endpoint) {
-			return etcdcluster.Health{Healthy: leader != 0, MemberID: m.ID, Leader: leader, RaftIndex: 42, RaftAppliedIndex: 42, IsLearner: m.IsLearner}, nil
-		}
-	}
-	return etcdcluster.Health{}, fmt.Errorf("dial %s: connection refused", endpoint)
-}
-
-func (f *fakeEtcd) Close() error { return nil }
-
-// start is etcd starting on a node: the first member initialises the cluster, a later one must
-// have been added (as etcd requires) and gets its name and client URL.
-func (f *fakeEtcd) start(name string, ip netip.Addr) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	peer, cl := topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip)
-	if len(f.members) == 0 {
-		f.nextID++
-		f.members = append(f.members, etcdcluster.Member{ID: 0x1000 + f.nextID, Name: name, PeerURLs: []string{peer}, ClientURLs: []string{cl}})
-		f.actions = append(f.actions, "Initialise "+name)
-		return
-	}
-	for i := range f.members {
-		if slices.Contains(f.members[i].PeerURLs, peer) && !f.members[i].Started() {
-			f.members[i].Name, f.members[i].ClientURLs = name, []string{cl}
-		}
-	}
-}
-
-func (f *fakeEtcd) memberOf(name string) (etcdcluster.Member, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.members {
-		if m.Name == name {
-			return m, true
-		}
-	}
-	return etcdcluster.Member{}, false
-}
-
-func (f *fakeEtcd) history() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.actions)
-}
-
 // fakeAgents stands in for the agents of a namespace's Hosts and for the kubelets of the workload
 // cluster: it writes what the agent API writes (Machine status.planHash and components) once a
-// Plan is stored, starts etcd in fakeEtcd when a Plan runs it, and marks the workload Node Ready
+// Plan is stored, starts etcd in the etcdfake.Cluster when a Plan runs it, and marks the workload Node Ready
 // with the kubelet's version once a Plan runs the kubelet. Machines named in hold are left alone,
 // so a test can write their status itself.
 type fakeAgents struct {
 	ns   string
-	etcd *fakeEtcd
+	etcd *etcdfake.Cluster
 
 	mu   sync.Mutex
 	hold map[string]bool
@@ -197,7 +49,7 @@ type fakeAgents struct {
 }
 
 // runAgents starts the simulated agents of namespace ns until the test ends.
-func runAgents(t *testing.T, ns string, etcd *fakeEtcd) *fakeAgents {
+func runAgents(t *testing.T, ns string, etcd *etcdfake.Cluster) *fakeAgents {
 	a := &fakeAgents{ns: ns, etcd: etcd, hold: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -255,8 +107,8 @@ func (a *fakeAgents) step(ctx context.Context) error {
 		if m.Spec.HostRef == nil || a.held(m.Name) {
 			continue
 		}
-		p, hash, err := api.LoadPlan(ctx, env.Client, a.ns, m.Spec.HostRef.Name)
-		if errors.Is(err, api.ErrNoPlan) {
+		p, hash, err := planstore.LoadPlan(ctx, env.Client, a.ns, m.Spec.HostRef.Name)
+		if errors.Is(err, planstore.ErrNoPlan) {
 			continue
 		}
 		if err != nil {
@@ -267,7 +119,9 @@ func (a *fakeAgents) step(ctx context.Context) error {
 			return err
 		}
 		if has(p, "etcd") {
-			a.etcd.start(m.Name, netip.MustParseAddr(h.Spec.SSH.Address))
+			// etcd on the node of a member already removed would exit: Start fails, nothing changes.
+			ip := netip.MustParseAddr(h.Spec.SSH.Address)
+			_, _ = a.etcd.Start(m.Name, topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip))
 		}
 		if err := a.report(ctx, m, hash, p); err != nil {
 			return err

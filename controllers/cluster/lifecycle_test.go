@@ -23,12 +23,12 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
-	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/pkisecrets"
+	"github.com/basalt-dev/basalt/controllers/topology"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
@@ -95,7 +95,7 @@ func storedPlan(ctx context.Context, m *basaltv1.Machine) (*plan.Plan, string, e
 	if m.Spec.HostRef == nil {
 		return nil, "", fmt.Errorf("Machine %s has no Host", m.Name)
 	}
-	return api.LoadPlan(ctx, env.Client, m.Namespace, m.Spec.HostRef.Name)
+	return planstore.LoadPlan(ctx, env.Client, m.Namespace, m.Spec.HostRef.Name)
 }
 
 // conditionIs checks a condition's status and, when reason is not empty, its reason.
@@ -321,7 +321,7 @@ func TestClusterComesUp(t *testing.T) {
 	if cpm.Status.Etcd == nil || cpm.Status.Etcd.Join || cpm.Status.Etcd.Learner {
 		t.Errorf("the control-plane Machine's etcd record is %+v, want the initialising member", cpm.Status.Etcd)
 	}
-	if member, ok := h.etcd.memberOf(cpm.Name); !ok || cpm.Status.EtcdMemberID != etcdcluster.HexID(member.ID) {
+	if member, ok := h.etcd.Member(cpm.Name); !ok || cpm.Status.EtcdMemberID != etcdcluster.HexID(member.ID) {
 		t.Errorf("etcdMemberID %q, etcd has %+v", cpm.Status.EtcdMemberID, member)
 	}
 
@@ -595,7 +595,7 @@ func TestEtcdMembersJoinOneAtATime(t *testing.T) {
 		}
 		return nil
 	})
-	hist := h.etcd.history()
+	hist := h.etcd.History()
 	var kinds []string
 	for _, a := range hist {
 		kinds = append(kinds, strings.Fields(a)[0])
@@ -606,7 +606,7 @@ func TestEtcdMembersJoinOneAtATime(t *testing.T) {
 	initialiser := ""
 	for _, m := range cp {
 		e := m.Status.Etcd
-		member, ok := h.etcd.memberOf(m.Name)
+		member, ok := h.etcd.Member(m.Name)
 		if !ok || m.Status.EtcdMemberID != etcdcluster.HexID(member.ID) || member.IsLearner || e == nil || e.Learner {
 			t.Errorf("Machine %s: etcdMemberID %q, record %+v, member %+v", m.Name, m.Status.EtcdMemberID, e, member)
 			continue
@@ -642,13 +642,13 @@ func TestEtcdMembersJoinOneAtATime(t *testing.T) {
 		t.Fatalf("Machines %v, etcd members %+v", left, members)
 	}
 	removed := 0
-	for _, a := range h.etcd.history() {
+	for _, a := range h.etcd.History() {
 		if strings.HasPrefix(a, "Remove ") {
 			removed++
 		}
 	}
 	if removed != 2 {
-		t.Errorf("etcd saw %v, want two removals", h.etcd.history())
+		t.Errorf("etcd saw %v, want two removals", h.etcd.History())
 	}
 	envtest.Eventually(t, wait, func() error {
 		p, _, err := storedPlan(ctx, &left[0])
@@ -669,7 +669,7 @@ func TestEtcdMembersJoinOneAtATime(t *testing.T) {
 			if h.Status.ConsumerRef != nil {
 				return fmt.Errorf("Host %s still claimed by %s", h.Name, h.Status.ConsumerRef.Name)
 			}
-			if _, _, err := api.LoadPlan(ctx, env.Client, ns, h.Name); !errors.Is(err, api.ErrNoPlan) {
+			if _, _, err := planstore.LoadPlan(ctx, env.Client, ns, h.Name); !errors.Is(err, planstore.ErrNoPlan) {
 				return fmt.Errorf("Host %s still has a Plan: %w", h.Name, err)
 			}
 		}

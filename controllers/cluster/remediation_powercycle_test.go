@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
+	"github.com/basalt-dev/basalt/pxe/bmc/bmcsim"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 

@@ -12,10 +12,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/controllers/cluster"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster/etcdfake"
 	"github.com/basalt-dev/basalt/controllers/host"
 	"github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/controllers/workload"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
@@ -26,10 +28,10 @@ func TestMain(m *testing.M) {
 }
 
 // harness is a running manager with the test doubles of the outside world: the workload
-// clusters are the test API server itself (their Nodes live there), etcd is fakeEtcd, and the
+// clusters are the test API server itself (their Nodes live there), etcd is an etcdfake.Cluster, and the
 // Cluster controller's clock can be moved.
 type harness struct {
-	etcd  *fakeEtcd
+	etcd  *etcdfake.Cluster
 	clock *testClock
 
 	mu sync.Mutex
@@ -56,7 +58,7 @@ func startControllers(t *testing.T, ns string) *harness {
 }
 
 // startControllersWith is startControllers with the artifact sets given.
-func startControllersWith(t *testing.T, ns string, sets machine.ArtifactSets) *harness {
+func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
@@ -67,7 +69,7 @@ func startControllersWith(t *testing.T, ns string, sets machine.ArtifactSets) *h
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{etcd: &fakeEtcd{}, clock: &testClock{}, servers: map[string]bool{}}
+	h := &harness{etcd: &etcdfake.Cluster{}, clock: &testClock{}, servers: map[string]bool{}}
 	// The workload clusters are the test API server, reached with the settings Clients gives
 	// every workload client (an eviction a budget refuses is returned, not retried).
 	wcfg := rest.CopyConfig(env.Config)
@@ -85,7 +87,7 @@ func startControllersWith(t *testing.T, ns string, sets machine.ArtifactSets) *h
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),
-		Workload: workloads, EtcdClient: h.etcd.connect, Now: h.clock.Now, ArtifactVersions: sets.Versions(),
+		Workload: workloads, EtcdClient: h.etcd.Connect, Now: h.clock.Now, ArtifactSets: sets,
 	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -108,10 +110,10 @@ func startControllersWith(t *testing.T, ns string, sets machine.ArtifactSets) *h
 
 // artifactSets loads the artifact set next to the envtest binaries (KUBEBUILDER_ASSETS is its bin
 // folder). Only its manifest is read.
-func artifactSets(t *testing.T) machine.ArtifactSets {
+func artifactSets(t *testing.T) artifacts.Sets {
 	t.Helper()
 	dir := filepath.Dir(os.Getenv("KUBEBUILDER_ASSETS"))
-	sets, err := machine.LoadArtifactSets(dir)
+	sets, err := artifacts.LoadSets(dir)
 	if err != nil {
 		t.Fatalf("the artifact set of v1.37.2 is needed (run `hack/build-artifacts.sh v1.37.2` and set KUBEBUILDER_ASSETS to its bin folder): %v", err)
 	}

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
@@ -34,7 +34,7 @@ const (
 )
 
 // upgradeSets returns the v1.37.2 artifact set and a copy of its manifest as prevVersion.
-func upgradeSets(t *testing.T) machine.ArtifactSets {
+func upgradeSets(t *testing.T) artifacts.Sets {
 	t.Helper()
 	src := filepath.Dir(os.Getenv("KUBEBUILDER_ASSETS"))
 	raw, err := os.ReadFile(filepath.Join(src, "manifest.json"))
@@ -54,7 +54,7 @@ func upgradeSets(t *testing.T) machine.ArtifactSets {
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sets, err := machine.LoadArtifactSets(src, dir)
+	sets, err := artifacts.LoadSets(src, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,10 +345,10 @@ func TestUnhealthyMachineIsReplaced(t *testing.T) {
 		}
 		return conditionIs(got.Status.Conditions, basaltv1.ClusterMachinesHealthy, metav1.ConditionTrue, "")
 	})
-	if _, ok := h.etcd.memberOf(sick.Name); ok {
+	if _, ok := h.etcd.Member(sick.Name); ok {
 		t.Errorf("etcd still has the member of %s", sick.Name)
 	}
-	hist := strings.Join(h.etcd.history(), " ")
+	hist := strings.Join(h.etcd.History(), " ")
 	if i, j := strings.LastIndex(hist, "Promote"), strings.LastIndex(hist, "Remove"); i < 0 || j < 0 || j < i {
 		t.Errorf("etcd history %q: the old member must go after the replacement was promoted", hist)
 	}

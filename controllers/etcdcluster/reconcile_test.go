@@ -6,195 +6,48 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/basalt-dev/basalt/bootstrap/components"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster/etcdfake"
 )
 
-// fakeEtcd is an in-process etcd membership with inspectable state. It keeps etcd's own rules
-// that matter here: at most one learner, unique peer URLs, promotion only of learners, and only
-// the leader can hand leadership over.
-type fakeEtcd struct {
-	mu      sync.Mutex
-	members []etcdcluster.Member
-	leader  uint64
-	nextID  uint64
-	down    map[uint64]bool   // members whose endpoint does not answer
-	lag     map[uint64]uint64 // learners' applied-index lag
-	// answerAs makes a member's endpoint answer as another member.
-	answerAs map[uint64]uint64
-	// loseAddAnswer commits the next AddLearner but returns an error, as when the connection
-	// drops or the caller crashes before reading the answer.
-	loseAddAnswer bool
-	// loseRemoveAnswer commits the next Remove but returns an error ("server stopped").
-	loseRemoveAnswer bool
-	// promoteErr and removeErr, when set, are returned (after nothing changed).
-	promoteErr, removeErr error
-	// removedWhileLeader records members removed while they led.
-	removedWhileLeader []uint64
-}
-
-func newFake(ns ...int) *fakeEtcd {
-	f := &fakeEtcd{nextID: 100, down: map[uint64]bool{}, lag: map[uint64]uint64{}, answerAs: map[uint64]uint64{}}
-	for _, n := range ns {
-		f.members = append(f.members, v(n).Member)
+// newFake returns a running cluster with the members given (the first leads) that numbers the
+// members it adds from 101.
+func newFake(members ...spec) *etcdfake.Cluster {
+	var ms []etcdcluster.Member
+	for _, s := range members {
+		ms = append(ms, s.Member)
 	}
-	f.leader = f.members[0].ID
+	f := etcdfake.New(ms...)
+	f.IDBase = 100
 	return f
 }
 
-func (f *fakeEtcd) index(id uint64) int {
-	return slices.IndexFunc(f.members, func(m etcdcluster.Member) bool { return m.ID == id })
-}
-
-func (f *fakeEtcd) snapshot() []etcdcluster.Member {
-	out := make([]etcdcluster.Member, len(f.members))
-	for i, m := range f.members {
-		m.PeerURLs, m.ClientURLs = slices.Clone(m.PeerURLs), slices.Clone(m.ClientURLs)
-		out[i] = m
-	}
-	return out
-}
-
-func (f *fakeEtcd) Members(context.Context) ([]etcdcluster.Member, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.snapshot(), nil
-}
-
-func (f *fakeEtcd) AddLearner(_ context.Context, peerURL string) (etcdcluster.Member, []etcdcluster.Member, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.members {
-		if m.IsLearner {
-			return etcdcluster.Member{}, nil, etcdcluster.ErrTooManyLearners
-		}
-		if slices.Contains(m.PeerURLs, peerURL) {
-			return etcdcluster.Member{}, nil, etcdcluster.ErrPeerURLExists
-		}
-	}
-	f.nextID++
-	m := etcdcluster.Member{ID: f.nextID, PeerURLs: []string{peerURL}, IsLearner: true}
-	f.members = append(f.members, m)
-	if f.loseAddAnswer {
-		f.loseAddAnswer = false
-		return etcdcluster.Member{}, nil, context.DeadlineExceeded
-	}
-	return m, f.snapshot(), nil
-}
-
-// start plays the joining machine's agent: the learner publishes its name and client URL.
-func (f *fakeEtcd) start(id uint64, machine string, lag uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	i := f.index(id)
-	f.members[i].Name = machine
-	f.members[i].ClientURLs = []string{"https://" + machine + ":2379"}
-	f.lag[id] = lag
-}
-
-func (f *fakeEtcd) Promote(_ context.Context, id uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.promoteErr != nil {
-		return f.promoteErr
-	}
-	i := f.index(id)
-	switch {
-	case i < 0:
-		return etcdcluster.ErrMemberNotFound
-	case !f.members[i].IsLearner:
-		return etcdcluster.ErrNotLearner
-	case f.lag[id] > 100:
-		return etcdcluster.ErrLearnerNotReady
-	}
-	f.members[i].IsLearner = false
-	return nil
-}
-
-func (f *fakeEtcd) Remove(_ context.Context, id uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.removeErr != nil {
-		return f.removeErr
-	}
-	i := f.index(id)
-	if i < 0 {
-		return etcdcluster.ErrMemberNotFound
-	}
-	f.members = slices.Delete(f.members, i, i+1)
-	if id == f.leader {
-		f.removedWhileLeader = append(f.removedWhileLeader, id)
-		f.leader = f.members[0].ID
-	}
-	if f.loseRemoveAnswer {
-		f.loseRemoveAnswer = false
-		return errors.New("etcdserver: server stopped")
-	}
-	return nil
-}
-
-func (f *fakeEtcd) MoveLeader(_ context.Context, to uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if i := f.index(to); i < 0 || f.members[i].IsLearner {
-		return fmt.Errorf("bad transferee %x", to)
-	}
-	f.leader = to
-	return nil
-}
-
-func (f *fakeEtcd) Health(_ context.Context, endpoint string) (etcdcluster.Health, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.members {
-		if !slices.Contains(m.ClientURLs, endpoint) {
-			continue
-		}
-		if f.down[m.ID] {
-			return etcdcluster.Health{}, fmt.Errorf("dial %s: connection refused", endpoint)
-		}
-		id := m.ID
-		if other, ok := f.answerAs[id]; ok {
-			id = other
-		}
-		return etcdcluster.Health{Healthy: true, MemberID: id, Leader: f.leader, RaftTerm: 2,
-			RaftIndex: leaderIndex, RaftAppliedIndex: leaderIndex - f.lag[m.ID], IsLearner: m.IsLearner}, nil
-	}
-	return etcdcluster.Health{}, fmt.Errorf("dial %s: no such host", endpoint)
-}
-
-func (f *fakeEtcd) Close() error { return nil }
-
 // failingMembers is a cluster whose member list cannot be read.
-type failingMembers struct{ *fakeEtcd }
+type failingMembers struct{ *etcdfake.Cluster }
 
 func (failingMembers) Members(context.Context) ([]etcdcluster.Member, error) {
 	return nil, errors.New("context deadline exceeded (no quorum)")
 }
 
-func (f *fakeEtcd) names() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, m := range f.members {
-		s := cmpOr(m.Name, etcdcluster.HexID(m.ID))
-		if m.IsLearner {
-			s += "(learner)"
-		}
-		out = append(out, s)
+// start plays the agent of machine: etcd starts there and its learner publishes its name and
+// client URL, lag entries behind the leader.
+func start(t *testing.T, f *etcdfake.Cluster, machine, peerURL string, lag uint64) {
+	t.Helper()
+	m, err := f.Start(machine, peerURL, "https://"+machine+":2379")
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(out)
-	return out
+	f.SetLag(m.ID, lag)
 }
 
 // converge calls Reconcile until None, starting learners and letting them catch up as the agents
 // would, and returns the membership changes.
-func converge(t *testing.T, f *fakeEtcd, desired []etcdcluster.DesiredMember) []string {
+func converge(t *testing.T, f *etcdfake.Cluster, desired []etcdcluster.DesiredMember) []string {
 	t.Helper()
 	var changes []string
 	for range 50 {
@@ -207,9 +60,9 @@ func converge(t *testing.T, f *fakeEtcd, desired []etcdcluster.DesiredMember) []
 		case a.Kind == etcdcluster.None:
 			return changes
 		case a.Kind == etcdcluster.Wait && a.Reason == etcdcluster.ReasonWaitingForJoin:
-			f.start(a.ID, a.Machine, 5000)
+			start(t, f, a.Machine, a.PeerURL, 5000)
 		case a.Kind == etcdcluster.Wait && a.Reason == etcdcluster.ReasonLearnerCatchingUp:
-			f.lag[a.ID] = 0
+			f.SetLag(a.ID, 0)
 		case a.Kind == etcdcluster.Wait:
 			t.Fatalf("Unexpected %s: %s", a, a.Message)
 		default:
@@ -221,11 +74,11 @@ func converge(t *testing.T, f *fakeEtcd, desired []etcdcluster.DesiredMember) []
 }
 
 func TestReconcileScaleUpAndDown(t *testing.T) {
-	f := newFake(1)
+	f := newFake(v(1))
 	if got, want := converge(t, f, want(1, 2, 3)), []string{"AddLearner cp-2", "Promote cp-2", "AddLearner cp-3", "Promote cp-3"}; !slices.Equal(got, want) {
 		t.Errorf("1→3: %v, want %v", got, want)
 	}
-	if got, want := f.names(), []string{"cp-1", "cp-2", "cp-3"}; !slices.Equal(got, want) {
+	if got, want := f.Names(), []string{"cp-1", "cp-2", "cp-3"}; !slices.Equal(got, want) {
 		t.Errorf("Members %v, want %v", got, want)
 	}
 	if err := f.MoveLeader(context.Background(), 102); err != nil { // cp-3 leads
@@ -234,11 +87,11 @@ func TestReconcileScaleUpAndDown(t *testing.T) {
 	if got, want := converge(t, f, want(1)), []string{"Remove cp-2", "Remove cp-3"}; !slices.Equal(got, want) {
 		t.Errorf("3→1: %v, want %v", got, want)
 	}
-	if len(f.removedWhileLeader) > 0 {
-		t.Errorf("Members %v were removed while leading: leadership must move first", f.removedWhileLeader)
+	if removed := f.RemovedWhileLeading(); len(removed) > 0 {
+		t.Errorf("Members %v were removed while leading: leadership must move first", removed)
 	}
-	if f.leader != 1 {
-		t.Errorf("Leader %x, want cp-1", f.leader)
+	if leader := f.Leader(); leader != 1 {
+		t.Errorf("Leader %x, want cp-1", leader)
 	}
 }
 
@@ -247,8 +100,8 @@ func TestReconcileScaleUpAndDown(t *testing.T) {
 // recording the answer finds it on the next call, which adds no other learner and gives the
 // member list the joining machine starts with.
 func TestReconcileAfterLostAdd(t *testing.T) {
-	f := newFake(1)
-	f.loseAddAnswer = true
+	f := newFake(v(1))
+	f.LoseNextAddAnswer()
 	desired := want(1, 2, 3)
 	a, err := etcdcluster.Reconcile(context.Background(), f, desired)
 	if err != nil || a.Kind != etcdcluster.AddLearner || a.Machine != "cp-2" || a.ID != 101 || len(a.Members) != 2 {
@@ -261,7 +114,7 @@ func TestReconcileAfterLostAdd(t *testing.T) {
 			t.Fatalf("After the crash: %s (%v), want Wait WaitingForJoin for cp-2 (65)", a, err)
 		}
 	}
-	if got, want := f.names(), []string{"65(learner)", "cp-1"}; !slices.Equal(got, want) {
+	if got, want := f.Names(), []string{"65(learner)", "cp-1"}; !slices.Equal(got, want) {
 		t.Fatalf("Members %v, want %v", got, want)
 	}
 	initial, err := etcdcluster.InitialCluster(a.Members, desired[1])
@@ -276,19 +129,19 @@ func TestReconcileAfterLostAdd(t *testing.T) {
 // TestReconcileLostRemoveAnswer: the member taking the removal was the one removed and stopped
 // before answering; the change was committed, so Reconcile reports it done.
 func TestReconcileLostRemoveAnswer(t *testing.T) {
-	f := newFake(1, 2)
-	f.loseRemoveAnswer = true
+	f := newFake(v(1), v(2))
+	f.LoseNextRemoveAnswer()
 	a, err := etcdcluster.Reconcile(context.Background(), f, want(1))
 	if err != nil || a.Kind != etcdcluster.Remove || a.ID != 2 {
 		t.Fatalf("%s, %v; want Remove cp-2 done", a, err)
 	}
-	if got := f.names(); !slices.Equal(got, []string{"cp-1"}) {
+	if got := f.Names(); !slices.Equal(got, []string{"cp-1"}) {
 		t.Fatalf("Members %v", got)
 	}
 }
 
 func TestReconcileActionMembers(t *testing.T) {
-	f := newFake(1)
+	f := newFake(v(1))
 	a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 2))
 	if err != nil || a.Kind != etcdcluster.AddLearner || a.ID != 101 {
 		t.Fatalf("%s, %v", a, err)
@@ -297,7 +150,7 @@ func TestReconcileActionMembers(t *testing.T) {
 	if diff := cmp.Diff(wantMembers, a.Members); diff != "" {
 		t.Errorf("AddLearner's Members (-want +got):\n%s", diff)
 	}
-	f.start(101, "cp-2", 0)
+	start(t, f, "cp-2", peerURL(2), 0)
 	a, err = etcdcluster.Reconcile(context.Background(), f, want(1, 2))
 	if err != nil || a.Kind != etcdcluster.Promote || a.Members[1].IsLearner {
 		t.Fatalf("%s, %v, %+v", a, err, a.Members)
@@ -310,35 +163,33 @@ func TestReconcileActionMembers(t *testing.T) {
 
 func TestReconcileEtcdRefusals(t *testing.T) {
 	t.Run("learner not ready is returned for a requeue", func(t *testing.T) {
-		f := newFake(1)
-		f.members = append(f.members, l(2).Member)
-		f.promoteErr = fmt.Errorf("promote member 2: %w", etcdcluster.ErrLearnerNotReady)
+		f := newFake(v(1), l(2))
+		f.FailPromote(fmt.Errorf("promote member 2: %w", etcdcluster.ErrLearnerNotReady))
 		a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 2))
 		if !errors.Is(err, etcdcluster.ErrLearnerNotReady) || a.Kind != etcdcluster.Promote {
 			t.Fatalf("%s, %v; want the Promote and ErrLearnerNotReady", a, err)
 		}
-		if !f.members[1].IsLearner {
+		if m, _ := f.Member("cp-2"); !m.IsLearner {
 			t.Error("Learner promoted")
 		}
 	})
 	t.Run("promotion already done counts as done", func(t *testing.T) {
-		f := newFake(1)
-		f.members = append(f.members, l(2).Member)
-		f.promoteErr = etcdcluster.ErrNotLearner
+		f := newFake(v(1), l(2))
+		f.FailPromote(etcdcluster.ErrNotLearner)
 		if a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 2)); err != nil || a.Kind != etcdcluster.Promote {
 			t.Fatalf("%s, %v", a, err)
 		}
 	})
 	t.Run("removal already done counts as done", func(t *testing.T) {
-		f := newFake(1, 2)
-		f.removeErr = fmt.Errorf("remove member 2: %w", etcdcluster.ErrMemberNotFound)
+		f := newFake(v(1), v(2))
+		f.FailRemove(fmt.Errorf("remove member 2: %w", etcdcluster.ErrMemberNotFound))
 		if a, err := etcdcluster.Reconcile(context.Background(), f, want(1)); err != nil || a.Kind != etcdcluster.Remove {
 			t.Fatalf("%s, %v", a, err)
 		}
 	})
 	t.Run("etcd's quorum check refusing a removal is returned", func(t *testing.T) {
-		f := newFake(1, 2)
-		f.removeErr = etcdcluster.ErrUnhealthy
+		f := newFake(v(1), v(2))
+		f.FailRemove(etcdcluster.ErrUnhealthy)
 		if a, err := etcdcluster.Reconcile(context.Background(), f, want(1)); !errors.Is(err, etcdcluster.ErrUnhealthy) || a.Kind != etcdcluster.Remove {
 			t.Fatalf("%s, %v", a, err)
 		}
@@ -347,35 +198,35 @@ func TestReconcileEtcdRefusals(t *testing.T) {
 
 func TestReconcileObservesHealth(t *testing.T) {
 	t.Run("unreachable member is unhealthy and blocks adds", func(t *testing.T) {
-		f := newFake(1, 2)
-		f.down[2] = true
+		f := newFake(v(1), v(2))
+		f.SetDown(2, true)
 		a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 2, 3))
 		if err != nil || a.Kind != etcdcluster.Wait || a.Reason != etcdcluster.ReasonMemberUnhealthy || !strings.Contains(a.Message, "connection refused") {
 			t.Fatalf("%s (%s), %v", a, a.Message, err)
 		}
 	})
 	t.Run("unreadable member list is a Wait with the error", func(t *testing.T) {
-		a, err := etcdcluster.Reconcile(context.Background(), failingMembers{newFake(1)}, want(1))
+		a, err := etcdcluster.Reconcile(context.Background(), failingMembers{newFake(v(1))}, want(1))
 		if err == nil || a.Kind != etcdcluster.Wait || a.Reason != etcdcluster.ReasonEtcdUnavailable || !strings.Contains(a.Message, "no quorum") {
 			t.Fatalf("%s (%s), %v", a, a.Message, err)
 		}
 	})
 	t.Run("endpoint answering as another member is unhealthy", func(t *testing.T) {
-		f := newFake(1, 2)
-		f.answerAs[2] = 1
+		f := newFake(v(1), v(2))
+		f.AnswerAs(2, 1)
 		a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 2, 3))
 		if err != nil || a.Reason != etcdcluster.ReasonMemberUnhealthy || !strings.Contains(a.Message, "answered as member 1") {
 			t.Fatalf("%s (%s), %v", a, a.Message, err)
 		}
 	})
 	t.Run("killed member of three: removing a healthy one is refused", func(t *testing.T) {
-		f := newFake(1, 2, 3)
-		f.down[3] = true
+		f := newFake(v(1), v(2), v(3))
+		f.SetDown(3, true)
 		a, err := etcdcluster.Reconcile(context.Background(), f, want(1, 3))
 		if err != nil || a.Kind != etcdcluster.Wait || a.Reason != etcdcluster.ReasonQuorumAtRisk {
 			t.Fatalf("%s (%s), %v", a, a.Message, err)
 		}
-		if got := f.names(); len(got) != 3 {
+		if got := f.Names(); len(got) != 3 {
 			t.Errorf("Members %v, want all three", got)
 		}
 	})

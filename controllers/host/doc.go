@@ -20,12 +20,21 @@
 // script. With discovery, an unknown netbooting MAC address becomes a Host with
 // spec.accepted=false: inspected, never Available until accepted.
 //
-// Nothing is written to a host's disk yet, so a claimed Host is Provisioned as soon as its agent
-// is connected, and a Provisioned network-booted host boots the agent again (its installed
-// system is the agent image and its Plan). Deprovisioning waits for the Machine controller,
-// which has the agent apply the empty Plan (wiping what Basalt wrote) before it releases the
-// Host. Only Available, unclaimed Hosts are claimed (controllers/hostclaim), so a Host is never
-// claimed twice.
+// What a claimed Host runs: an SSH Host keeps its own system, so it is Provisioned as soon as its
+// agent is connected and the Machine's Plan does the rest. A network-booted Host, when the
+// manager has a root image (RootImage, --pxe-root-image), first gets that image written to a
+// local disk by its agent (provisionDisk stores a Plan with only the OS; the disk is chosen from
+// spec.boot.rootDisk or the reported disks), reboots into it, and is Provisioned when its agent
+// reports running from that disk; without a root image it runs from the network. Which
+// controller writes a Host's Plan in which state is written down in agents/planstore.
+//
+// Deprovisioning waits for the Machine controller, which has the agent apply the empty Plan
+// (wiping what Basalt wrote; an agent running from a disk Basalt wrote also wipes that disk and
+// boots from the network again) before it releases the Host; then the Host is Available. Only
+// Available, unclaimed Hosts are claimed (controllers/hostclaim), so a Host is never claimed
+// twice. A BMC (spec.bmc) powers network-booted Hosts on with a one-time network boot, and
+// power-cycles a Host on request (annotation basalt.dev/power-cycle, also remediation's first
+// step).
 //
 // The controller also owns the finalizer, releases claims whose Machine is gone, and refuses to
 // let a Host in use disappear under its Machine.

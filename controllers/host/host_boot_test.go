@@ -17,7 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/agentserver"
 	"github.com/basalt-dev/basalt/agents/tokens"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/host"
@@ -51,7 +51,7 @@ func newNetBoot(t *testing.T, discovery bool, maxDiscovered int) *netBootFixture
 	if err := host.IndexHostsByMAC(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		t.Fatal(err)
 	}
-	srv := &api.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
+	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
 	nb := &host.NetBoot{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv,
 		Discovery: discovery, DiscoveryNamespace: ns, MaxDiscovered: maxDiscovered,

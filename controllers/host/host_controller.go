@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -21,8 +20,7 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/metrics"
-	"github.com/basalt-dev/basalt/controllers/patch"
-	"github.com/basalt-dev/basalt/controllers/requeue"
+	"github.com/basalt-dev/basalt/controllers/skeleton"
 )
 
 // releaseRequeue is how often a Host waiting on its consumer, or holding a claim whose Machine is
@@ -92,40 +90,37 @@ type scope struct {
 	diskReason, diskMessage string
 }
 
+// hostKind tells the reconcile skeleton how to read a Host.
+var hostKind = &skeleton.Kind[*basaltv1.Host]{
+	Name: "Host", Word: "state",
+	Phase:              func(h *basaltv1.Host) string { return string(h.Status.State) },
+	ObservedGeneration: func(h *basaltv1.Host) *int64 { return &h.Status.ObservedGeneration },
+	Observe:            metrics.ObserveHost,
+}
+
 // Reconcile moves one Host through its state machine. It may be called again at any point after
 // a crash: every step reads the world before it writes.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	host := &basaltv1.Host{}
 	if err := r.Client.Get(ctx, req.NamespacedName, host); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log := ctrl.LoggerFrom(ctx)
-	helper := patch.NewHelper(host, r.Client)
-	before := host.DeepCopy()
-	oldState := host.Status.State
-	defer func() {
-		if reterr == nil {
-			host.Status.ObservedGeneration = host.Generation
-		}
-		if err := helper.Patch(ctx, host); err != nil && !apierrors.IsNotFound(err) {
-			reterr = errors.Join(reterr, err)
-			return
-		}
-		metrics.ObserveHost(before, host, time.Now())
-		if host.Status.State != oldState {
-			log.Info("Host changed state", "host", klog.KObj(host), "from", oldState, "to", host.Status.State)
-			r.Recorder.Eventf(host, nil, "Normal", "StateChanged", "Reconcile", "Host moved from %q to %q", oldState, host.Status.State)
-		}
-	}()
-
 	s := &scope{host: host, silentAfter: r.AgentSilentAfter, netBoot: r.NetBoot}
 	if s.silentAfter == 0 {
 		s.silentAfter = 2 * time.Minute
 	}
+	return skeleton.Run(ctx, r.Client, r.Recorder, hostKind, host, time.Now, func() { updateStatus(s) }, func(ctx context.Context) (ctrl.Result, error) {
+		return r.reconcile(ctx, s)
+	})
+}
+
+// reconcile is the body of Reconcile: deletion, or one step of the state machine, then the
+// requests that apply in every state (reprovision, power cycle, power state).
+func (r *Reconciler) reconcile(ctx context.Context, s *scope) (ctrl.Result, error) {
+	host := s.host
 	if err := r.observeConsumer(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-
 	if !host.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, s)
 	}
@@ -134,7 +129,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 
 	var res ctrl.Result
 	if s.consumerGone {
-		log.Info("Releasing Host whose consumer is gone", "host", klog.KObj(host), "machine", host.Status.ConsumerRef.Name, "reason", "ConsumerNotFound")
+		ctrl.LoggerFrom(ctx).Info("Releasing Host whose consumer is gone", "host", klog.KObj(host), "machine", host.Status.ConsumerRef.Name, "reason", "ConsumerNotFound")
 		host.Status.ConsumerRef = nil
 	}
 	if host.Status.State == "" {
@@ -147,12 +142,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if !ok {
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
-	res = requeue.Sooner(res, handler(r, ctx, s))
-	res = requeue.Sooner(res, r.powerCycleOnRequest(ctx, host))
+	res = skeleton.Sooner(res, handler(r, ctx, s))
+	res = skeleton.Sooner(res, r.powerCycleOnRequest(ctx, host))
 	if next := r.refreshPower(ctx, host); next > 0 {
-		res = requeue.Sooner(res, ctrl.Result{RequeueAfter: next})
+		res = skeleton.Sooner(res, ctrl.Result{RequeueAfter: next})
 	}
-	updateStatus(s)
 	return res, nil
 }
 
@@ -210,7 +204,6 @@ func (r *Reconciler) observeConsumer(ctx context.Context, s *scope) error {
 // Machine to be deleted and release it.
 func (r *Reconciler) reconcileDelete(_ context.Context, s *scope) (ctrl.Result, error) {
 	if s.host.Status.ConsumerRef != nil && !s.consumerGone {
-		updateStatus(s)
 		return ctrl.Result{RequeueAfter: releaseRequeue}, nil
 	}
 	s.host.Status.ConsumerRef = nil

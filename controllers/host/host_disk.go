@@ -18,11 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
 	"github.com/basalt-dev/basalt/controllers/conditions"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // RootImageName is the name the manager's root filesystem image has in the artifact cache.
@@ -109,7 +109,7 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 	}
 	// StorePlan writes only when the hash changes: while the Host is Provisioning its Plan is
 	// this one (the Machine waits for Provisioned before it stores its own).
-	if _, _, err := api.StorePlan(ctx, api.PlanClient(r.Client, r.APIReader), h.Namespace, h.Name, &plan.Plan{Host: h.Name, OS: topology.OSImage(h)}); err != nil {
+	if _, _, err := planstore.StorePlan(ctx, planstore.Client(r.Client, r.APIReader), h.Namespace, h.Name, &plan.Plan{Host: h.Name, OS: topology.OSImage(h)}); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Storing the Plan that writes the root image")
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}

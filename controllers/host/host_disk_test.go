@@ -19,7 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/agentserver"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/host"
 	"github.com/basalt-dev/basalt/pxe/httpboot"
@@ -102,7 +103,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := env.Namespace(t)
-	srv := &api.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
+	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
 	nb := &host.NetBoot{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv}
 	envtest.StartManager(t, mgr)
 	boot := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: nb}
@@ -138,7 +139,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 		t.Fatalf("status.provisioning %+v, want %+v on /dev/sda (the smallest disk that holds it)", p, img.Ref)
 	}
 	envtest.Eventually(t, wait, func() error {
-		p, _, err := api.LoadPlan(ctx, env.Client, ns, "n1")
+		p, _, err := planstore.LoadPlan(ctx, env.Client, ns, "n1")
 		if err != nil {
 			return err
 		}

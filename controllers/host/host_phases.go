@@ -132,10 +132,10 @@ func (r *Reconciler) available(ctx context.Context, s *scope) ctrl.Result {
 	return r.watchAgent(ctx, s)
 }
 
-// provision brings the claimed Host to Provisioned. Nothing is written to an SSH Host's disk, and
-// a network-booted Host runs its system from the network, so a Host is Provisioned as soon as
-// its agent is connected: the Machine's Plan does the rest. A Host released before that goes to
-// Deprovisioning.
+// provision brings the claimed Host to Provisioned. Nothing is written to an SSH Host's disk, so
+// it is Provisioned as soon as its agent is connected: the Machine's Plan does the rest. A
+// network-booted Host with a root image is Provisioned once its agent runs from the image on its
+// disk (provisionDisk). A Host released before that goes to Deprovisioning.
 func (r *Reconciler) provision(ctx context.Context, s *scope) ctrl.Result {
 	if released(s) {
 		s.host.Status.State = basaltv1.HostStateDeprovisioning

@@ -9,7 +9,7 @@
 // range before the kubelet may register, then mirrored into NodeReady), and builds the node's
 // Plan with bootstrap/plan/builder from the Cluster's spec, the Host's facts, the node's
 // certificates, the artifact set of its version, its pod range, its etcd record and its peers,
-// storing it for the Host's agent with agents/api.StorePlan. PlanApplied compares the hash the
+// storing it for the Host's agent with agents/planstore.StorePlan. PlanApplied compares the hash the
 // agent reports with the stored one and carries the agent's own words when a step or a component
 // fails. On deletion it waits for its etcd member to be removed, has the agent wipe the host with
 // an empty Plan (bounded), and releases the Host.

@@ -2,15 +2,12 @@ package machine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,13 +18,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/controllers/metrics"
-	"github.com/basalt-dev/basalt/controllers/patch"
-	"github.com/basalt-dev/basalt/controllers/requeue"
+	"github.com/basalt-dev/basalt/controllers/skeleton"
+	"github.com/basalt-dev/basalt/controllers/topology"
+	"github.com/basalt-dev/basalt/controllers/workload"
 )
 
 // hostRequeue is how often a Machine waiting for its Host is looked at again when no watch event
@@ -47,7 +44,7 @@ type Reconciler struct {
 	// Secrets, which the manager does not cache. Nil means Client.
 	APIReader client.Reader
 	// ArtifactSets are the manifests of the artifact sets the manager serves, by version.
-	ArtifactSets ArtifactSets
+	ArtifactSets artifacts.Sets
 	// Workload gives clients of workload clusters; nil leaves Nodes alone (NodeReady then waits).
 	Workload *workload.Clients
 
@@ -103,59 +100,37 @@ func (s *scope) hostBound() bool {
 	return s.host != nil && s.host.Status.ConsumerRef != nil && s.host.Status.ConsumerRef.Name == s.machine.Name
 }
 
-// phase is one step of a Machine reconcile. Phases run in order, each checking in the scope that
-// what it needs is there; an error stops the ones after it.
-type phase func(ctx context.Context, s *scope) (ctrl.Result, error)
+// machineKind tells the reconcile skeleton how to read a Machine.
+var machineKind = &skeleton.Kind[*basaltv1.Machine]{
+	Name: "Machine", Word: "phase",
+	Phase:              func(m *basaltv1.Machine) string { return string(m.Status.Phase) },
+	ObservedGeneration: func(m *basaltv1.Machine) *int64 { return &m.Status.ObservedGeneration },
+	Observe:            metrics.ObserveMachine,
+}
 
 // Reconcile brings one Machine closer to its desired state. It may be called again at any point
-// after a crash: each phase reads the world before it writes.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+// after a crash: each phase reads the world before it writes. Phases run in order, each checking
+// in the scope that what it needs is there; an error stops the ones after it.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	m := &basaltv1.Machine{}
 	if err := r.Client.Get(ctx, req.NamespacedName, m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	log := ctrl.LoggerFrom(ctx)
-	helper := patch.NewHelper(m, r.Client)
-	before := m.DeepCopy()
-	oldPhase := m.Status.Phase
 	s := &scope{machine: m}
-	defer func() {
-		updateStatus(s)
-		if reterr == nil {
-			m.Status.ObservedGeneration = m.Generation
-		}
-		if err := helper.Patch(ctx, m); err != nil && !apierrors.IsNotFound(err) {
-			reterr = errors.Join(reterr, err)
-			return
-		}
-		metrics.ObserveMachine(before, m, time.Now())
-		if m.Status.Phase != oldPhase {
-			log.Info("Machine changed phase", "machine", klog.KObj(m), "from", oldPhase, "to", m.Status.Phase)
-			r.Recorder.Eventf(m, nil, "Normal", "PhaseChanged", "Reconcile", "Machine moved from %q to %q", oldPhase, m.Status.Phase)
-		}
-	}()
-
-	if err := r.observeCluster(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if !m.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, s)
-	}
-	// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
-	controllerutil.AddFinalizer(m, basaltv1.MachineFinalizer)
-	if s.cluster != nil && s.cluster.Spec.Paused {
-		return ctrl.Result{}, nil
-	}
-
-	var res ctrl.Result
-	for _, p := range []phase{r.reconcileClusterLink, r.reconcileHost, r.observe, r.reconcileNode, r.reconcilePlan} {
-		pr, err := p(ctx, s)
-		if err != nil {
+	return skeleton.Run(ctx, r.Client, r.Recorder, machineKind, m, time.Now, func() { updateStatus(s) }, func(ctx context.Context) (ctrl.Result, error) {
+		if err := r.observeCluster(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
-		res = requeue.Sooner(res, pr)
-	}
-	return res, nil
+		if !m.DeletionTimestamp.IsZero() {
+			return r.reconcileDelete(ctx, s)
+		}
+		// The finalizer is written with the rest of this reconcile's changes by the deferred patch.
+		controllerutil.AddFinalizer(m, basaltv1.MachineFinalizer)
+		if s.cluster != nil && s.cluster.Spec.Paused {
+			return ctrl.Result{}, nil
+		}
+		return skeleton.RunPhases(ctx, s, r.reconcileClusterLink, r.reconcileHost, r.observe, r.reconcileNode, r.reconcilePlan)
+	})
 }
 
 // observe records the node's IP and the cluster's other Machines.
@@ -177,9 +152,9 @@ func (r *Reconciler) apiReader() client.Reader {
 	return r.Client
 }
 
-// planClient is what StorePlan reads and writes through (api.PlanClient).
+// planClient is what StorePlan reads and writes through (planstore.Client).
 func (r *Reconciler) planClient() client.Client {
-	return api.PlanClient(r.Client, r.apiReader())
+	return planstore.Client(r.Client, r.apiReader())
 }
 
 // SetupWithManager registers the controller. Machines are also reconciled when their Host

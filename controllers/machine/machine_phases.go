@@ -18,12 +18,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	"github.com/basalt-dev/basalt/controllers/hostclaim"
+	"github.com/basalt-dev/basalt/controllers/topology"
+	"github.com/basalt-dev/basalt/controllers/workload"
 )
 
 // observeCluster reads the Cluster named by spec.cluster into the scope.
@@ -218,10 +218,10 @@ func (r *Reconciler) drainBeforeDelete(ctx context.Context, s *scope) (ctrl.Resu
 // deletes the Plan. A Host with no Plan stored has nothing of Basalt's to wipe.
 func (r *Reconciler) wipeHost(ctx context.Context, s *scope, h *basaltv1.Host, force bool) (ctrl.Result, error) {
 	m := s.machine
-	stored, _, err := api.LoadPlan(ctx, r.apiReader(), m.Namespace, h.Name)
+	stored, _, err := planstore.LoadPlan(ctx, r.apiReader(), m.Namespace, h.Name)
 	var status apierrors.APIStatus
 	switch {
-	case errors.Is(err, api.ErrNoPlan):
+	case errors.Is(err, planstore.ErrNoPlan):
 		return ctrl.Result{}, nil
 	case errors.As(err, &status):
 		return ctrl.Result{}, err
@@ -231,7 +231,7 @@ func (r *Reconciler) wipeHost(ctx context.Context, s *scope, h *basaltv1.Host, f
 	empty := &plan.Plan{Format: plan.FormatVersion, Host: h.Name}
 	emptyHash := empty.Hash()
 	if stored == nil || stored.Hash() != emptyHash {
-		if _, _, err := api.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, empty); err != nil {
+		if _, _, err := planstore.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, empty); err != nil {
 			return ctrl.Result{}, err
 		}
 		ctrl.LoggerFrom(ctx).Info("Stored the empty Plan to wipe the Host", "machine", klog.KObj(m), "host", klog.KObj(h), "reason", "MachineDeleted")
@@ -247,7 +247,7 @@ func (r *Reconciler) wipeHost(ctx context.Context, s *scope, h *basaltv1.Host, f
 			"Releasing Host %s without a confirmed wipe (agent connected: %v, waited %s): services and files of this node may be left on it",
 			h.Name, topology.AgentConnected(h), since.Round(time.Second))
 	}
-	if err := api.DeletePlan(ctx, r.planClient(), m.Namespace, h.Name); err != nil {
+	if err := planstore.DeletePlan(ctx, r.planClient(), m.Namespace, h.Name); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil

@@ -14,13 +14,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/components"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
-	"github.com/basalt-dev/basalt/controllers/cluster/pkisecrets"
-	"github.com/basalt-dev/basalt/controllers/cluster/topology"
+	"github.com/basalt-dev/basalt/controllers/pkisecrets"
+	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
 // planWaitRequeue is how soon a Machine whose Plan misses an input is looked at again.
@@ -28,7 +28,7 @@ const planWaitRequeue = 10 * time.Second
 
 // reconcilePlan builds the Plan of the Machine's node from the Cluster's spec, the Host's facts,
 // the node's certificates, the artifact set of its version, its pod range, its etcd record and
-// its peers, and stores it for the Host's agent (agents/api.StorePlan writes only when the hash
+// its peers, and stores it for the Host's agent (agents/planstore.StorePlan writes only when the hash
 // changes). It is rebuilt on every reconcile, so a renewed certificate, a new peer route or a
 // promoted etcd learner reaches the node without any other bookkeeping.
 //
@@ -60,8 +60,9 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if m.Status.PodCIDR == "" {
 		return wait(basaltv1.ReasonWaitingForPodCIDR, "the Cluster controller has not allocated a range of %s to this Machine yet", c.Spec.Network.PodCIDR)
 	}
-	version := machineVersion(c, m)
-	manifest, ok := r.ArtifactSets[version]
+	version := topology.MachineVersion(c, m)
+	set, ok := r.ArtifactSets[version]
+	manifest := set.Manifest
 	if !ok {
 		have := "none (start the manager with --artifact-sets)"
 		if len(r.ArtifactSets) > 0 {
@@ -123,15 +124,15 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if !s.nodeRegistered {
 		// Once a Plan with the kubelet is stored the kubelet stays, even while the workload
 		// cluster cannot be asked about the Node (an API server down must not stop kubelets).
-		stored, _, err := api.LoadPlan(ctx, r.apiReader(), m.Namespace, h.Name)
-		if err != nil && !errors.Is(err, api.ErrNoPlan) {
+		stored, _, err := planstore.LoadPlan(ctx, r.apiReader(), m.Namespace, h.Name)
+		if err != nil && !errors.Is(err, planstore.ErrNoPlan) {
 			return ctrl.Result{}, err
 		}
 		if stored == nil || !slices.ContainsFunc(stored.Services, func(svc plan.Service) bool { return svc.Name == builder.ServiceKubelet }) {
 			p.Services = slices.DeleteFunc(p.Services, func(svc plan.Service) bool { return svc.Name == builder.ServiceKubelet })
 		}
 	}
-	hash, changed, err := api.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, p)
+	hash, changed, err := planstore.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, p)
 	if err != nil {
 		var status apierrors.APIStatus
 		switch {
@@ -153,18 +154,6 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		r.Recorder.Eventf(m, h, corev1.EventTypeNormal, "PlanStored", "StorePlan", "Stored Plan %s for Host %s (%s)", short(hash), h.Name, strings.Join(s.planServices, ", "))
 	}
 	return ctrl.Result{}, nil
-}
-
-// machineVersion is the version m is built for: its spec.version, else the version the cluster
-// runs, else the cluster's spec.version.
-func machineVersion(c *basaltv1.Cluster, m *basaltv1.Machine) string {
-	switch {
-	case m.Spec.Version != "":
-		return m.Spec.Version
-	case c.Status.Version != "":
-		return c.Status.Version
-	}
-	return c.Spec.Version
 }
 
 // observePeers reads the other Machines of the Cluster and their Hosts' IPs into the scope.

@@ -12,12 +12,14 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/agentserver"
+	"github.com/basalt-dev/basalt/agents/artifactcache"
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
-	"github.com/basalt-dev/basalt/controllers/cluster/workload"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/controllers/workload"
 	"github.com/basalt-dev/basalt/pxe"
 )
 
@@ -38,7 +40,7 @@ type Options struct {
 	// ArtifactSets are artifact-set folders (hack/build-artifacts.sh output) the artifact cache
 	// fetches from; the Machine controller builds Plans from their manifests.
 	ArtifactSets []string
-	// CacheDir is the artifact cache's folder; empty means api.DefaultCacheDir().
+	// CacheDir is the artifact cache's folder; empty means artifactcache.DefaultCacheDir().
 	CacheDir string
 	// PXE, when set, runs the network boot services (DHCP, TFTP, HTTP boot) on the leader, with
 	// the Host controller answering them; nil (the default) runs none.
@@ -53,9 +55,9 @@ type Options struct {
 // Parts are what Setup built, for callers that need them (tests store Plans through the server).
 type Parts struct {
 	// AgentAPI is the agent API server, nil when disabled.
-	AgentAPI *api.Server
+	AgentAPI *agentserver.Server
 	// Artifacts is the artifact cache, nil when the agent API is disabled.
-	Artifacts *api.Cache
+	Artifacts *artifactcache.Cache
 	// PXE is the network boot configuration, nil when PXE is off.
 	PXE *pxe.Config
 }
@@ -63,18 +65,19 @@ type Parts struct {
 // Setup adds every controller and server to mgr.
 func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 	parts := &Parts{}
+	sets, err := artifacts.LoadSets(o.ArtifactSets...)
+	if err != nil {
+		return nil, err
+	}
 	var prov *hostcontroller.Provisioner
 	var rootImage *hostcontroller.RootImage
 	if o.AgentAPIAddr != "" {
 		if o.Namespace == "" || len(o.AgentAPIAddresses) == 0 {
 			return nil, errors.New("the agent API needs the manager's namespace and at least one address agents reach it at")
 		}
-		parts.Artifacts = &api.Cache{Dir: o.CacheDir, Log: ctrl.Log.WithName("artifacts")}
-		if len(o.ArtifactSets) > 0 {
-			up, err := api.NewDirUpstream(o.ArtifactSets...)
-			if err != nil {
-				return nil, err
-			}
+		parts.Artifacts = &artifactcache.Cache{Dir: o.CacheDir, Log: ctrl.Log.WithName("artifacts")}
+		if len(sets) > 0 {
+			up := &artifactcache.DirUpstream{Sets: sets}
 			parts.Artifacts.Upstream = up
 			for _, m := range up.Manifests() {
 				parts.Artifacts.RegisterManifest(m)
@@ -86,10 +89,10 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 				return nil, err
 			}
 			rootImage = img
-			parts.Artifacts.Upstream = &api.FileUpstream{Files: map[string]string{img.Ref.SHA256: img.Path}, Next: parts.Artifacts.Upstream}
-			parts.Artifacts.Register(api.ArtifactRef{Name: img.Ref.Name, SHA256: img.Ref.SHA256, Size: img.Ref.Size})
+			parts.Artifacts.Upstream = &artifactcache.FileUpstream{Files: map[string]string{img.Ref.SHA256: img.Path}, Next: parts.Artifacts.Upstream}
+			parts.Artifacts.Register(artifactcache.ArtifactRef{Name: img.Ref.Name, SHA256: img.Ref.SHA256, Size: img.Ref.Size})
 		}
-		parts.AgentAPI = &api.Server{
+		parts.AgentAPI = &agentserver.Server{
 			Addr:       o.AgentAPIAddr,
 			Namespace:  o.Namespace,
 			Addresses:  o.AgentAPIAddresses,
@@ -123,10 +126,6 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		}
 		return c
 	}
-	sets, err := machinecontroller.LoadArtifactSets(o.ArtifactSets...)
-	if err != nil {
-		return nil, err
-	}
 	workloads := &workload.Clients{Reader: mgr.GetAPIReader()}
 	if err := (&clustercontroller.Reconciler{
 		Client:    mgr.GetClient(),
@@ -134,7 +133,7 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		Recorder:  mgr.GetEventRecorder("basalt-cluster"),
 		Workload:  workloads,
 		// An upgrade waits for the manager to have the new version's artifacts.
-		ArtifactVersions: sets.Versions(),
+		ArtifactSets: sets,
 	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
 		return nil, fmt.Errorf("cluster controller: %w", err)
 	}

@@ -49,6 +49,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/basalt-dev/basalt/bootstrap/atomicfile"
 )
 
 // Media types and annotations of the OCI image spec (v1.1) that this program writes.
@@ -192,23 +194,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 // writeFileAtomic writes name through a temp file in the same folder and renames it into place,
 // so an interrupted run never leaves a partial file under the final name.
 func writeFileAtomic(name string, write func(io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
+	return atomicfile.WriteFrom(name, 0o644, atomicfile.Options{}, write)
 }
 
 // Pack writes the OCI image layout holding opts.Binary, packed as a tar, to w. The output

@@ -18,7 +18,7 @@
 // PowerOff on one that is off, succeed without acting. PowerCycle resets a machine that is on and
 // turns on one that is off, which is what remediation needs.
 //
-// The tests drive real protocol servers: a Redfish service (test/e2e/bmcsim) in front of a QEMU
+// The tests drive real protocol servers: a Redfish service (pxe/bmc/bmcsim) in front of a QEMU
 // VM controlled over QMP, and OpenIPMI's ipmi_sim whose chassis control drives the same kind of
 // VM.
 package bmc

@@ -10,8 +10,8 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/pxe/bmc"
+	"github.com/basalt-dev/basalt/pxe/bmc/bmcsim"
 	"github.com/basalt-dev/basalt/pxe/internal/testenv"
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
 )
 
 // startIPMISim runs ipmi_sim in front of sys until the test ends. Missing Debian packages are

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
+	"github.com/basalt-dev/basalt/pxe/bmc/bmcsim"
 )
 
 func TestMain(m *testing.M) {

@@ -10,8 +10,8 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/pxe/bmc"
+	"github.com/basalt-dev/basalt/pxe/bmc/bmcsim"
 	"github.com/basalt-dev/basalt/pxe/internal/testenv"
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
 )
 
 // These tests boot real QEMU VMs (TCG, a blank disk, no OS): what they check is that the power

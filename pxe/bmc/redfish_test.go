@@ -19,7 +19,7 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/pxe/bmc"
-	"github.com/basalt-dev/basalt/test/e2e/bmcsim"
+	"github.com/basalt-dev/basalt/pxe/bmc/bmcsim"
 )
 
 const (

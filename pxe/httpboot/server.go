@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/basalt-dev/basalt/agents/httpstatus"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 )
@@ -54,7 +54,7 @@ var macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
 
 // Scripts tells the server what a MAC address should boot. The Host controller implements it: it
 // finds the Host by spec.boot.macAddresses, and for a host that must boot the agent issues a
-// bootstrap with agents/api's Server.Bootstrap (a new one-time token each time). Discovery, if
+// bootstrap with agents/agentserver's Server.Bootstrap (a new one-time token each time). Discovery, if
 // any, lives there too: answering an unknown MAC with a new Host in Registering makes it known.
 type Scripts interface {
 	// Target returns what the machine with mac (lowercase, colon-separated) boots. An error is
@@ -202,9 +202,9 @@ func init() {
 // A MAC address that is not six lowercase hex pairs separated by colons is a 400; other paths
 // are 404, other methods 405.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := httpstatus.NewRecorder(w)
 	label := s.route(rec, r)
-	requestsTotal.WithLabelValues(label, strconv.Itoa(rec.code())).Inc()
+	requestsTotal.WithLabelValues(label, strconv.Itoa(rec.Code())).Inc()
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) string {
@@ -330,45 +330,4 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("httpboot: %w", err)
 	}
 	return nil
-}
-
-// statusRecorder remembers the status code written.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// ReadFrom keeps http.ServeContent's copy on the connection's ReadFrom (sendfile).
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-func (r *statusRecorder) code() int {
-	if r.status == 0 {
-		return http.StatusOK
-	}
-	return r.status
 }

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
@@ -104,7 +104,7 @@ func TestAgentsOverSSH(t *testing.T) {
 	storeAll := func() {
 		t.Helper()
 		for i, h := range b.Hosts {
-			if _, _, err := api.StorePlan(ctx, c, ns, h.Name, plans[i]); err != nil {
+			if _, _, err := planstore.StorePlan(ctx, c, ns, h.Name, plans[i]); err != nil {
 				t.Fatalf("storing the Plan of %s: %v", h.Name, err)
 			}
 		}
@@ -160,7 +160,7 @@ func TestAgentsOverSSH(t *testing.T) {
 		}
 		plans[0].Artifacts = append(plans[0].Artifacts, plan.Artifact{Name: big.Name, SHA256: big.SHA256, Size: big.Size, Path: "/opt/basalt/bin/kube-apiserver", Mode: 0o755})
 		setFlag(plans[0], "etcd", "--election-timeout=", "1500")
-		if _, _, err := api.StorePlan(ctx, c, ns, h.Name, plans[0]); err != nil {
+		if _, _, err := planstore.StorePlan(ctx, c, ns, h.Name, plans[0]); err != nil {
 			t.Fatal(err)
 		}
 		// Kill the agent as soon as it starts writing the new artifact.

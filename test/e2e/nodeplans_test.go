@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/basalt-dev/basalt/agents/api"
+	"github.com/basalt-dev/basalt/agents/planstore"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
 	"github.com/basalt-dev/basalt/bootstrap/components"
@@ -98,7 +98,7 @@ func TestNodePlansMakeAKubernetesCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("building the Plan of %s: %v", n.host.Name, err)
 		}
-		if _, _, err := api.StorePlan(ctx, c, ns, n.host.Name, p); err != nil {
+		if _, _, err := planstore.StorePlan(ctx, c, ns, n.host.Name, p); err != nil {
 			t.Fatal(err)
 		}
 	}

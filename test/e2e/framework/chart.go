@@ -19,7 +19,7 @@ import (
 	"helm.sh/helm/v3/pkg/cli"
 	"helm.sh/helm/v3/pkg/release"
 
-	chart "github.com/basalt-dev/basalt/charts/basalt"
+	basaltchart "github.com/basalt-dev/basalt/charts/basalt"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
@@ -259,7 +259,7 @@ func installChart(ctx context.Context, in InstallChartInput, vals map[string]any
 	if err != nil {
 		return nil, err
 	}
-	c, err := chart.Load()
+	c, err := basaltchart.Load()
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,115 @@
+package topology_test
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/plan"
+	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
+	"github.com/basalt-dev/basalt/controllers/topology"
+)
+
+func TestNodeRange(t *testing.T) {
+	for _, tc := range []struct {
+		pod  string
+		bits int
+		i    uint64
+		want string
+		n    uint64
+	}{
+		{"10.244.0.0/16", 24, 0, "10.244.0.0/24", 256},
+		{"10.244.0.0/16", 24, 1, "10.244.1.0/24", 256},
+		{"10.244.0.0/16", 24, 255, "10.244.255.0/24", 256},
+		{"10.0.0.0/8", 26, 5, "10.0.1.64/26", 1 << 16},
+		{"fd00:10:244::/56", 64, 3, "fd00:10:244:3::/64", 256},
+		{"fd00::/48", 120, 65535, "fd00::ff:ff00/120", 1 << 16},
+	} {
+		p := netip.MustParsePrefix(tc.pod)
+		n, err := topology.NodeRanges(p, tc.bits)
+		if err != nil || n != tc.n {
+			t.Errorf("NodeRanges(%s, %d) = %d, %v; want %d", p, tc.bits, n, err, tc.n)
+		}
+		got, err := topology.NodeRange(p, tc.bits, tc.i)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("NodeRange(%s, %d, %d) = %s, %v; want %s", p, tc.bits, tc.i, got, err, tc.want)
+			continue
+		}
+		if idx, ok := topology.NodeRangeIndex(p, tc.bits, got); !ok || idx != tc.i {
+			t.Errorf("NodeRangeIndex(%s) = %d, %v; want %d", got, idx, ok, tc.i)
+		}
+	}
+	if _, err := topology.NodeRange(netip.MustParsePrefix("10.244.0.0/16"), 24, 256); !errors.Is(err, topology.ErrNoRange) {
+		t.Errorf("range 256 of a /16 split in /24: %v", err)
+	}
+	for _, r := range []string{"10.245.0.0/24", "10.244.1.0/25", "10.244.1.128/24"} {
+		if _, ok := topology.NodeRangeIndex(netip.MustParsePrefix("10.244.0.0/16"), 24, netip.MustParsePrefix(r)); ok {
+			t.Errorf("%s counted as a node range of 10.244.0.0/16", r)
+		}
+	}
+	if _, err := topology.NodeRanges(netip.MustParsePrefix("10.244.0.0/24"), 24); err == nil {
+		t.Error("a /24 split into /24 accepted")
+	}
+}
+
+func TestNodeIP(t *testing.T) {
+	host := func(addr string) *basaltv1.Host {
+		return &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Name: "h"}, Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: addr}}}
+	}
+	if ip, err := topology.NodeIP(host("172.28.0.11")); err != nil || ip.String() != "172.28.0.11" {
+		t.Errorf("NodeIP = %s, %v", ip, err)
+	}
+	for _, bad := range []string{"node-1.example.com", "127.0.0.1", "0.0.0.0"} {
+		if _, err := topology.NodeIP(host(bad)); err == nil {
+			t.Errorf("NodeIP(%s) accepted", bad)
+		}
+	}
+	if _, err := topology.NodeIP(&basaltv1.Host{Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{}}}); err == nil {
+		t.Error("a network-booted Host has a node IP")
+	}
+}
+
+func TestHostFacts(t *testing.T) {
+	h := &basaltv1.Host{}
+	if got := topology.HostFacts(h); got != (builder.HostFacts{}) {
+		t.Errorf("no facts: %+v, want the safe defaults", got)
+	}
+	h.Status.OS = &basaltv1.OSFacts{SystemdPID1: ptr.To(true), CgroupVersion: 2, Container: ptr.To(true)}
+	if got := topology.HostFacts(h); got != (builder.HostFacts{SystemdPID1: true, CgroupV2: true, InContainer: true}) {
+		t.Errorf("reported facts: %+v", got)
+	}
+	h.Spec.OS = &basaltv1.OSFacts{CgroupVersion: 1, Container: ptr.To(false)}
+	if got := topology.HostFacts(h); got != (builder.HostFacts{SystemdPID1: true, CgroupV2: false, InContainer: false}) {
+		t.Errorf("spec.os wins field by field: %+v", got)
+	}
+}
+
+func TestRoutesAndAPIServers(t *testing.T) {
+	m := func(name, cidr string, etcd *basaltv1.MachineEtcd) *basaltv1.Machine {
+		role := basaltv1.RoleWorker
+		if etcd != nil {
+			role = basaltv1.RoleControlPlane
+		}
+		return &basaltv1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: basaltv1.MachineSpec{Role: role},
+			Status: basaltv1.MachineStatus{PodCIDR: cidr, Etcd: etcd}}
+	}
+	peers := []topology.Peer{
+		{Machine: m("cp-1", "10.244.0.0/24", &basaltv1.MachineEtcd{}), IP: netip.MustParseAddr("10.0.0.11")},
+		{Machine: m("cp-2", "10.244.2.0/24", &basaltv1.MachineEtcd{Join: true, Learner: true}), IP: netip.MustParseAddr("10.0.0.12")},
+		{Machine: m("w-1", "10.244.1.0/24", nil), IP: netip.MustParseAddr("10.0.0.21")},
+		{Machine: m("w-2", "", nil), IP: netip.MustParseAddr("10.0.0.22")},
+	}
+	got := topology.Routes(netip.MustParseAddr("10.0.0.21"), "10.244.1.0/24", peers)
+	want := []plan.Route{{Destination: "10.244.0.0/24", Gateway: "10.0.0.11"}, {Destination: "10.244.2.0/24", Gateway: "10.0.0.12"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("Routes = %v, want %v", got, want)
+	}
+	if got := topology.APIServers(peers); !slices.Equal(got, []string{"10.0.0.11:6443"}) {
+		t.Errorf("APIServers = %v: a learner runs no API server, a worker none", got)
+	}
+}
