@@ -94,6 +94,14 @@ artifacts: ## Build (or reuse) the full artifact sets for KUBE_VERSION and KUBE_
 pxe-image: ## Build (or reuse) the PXE agent kernel + initramfs under $(BASALT_CACHE)/pxe-image (prints VMLINUZ=, INITRAMFS=)
 	pxe/image/build.sh
 
+.PHONY: os-image
+os-image: ## Build (or reuse) the Debian OS disk image for bare-metal Hosts (hack/os-image.sh, docs/os-image.md; not used by the tests yet)
+	hack/os-image.sh
+
+.PHONY: os-image-boot
+os-image-boot: os-image ## Boot the OS disk image under QEMU (TCG) with OVMF and with SeaBIOS, waiting for the login prompt
+	img=$$(hack/os-image.sh | sed -n 's/^OS_IMAGE=//p'); hack/os-image-boot.sh uefi "$$img" && hack/os-image-boot.sh bios "$$img"
+
 ##@ Test
 
 .PHONY: test-artifacts

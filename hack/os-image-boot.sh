@@ -14,6 +14,9 @@ dir="${3:-/var/tmp/osimg/boot}/$mode"
 size="${DISK_SIZE:-4G}"
 limit="${BOOT_TIMEOUT:-300}"
 log() { printf 'os-image-boot: %s\n' "$*" >&2; }
+case "$mode" in uefi | bios) ;; *) log "unknown mode $mode: want uefi or bios"; exit 2 ;; esac
+[[ -f "$src" ]] || { log "no disk image at $src: build it with make os-image"; exit 2; }
+"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/pxe/image/ensure-debs.sh" qemu-system-x86 ovmf >&2
 
 mkdir -p "$dir"
 rm -f "$dir/console.log"

@@ -229,3 +229,27 @@ esac
 		`node-image: step "check disk space" failed: only 100 MiB free in `+filepath.Join(cache, "node-image")+", need 3072 MiB",
 		"rerun hack/node-image.sh; finished steps are reused")
 }
+
+func TestOSImageRefusesBadInput(t *testing.T) {
+	res, cache := runScript(t, "os-image.sh", os.Getenv("PATH"), nil, "--no-such-flag")
+	if res.code != 2 || !strings.Contains(res.stderr, "os-image: unknown argument --no-such-flag (see --help)") {
+		t.Errorf("unknown flag: exit %d, stderr %q; want exit 2 naming the flag", res.code, res.stderr)
+	}
+	res, _ = runScript(t, "os-image.sh", os.Getenv("PATH"), []string{"ROOT_EXTRA_MIB=lots"})
+	wantFailure(t, res, `os-image: step "start" failed: ROOT_EXTRA_MIB=lots is not a number of MiB`,
+		"fix the cause and rerun hack/os-image.sh")
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Errorf("the cache was written to: %v", entries)
+	}
+}
+
+func TestOSImageBootRefusesBadInput(t *testing.T) {
+	res, _ := runScript(t, "os-image-boot.sh", os.Getenv("PATH"), nil, "pxe", "/nonexistent.raw")
+	if res.code != 2 || !strings.Contains(res.stderr, "unknown mode pxe: want uefi or bios") {
+		t.Errorf("unknown mode: exit %d, stderr %q", res.code, res.stderr)
+	}
+	res, _ = runScript(t, "os-image-boot.sh", os.Getenv("PATH"), nil, "uefi", "/nonexistent.raw")
+	if res.code != 2 || !strings.Contains(res.stderr, "no disk image at /nonexistent.raw: build it with make os-image") {
+		t.Errorf("missing image: exit %d, stderr %q", res.code, res.stderr)
+	}
+}
