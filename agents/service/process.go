@@ -83,20 +83,30 @@ func (s *Supervisor) watchAdopted(p *proc) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(s.PollInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.detach:
-				return
-			case <-t.C:
+		s.everyPoll(func() bool {
+			if alive(pid, st) {
+				return true
 			}
-			if !alive(pid, st) {
-				close(exited)
-				return
-			}
-		}
+			close(exited)
+			return false
+		})
 	}()
+}
+
+// everyPoll calls f every PollInterval until the supervisor detaches or f returns false.
+func (s *Supervisor) everyPoll(f func() bool) {
+	t := time.NewTicker(s.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.detach:
+			return
+		case <-t.C:
+		}
+		if !f() {
+			return
+		}
+	}
 }
 
 // superviseLocked starts the goroutine that restarts p's process when it exits. s.mu is held.
@@ -248,14 +258,7 @@ func (s *Supervisor) logPath(name string) string { return filepath.Join(s.LogDir
 // rotateLoop rotates the logs of the supervised services when they grow past LogMaxBytes.
 func (s *Supervisor) rotateLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(s.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.detach:
-			return
-		case <-t.C:
-		}
+	s.everyPoll(func() bool {
 		s.mu.Lock()
 		var names []string
 		for n := range s.procs {
@@ -267,7 +270,8 @@ func (s *Supervisor) rotateLoop() {
 				s.Logger.Warn("Cannot rotate a service log", "service", n, "error", err)
 			}
 		}
-	}
+		return true
+	})
 }
 
 // RotateLog rotates path when it is larger than maxBytes: path.<keep> is dropped, path.<i>
