@@ -29,10 +29,7 @@ func WriteFile(path string, data []byte, mode fs.FileMode) error {
 
 // writeFileOwned is WriteFile with the owner given.
 func writeFileOwned(path string, data []byte, mode fs.FileMode, own owner) error {
-	return writeFrom(path, mode, own, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
+	return writeFrom(path, mode, own, atomicfile.Content(data))
 }
 
 // owner is the numeric user and group of a file the agent writes.

@@ -18,7 +18,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -103,7 +102,7 @@ const ReservedName = "agent"
 // bytes, never a mix.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return atomicfile.WriteFrom(path, mode, atomicfile.Options{DirMode: 0o700, TempPattern: "." + filepath.Base(path) + ".basalt-tmp-*"},
-		func(w io.Writer) error { _, err := w.Write(data); return err })
+		atomicfile.Content(data))
 }
 
 // Environ returns the environment of a service's process: a default PATH (unless the service

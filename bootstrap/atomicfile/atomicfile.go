@@ -6,6 +6,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -28,15 +29,22 @@ type Options struct {
 
 // Write writes data to path atomically with mode.
 func Write(path string, data []byte, mode fs.FileMode) error {
-	return WriteFrom(path, mode, Options{}, func(w io.Writer) error {
+	return WriteFrom(path, mode, Options{}, Content(data))
+}
+
+// Content is a fill function for WriteFrom that writes data.
+func Content(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
-	})
+	}
 }
 
 // WriteFrom writes what fill writes to path atomically with mode. When fill (or any step) fails,
 // path is left as it was and the temporary file is removed; fill's error is returned as it is,
-// so a caller can tell its own errors (a checksum mismatch) from the file system's.
+// so a caller can tell its own errors (a checksum mismatch) from the file system's. An error
+// syncing the folder after the rename is returned too (the new content is in place, but may not
+// survive a power loss); a file system that cannot sync folders (EINVAL) is not an error.
 func WriteFrom(path string, mode fs.FileMode, o Options, fill func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	if o.DirMode != 0 {
@@ -75,9 +83,13 @@ func WriteFrom(path string, mode fs.FileMode, o Options, fill func(io.Writer) er
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
 	}
 	return nil
 }
