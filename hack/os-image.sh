@@ -69,6 +69,14 @@ while [[ $# -gt 0 ]]; do
 done
 case "$extra_mib" in '' | *[!0-9]*) fail "ROOT_EXTRA_MIB=$extra_mib is not a number of MiB" ;; esac
 
+# The host tools first: the key below names the versions of two of them.
+step="host tools"
+if ! command -v debootstrap >/dev/null || ! command -v sgdisk >/dev/null || ! command -v mkfs.vfat >/dev/null || ! command -v mcopy >/dev/null; then
+	[[ $(id -u) -eq 0 ]] || fail "the host tools (debootstrap, gdisk, dosfstools, mtools) are missing and installing them needs root"
+	"$repo/pxe/image/ensure-debs.sh" debootstrap gdisk dosfstools mtools e2fsprogs gzip coreutils ||
+		fail "could not install the host tools"
+fi
+
 # The debootstrap'd tree depends on the suite and the package list only.
 pkgkey="$({ echo "$SUITE"; cat "$inputs/packages"; } | sha256sum | cut -c1-12)"
 # The image depends on everything: script, package list, files, the host tools that write it.
@@ -99,8 +107,6 @@ fi
 
 step="check host"
 [[ $(id -u) -eq 0 ]] || fail "debootstrap and chroot need root; run as root (sudo -E hack/os-image.sh)"
-"$repo/pxe/image/ensure-debs.sh" debootstrap gdisk dosfstools mtools e2fsprogs gzip coreutils ||
-	fail "could not install the host tools"
 mkdir -p "$cache/debs"
 avail="$(df -Pk "$cache" | awk 'NR == 2 { print $4 }')"
 ((avail >= MIN_FREE_KB)) || fail "only $((avail / 1024)) MiB free in $cache, need $((MIN_FREE_KB / 1024)) MiB"

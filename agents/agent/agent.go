@@ -53,6 +53,8 @@ type RootDisk interface {
 	// Current is the root filesystem on disk the host runs from, nil when it runs from the
 	// network or an OS Basalt did not write.
 	Current() (*protocol.Root, error)
+	// HostName is "<namespace>/<name>" of the Host, as the marker records it.
+	HostName() string
 	// Install writes the image to its disk and readies it as a root filesystem.
 	Install(ctx context.Context, img plan.OSImage) error
 	// Wipe takes the root filesystem the host runs from off its disk.
@@ -296,7 +298,10 @@ func (a *Agent) applyOS(ctx context.Context, p *plan.Plan, bo *backoff) (*protoc
 			return nil, nil, true
 		}
 		a.Logger.Info("Root filesystem written; rebooting into it", "disk", p.OS.Disk, "image", p.OS.Name, "took", time.Since(start).Round(time.Millisecond))
-		a.rebootNow(ctx, nil, []protocol.StepResult{{Step: step, OK: true}}, bo)
+		// The report names what was written: for a whole-disk image the manager hands the
+		// host's network boot over to its disk from now on.
+		written := &protocol.Root{Image: p.OS.SHA256, Disk: p.OS.Disk, Host: a.Disk.HostName()}
+		a.rebootNow(ctx, nil, written, []protocol.StepResult{{Step: step, OK: true}}, bo)
 		return nil, nil, true
 	case root.Image != p.OS.SHA256 || root.Disk != p.OS.Disk:
 		a.failOS(ctx, osStepName(p.OS.Disk), fmt.Errorf("the host runs from image %s on %s; the Plan wants image %s on %s: deprovision the Host to change it", root.Image, root.Disk, p.OS.SHA256, p.OS.Disk), bo)
@@ -328,15 +333,16 @@ func (a *Agent) wipeRoot(ctx context.Context, root protocol.Root, bo *backoff) {
 	}
 	// The report before the reboot still names the root it runs from: the Host is released
 	// only once the agent reports from the network.
-	a.rebootNow(ctx, &root, []protocol.StepResult{{Step: osStepName(root.Disk), OK: true}}, bo)
+	a.rebootNow(ctx, &root, nil, []protocol.StepResult{{Step: osStepName(root.Disk), OK: true}}, bo)
 }
 
-// rebootNow reports steps (and the root it runs from) to the manager, then reboots the host.
-// The report is sent here, not by the status loop: the host is gone a moment later.
-func (a *Agent) rebootNow(ctx context.Context, root *protocol.Root, steps []protocol.StepResult, bo *backoff) {
+// rebootNow reports steps (the root it runs from, and the one it has just written) to the
+// manager, then reboots the host. The report is sent here, not by the status loop: the host is
+// gone a moment later.
+func (a *Agent) rebootNow(ctx context.Context, root, written *protocol.Root, steps []protocol.StepResult, bo *backoff) {
 	a.mu.Lock()
 	a.applying, a.steps = "", steps
-	st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, Steps: steps, Root: root}
+	st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, Steps: steps, Root: root, Written: written}
 	a.mu.Unlock()
 	sanitize(st)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -32,6 +32,8 @@ func (d *fakeDisk) Current() (*protocol.Root, error) {
 	return d.root, nil
 }
 
+func (d *fakeDisk) HostName() string { return "ns/host-1" }
+
 func (d *fakeDisk) Install(_ context.Context, img plan.OSImage) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -164,7 +166,16 @@ func TestOSImageWrittenThenRebootedInto(t *testing.T) {
 	plans := &planList{plan: p}
 	runDiskAgent(t, plans, disk, ap, honest)
 
-	_, st := log.waitFor(t, "the Plan applied from the disk", 0, func(s protocol.Status) bool { return s.PlanHash == p.Hash() })
+	// The last report before the reboot into the image names what was written (the manager
+	// hands the host's network boot over to a whole-disk image's own boot loader from then on).
+	_, st := log.waitFor(t, "the write reported", 0, func(s protocol.Status) bool { return s.Written != nil })
+	if want := (protocol.Root{Image: testImage.SHA256, Disk: "/dev/vda", Host: "ns/host-1"}); *st.Written != want || st.Root != nil {
+		t.Errorf("report before the reboot: written %+v root %+v; want written %+v and no root", st.Written, st.Root, want)
+	}
+	_, st = log.waitFor(t, "the Plan applied from the disk", 0, func(s protocol.Status) bool { return s.PlanHash == p.Hash() })
+	if st.Written != nil {
+		t.Errorf("a report from the disk still says written: %+v", st.Written)
+	}
 	if st.Root == nil || st.Root.Image != testImage.SHA256 || st.Root.Disk != "/dev/vda" {
 		t.Errorf("status root %+v", st.Root)
 	}

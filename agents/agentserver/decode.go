@@ -150,15 +150,22 @@ func validateStatus(st *protocol.Status) error {
 			add(checkText(field+".message", c.Message, 0, maxComponentMsg))
 		}
 	}
-	if r := st.Root; r != nil {
+	for _, fr := range []struct {
+		field string
+		r     *protocol.Root
+	}{{"root", st.Root}, {"written", st.Written}} {
+		field, r := fr.field, fr.r
+		if r == nil {
+			continue
+		}
 		if r.Image == "" {
-			add(errors.New("root.image: must be the sha256 of the image"))
+			add(fmt.Errorf("%s.image: must be the sha256 of the image", field))
 		}
-		add(checkHash("root.image", r.Image))
+		add(checkHash(field+".image", r.Image))
 		if !plan.IsDisk(r.Disk) {
-			add(fmt.Errorf("root.disk %q: must be a disk such as /dev/vda", truncate(r.Disk)))
+			add(fmt.Errorf("%s.disk %q: must be a disk such as /dev/vda", field, truncate(r.Disk)))
 		}
-		add(checkText("root.host", r.Host, 0, maxNameLen))
+		add(checkText(field+".host", r.Host, 0, maxNameLen))
 	}
 	if h := st.Hardware; h != nil {
 		if h.CPUs < 0 || h.CPUs > maxCPUs {

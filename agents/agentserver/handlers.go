@@ -308,6 +308,10 @@ func (s *Server) applyHostReport(h *basaltv1.Host, st *protocol.Status) {
 	if r := st.Root; r != nil {
 		h.Status.Agent.Root = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
 	}
+	h.Status.Agent.Written = nil
+	if r := st.Written; r != nil {
+		h.Status.Agent.Written = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
+	}
 	if st.Hardware != nil {
 		h.Status.Hardware = convertHardware(st.Hardware)
 		if st.Hardware.OS != nil {

@@ -141,6 +141,23 @@ func TestStatusLandsInHostAndMachine(t *testing.T) {
 	if r := h.getHost("node-1").Status.Agent.Root; r != nil {
 		t.Errorf("status.agent.root %+v after a report from the network", r)
 	}
+
+	// The agent in RAM that has just written a whole-disk image says so before its reboot;
+	// the next report, without it, clears it.
+	st.Written = &protocol.Root{Image: strings.Repeat("f", 64), Disk: "/dev/nvme0n1", Host: h.hostNS + "/node-1"}
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if w := h.getHost("node-1").Status.Agent.Written; w == nil || *w != (basaltv1.AgentRoot{Image: strings.Repeat("f", 64), Disk: "/dev/nvme0n1"}) {
+		t.Errorf("status.agent.written %+v", w)
+	}
+	st.Written = nil
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if w := h.getHost("node-1").Status.Agent.Written; w != nil {
+		t.Errorf("status.agent.written %+v after a report without it", w)
+	}
 }
 
 func TestStatusRefusesBadBodies(t *testing.T) {
@@ -174,6 +191,8 @@ func TestStatusRefusesBadBodies(t *testing.T) {
 		{"root without image", `{"agentVersion":"v1","root":{"image":"","disk":"/dev/vda"}}`, http.StatusBadRequest},
 		{"root image not a digest", `{"agentVersion":"v1","root":{"image":"../x","disk":"/dev/vda"}}`, http.StatusBadRequest},
 		{"root disk not a disk", `{"agentVersion":"v1","root":{"image":"` + strings.Repeat("a", 64) + `","disk":"/etc/passwd"}}`, http.StatusBadRequest},
+		{"written disk not a disk", `{"agentVersion":"v1","written":{"image":"` + strings.Repeat("a", 64) + `","disk":"/dev/../etc/shadow"}}`, http.StatusBadRequest},
+		{"written image not a digest", `{"agentVersion":"v1","written":{"image":"x","disk":"/dev/vda"}}`, http.StatusBadRequest},
 		{"root unknown field", `{"agentVersion":"v1","root":{"image":"` + strings.Repeat("a", 64) + `","disk":"/dev/vda","partition":1}}`, http.StatusBadRequest},
 	} {
 		code, body := post(t, a.client, h.url+protocol.PathStatus, []byte(tc.body))

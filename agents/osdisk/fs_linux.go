@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -56,6 +58,53 @@ func (hostFS) Grow(disk, dir string) error {
 		return fmt.Errorf("EXT4_IOC_RESIZE_FS to %d blocks: %w", blocks, errno)
 	}
 	return nil
+}
+
+// Partition re-reads disk's partition table (BLKRRPART; the disk was just overwritten) and
+// returns the partition whose ext4 filesystem has label. The partition's device node appears in
+// devtmpfs a moment after the kernel adds it, so it is looked for for a few seconds.
+func (hostFS) Partition(disk, label string) (string, error) {
+	f, err := os.Open(disk)
+	if err != nil {
+		return "", err
+	}
+	for try := 0; ; try++ {
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKRRPART, 0)
+		if errno == 0 {
+			break
+		}
+		if errno != unix.EBUSY || try == 10 {
+			f.Close()
+			return "", fmt.Errorf("re-reading the partition table of %s: %w", disk, errno)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	f.Close()
+	name := filepath.Base(disk)
+	var seen []string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		seen = seen[:0]
+		entries, _ := os.ReadDir(filepath.Join("/sys/class/block", name))
+		for _, e := range entries {
+			if _, err := os.Stat(filepath.Join("/sys/class/block", name, e.Name(), "partition")); err != nil {
+				continue
+			}
+			dev := filepath.Join(filepath.Dir(disk), e.Name())
+			l, err := ext4Label(dev)
+			if err != nil {
+				seen = append(seen, fmt.Sprintf("%s (%v)", e.Name(), err))
+				continue
+			}
+			if l == label {
+				return dev, nil
+			}
+			seen = append(seen, fmt.Sprintf("%s (label %q)", e.Name(), l))
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no partition of %s holds an ext4 filesystem labelled %q; found %v", disk, label, seen)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 func syncAll() { unix.Sync() }

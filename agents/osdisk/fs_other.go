@@ -12,6 +12,8 @@ func (hostFS) Mount(string, string) error { return errNotLinux }
 func (hostFS) Unmount(string) error       { return errNotLinux }
 func (hostFS) Grow(string, string) error  { return errNotLinux }
 
+func (hostFS) Partition(string, string) (string, error) { return "", errNotLinux }
+
 func syncAll() {}
 
 // Reboot is not available off Linux.

@@ -9,6 +9,12 @@
 // last, the marker (protocol.RootMarkerPath): the PXE initramfs switches only to a filesystem
 // that has it, so an install interrupted at any point is simply done again.
 //
+// A whole-disk image (plan.FormatDisk: partition table, boot loader, root partition labelled
+// RootLabel) is written the same way; then the kernel reads its partition table, the root
+// partition is mounted (not grown: the image grows it at boot), and the agent installs itself
+// there (binary, enabled systemd unit, the boot interface's static address) before the marker.
+// The host then boots from its disk, with or without the manager.
+//
 // Wipe undoes it on a host running from such a disk: the marker goes first (a filesystem
 // change, so a crash right after leaves a disk the initramfs no longer boots), then the
 // filesystem's superblock is overwritten, so nothing recognises the disk any more.
@@ -29,6 +35,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/basalt-dev/basalt/agents/apply"
 	"github.com/basalt-dev/basalt/agents/internal/ctxio"
@@ -50,7 +57,17 @@ type FileSystem interface {
 	Grow(disk, dir string) error
 	// Unmount unmounts dir, flushing it.
 	Unmount(dir string) error
+	// Partition has the kernel read disk's partition table again and returns the partition
+	// whose filesystem is labelled label (a whole-disk image's root).
+	Partition(disk, label string) (string, error)
 }
+
+// RootLabel is the filesystem label of the root partition of a whole-disk image
+// (plan.FormatDisk), as hack/os-image.sh makes it.
+const RootLabel = "basalt-root"
+
+// SelfBinary is the running agent's executable: what Install copies into a whole-disk image.
+const SelfBinary = "/proc/self/exe"
 
 // WipeBytes is how much of the disk's start Wipe overwrites: the ext4 superblock is at byte
 // 1024, and partition tables and most other signatures are in the first MiB.
@@ -69,6 +86,10 @@ type Installer struct {
 	Carry []string
 	// FS mounts and grows the written filesystem; default the host's (Linux).
 	FS FileSystem
+	// AgentBinary is the agent executable Install puts into a whole-disk image (default
+	// SelfBinary), run there by the systemd unit protocol.AgentUnit with AgentArgs.
+	AgentBinary string
+	AgentArgs   []string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -93,6 +114,9 @@ func (i *Installer) fs() FileSystem {
 	}
 	return i.FS
 }
+
+// HostName is the Host the installer writes for, "<namespace>/<name>".
+func (i *Installer) HostName() string { return i.Host }
 
 // Current returns the marker of the root filesystem the system runs from, nil when it runs from
 // anything else (the PXE initramfs has no marker).
@@ -151,11 +175,20 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 	}
 	log.Info("Root filesystem image written", "bytes", written)
 
+	target := disk
+	if img.IsDiskImage() {
+		// The image has its own partition table: the root is the partition labelled RootLabel,
+		// and the image's own first-boot unit grows it to the disk (growing the filesystem
+		// here, beyond its partition, would corrupt the disk).
+		if target, err = i.fs().Partition(disk, RootLabel); err != nil {
+			return fmt.Errorf("finding the root partition of the image on %s: %w", img.Disk, err)
+		}
+	}
 	dir := i.path("/run/basalt/newroot")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := i.fs().Mount(disk, dir); err != nil {
+	if err := i.fs().Mount(target, dir); err != nil {
 		return fmt.Errorf("mounting the written filesystem of %s: %w", img.Disk, err)
 	}
 	mounted := true
@@ -164,12 +197,19 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 			_ = i.fs().Unmount(dir)
 		}
 	}()
-	if err := i.fs().Grow(disk, dir); err != nil {
-		log.Warn("Cannot grow the root filesystem to its disk; it keeps the image's size", "error", err)
+	if !img.IsDiskImage() {
+		if err := i.fs().Grow(disk, dir); err != nil {
+			log.Warn("Cannot grow the root filesystem to its disk; it keeps the image's size", "error", err)
+		}
 	}
 	for _, c := range i.Carry {
 		if err := copyTree(i.path(c), filepath.Join(dir, c)); err != nil {
 			return fmt.Errorf("copying %s into the new root: %w", c, err)
+		}
+	}
+	if img.IsDiskImage() {
+		if err := i.installAgent(dir, img.Network); err != nil {
+			return err
 		}
 	}
 	marker, err := json.Marshal(protocol.Root{Image: img.SHA256, Disk: img.Disk, Host: i.Host})
@@ -185,6 +225,63 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 	}
 	log.Info("Root filesystem ready on disk")
 	return nil
+}
+
+// NetworkFile is where installAgent writes the installed system's static address: a
+// systemd-networkd file that sorts before the image's own DHCP configuration.
+const NetworkFile = "/etc/systemd/network/10-basalt-boot.network"
+
+// installAgent makes the whole-disk image mounted at dir run this agent with its identity (the
+// Carry folders, already copied): the binary, its systemd unit, enabled, and the boot
+// interface's static address when the Plan gives one.
+func (i *Installer) installAgent(dir string, network *plan.OSNetwork) error {
+	src := i.AgentBinary
+	if src == "" {
+		src = SelfBinary
+	}
+	bin, err := os.ReadFile(i.path(src))
+	if err != nil {
+		return fmt.Errorf("reading the agent binary: %w", err)
+	}
+	if err := apply.WriteFile(filepath.Join(dir, protocol.AgentBinaryPath), bin, 0o755); err != nil {
+		return fmt.Errorf("installing the agent into the new root: %w", err)
+	}
+	if err := apply.WriteFile(filepath.Join(dir, protocol.AgentUnitPath), protocol.AgentUnitFile(protocol.AgentBinaryPath, i.AgentArgs), 0o644); err != nil {
+		return fmt.Errorf("installing the agent's unit: %w", err)
+	}
+	wants := filepath.Join(dir, "/etc/systemd/system/multi-user.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(wants, protocol.AgentUnit)
+	_ = os.Remove(link)
+	if err := os.Symlink(protocol.AgentUnitPath, link); err != nil {
+		return fmt.Errorf("enabling the agent's unit: %w", err)
+	}
+	if network == nil {
+		return nil
+	}
+	if err := apply.WriteFile(filepath.Join(dir, NetworkFile), NetworkdFile(network), 0o644); err != nil {
+		return fmt.Errorf("writing the boot interface's address: %w", err)
+	}
+	return nil
+}
+
+// NetworkdFile is the systemd-networkd configuration of n: the interface with n.MAC gets the
+// static address, gateway and name servers, so the installed system keeps its node address
+// when no DHCP server answers (the manager is down, or the site's server forgot the host).
+func NetworkdFile(n *plan.OSNetwork) []byte {
+	var b strings.Builder
+	b.WriteString("# Written by Basalt's agent when it installed this system: the Host's spec.boot.address.\n")
+	fmt.Fprintf(&b, "[Match]\nMACAddress=%s\n\n[Network]\nAddress=%s\n", n.MAC, n.Address)
+	if n.Gateway != "" {
+		fmt.Fprintf(&b, "Gateway=%s\n", n.Gateway)
+	}
+	for _, d := range n.DNS {
+		fmt.Fprintf(&b, "DNS=%s\n", d)
+	}
+	b.WriteString("LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+	return []byte(b.String())
 }
 
 // write streams the image onto disk and checks it; on a mismatch the disk is wiped.

@@ -5,12 +5,14 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -34,6 +36,8 @@ type folderFS struct {
 	mounts  int
 	unmount int
 	grown   bool
+	// partitions are the labels Partition was asked for.
+	partitions []string
 }
 
 func (f *folderFS) Mount(disk, _ string) error {
@@ -49,6 +53,12 @@ func (f *folderFS) Mount(disk, _ string) error {
 }
 func (f *folderFS) Grow(string, string) error { f.grown = true; return nil }
 func (f *folderFS) Unmount(string) error      { f.unmount++; return nil }
+
+// Partition "finds" the root partition at the start of the disk (the fake image has no table).
+func (f *folderFS) Partition(disk, label string) (string, error) {
+	f.partitions = append(f.partitions, label)
+	return disk, nil
+}
 
 func gz(t *testing.T, raw []byte) []byte {
 	var b bytes.Buffer
@@ -128,6 +138,80 @@ func TestInstallWritesChecksAndCarriesTheIdentity(t *testing.T) {
 	}
 	if cur, err := in.Current(); cur != nil || err != nil {
 		t.Errorf("the running system has a marker: %+v %v", cur, err)
+	}
+}
+
+// TestInstallWholeDiskImageInstallsTheAgent: a whole-disk image is not grown (its own first-boot
+// unit grows its root partition), its root partition is found by label, and it gets the agent,
+// its enabled unit and the boot interface's static address, with the marker written last.
+func TestInstallWholeDiskImageInstallsTheAgent(t *testing.T) {
+	root, _ := setup(t)
+	raw := rawImage(3 << 20)
+	blob := gz(t, raw)
+	agentBin := filepath.Join(root, "agent-binary")
+	if err := os.WriteFile(agentBin, []byte("#!agent"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ffs := &folderFS{t: t, want: raw}
+	in := &Installer{Root: root, Host: "metal/node-7", Fetcher: fetcher{blob}, Carry: []string{protocol.StateDir}, FS: ffs,
+		AgentBinary: "/agent-binary", AgentArgs: []string{"--log-level", "debug"}}
+	img := plan.OSImage{Name: "basalt-os", SHA256: digest(blob), Disk: "/dev/vda", Format: plan.FormatDisk,
+		Network: &plan.OSNetwork{MAC: "52:54:00:ba:5a:07", Address: "10.1.2.200/24", Gateway: "10.1.2.1", DNS: []string{"10.1.2.1"}}}
+	if err := in.Install(context.Background(), img); err != nil {
+		t.Fatal(err)
+	}
+	if ffs.grown || !slices.Equal(ffs.partitions, []string{RootLabel}) {
+		t.Errorf("grown %v, partitions looked up %v; want false, [%s]", ffs.grown, ffs.partitions, RootLabel)
+	}
+	newroot := filepath.Join(root, "run/basalt/newroot")
+	read := func(p string) string {
+		b, err := os.ReadFile(filepath.Join(newroot, p))
+		if err != nil {
+			t.Error(err)
+		}
+		return string(b)
+	}
+	if got := read(protocol.AgentBinaryPath); got != "#!agent" {
+		t.Errorf("agent binary %q", got)
+	}
+	if st, err := os.Stat(filepath.Join(newroot, protocol.AgentBinaryPath)); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("agent binary mode: %v %v", st, err)
+	}
+	if unit := read(protocol.AgentUnitPath); !strings.Contains(unit, "ExecStart="+protocol.AgentBinaryPath+" --log-level debug\n") {
+		t.Errorf("unit:\n%s", unit)
+	}
+	if l, err := os.Readlink(filepath.Join(newroot, "etc/systemd/system/multi-user.target.wants", protocol.AgentUnit)); err != nil || l != protocol.AgentUnitPath {
+		t.Errorf("unit not enabled: %q %v", l, err)
+	}
+	want := "[Match]\nMACAddress=52:54:00:ba:5a:07\n\n[Network]\nAddress=10.1.2.200/24\nGateway=10.1.2.1\nDNS=10.1.2.1\n"
+	if nw := read(NetworkFile); !strings.Contains(nw, want) {
+		t.Errorf("network file:\n%s\nwant it to contain\n%s", nw, want)
+	}
+	if _, err := os.Stat(filepath.Join(newroot, protocol.StateDir, "agent.key")); err != nil {
+		t.Errorf("identity not carried: %v", err)
+	}
+	cur, err := (&Installer{Root: newroot}).Current()
+	if err != nil || cur == nil || cur.Image != img.SHA256 {
+		t.Errorf("marker: %+v %v", cur, err)
+	}
+}
+
+func TestReadExt4Label(t *testing.T) {
+	fs := make([]byte, 4096)
+	binary.LittleEndian.PutUint16(fs[superblockOffset+ext4MagicOffset:], ext4Magic)
+	copy(fs[superblockOffset+ext4LabelOffset:], "basalt-root")
+	if l, err := readExt4Label(bytes.NewReader(fs)); err != nil || l != "basalt-root" {
+		t.Errorf("label %q, %v", l, err)
+	}
+	copy(fs[superblockOffset+ext4LabelOffset:], "0123456789abcdefXYZ") // 16 bytes, no NUL
+	if l, _ := readExt4Label(bytes.NewReader(fs)); l != "0123456789abcdef" {
+		t.Errorf("a full-length label reads %q", l)
+	}
+	if _, err := readExt4Label(bytes.NewReader(make([]byte, 4096))); err == nil {
+		t.Error("zeros read as ext4")
+	}
+	if _, err := readExt4Label(bytes.NewReader(make([]byte, 100))); err == nil {
+		t.Error("a short device read as ext4")
 	}
 }
 

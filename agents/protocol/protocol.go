@@ -98,6 +98,9 @@ type Status struct {
 	// provisioning); nil when it runs from the network (the PXE initramfs) or from an OS
 	// Basalt did not install.
 	Root *Root `json:"root,omitempty"`
+	// Written is the image the agent has just written to a local disk and reboots into, sent
+	// with its last report before that reboot; nil otherwise.
+	Written *Root `json:"written,omitempty"`
 }
 
 // Root is what a host's RootMarkerPath says: the image written to which disk, for which Host.

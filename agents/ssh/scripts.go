@@ -195,42 +195,10 @@ func (in *Installer) supervisorScript() string {
 // unit renders the systemd unit of the agent.
 func (in *Installer) unit() []byte {
 	root := strings.TrimRight(path.Clean("/"+in.Root), "/")
-	exec := []string{systemdQuote(root + protocol.AgentBinaryPath)}
-	for _, a := range in.AgentArgs {
-		exec = append(exec, systemdQuote(a))
-	}
-	return []byte(`# Installed by Basalt (agents/ssh). Removed by uninstalling the agent.
-[Unit]
-Description=Basalt node agent
-Documentation=https://github.com/basalt-dev/basalt/blob/main/docs/ssh.md
-Wants=network-online.target
-After=network-online.target
-StartLimitIntervalSec=0
-
-[Service]
-Type=simple
-ExecStart=` + strings.Join(exec, " ") + `
-Restart=always
-RestartSec=5s
-
-[Install]
-WantedBy=multi-user.target
-`)
+	return protocol.AgentUnitFile(root+protocol.AgentBinaryPath, in.AgentArgs)
 }
 
 // shellQuote quotes s as one word for sh.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// systemdQuote quotes s as one word of an ExecStart line.
-func systemdQuote(s string) string {
-	s = strings.ReplaceAll(s, "%", "%%")
-	s = strings.ReplaceAll(s, "$", "$$")
-	if s != "" && !strings.ContainsAny(s, " \t\"'\\;") {
-		return s
-	}
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	s = strings.ReplaceAll(s, `"`, `\"`)
-	return `"` + s + `"`
 }

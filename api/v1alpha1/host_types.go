@@ -375,6 +375,11 @@ type AgentStatus struct {
 	// while it runs from the network (in RAM) or from an OS Basalt did not install.
 	// +optional
 	Root *AgentRoot `json:"root,omitempty"`
+	// written is a whole-disk image the agent has just written to a local disk and reboots into
+	// (reported by the agent in RAM before its reboot): the network hands the host over to its
+	// disk from then on. Cleared by the next report that does not carry it.
+	// +optional
+	Written *AgentRoot `json:"written,omitempty"`
 }
 
 // AgentRoot is a root filesystem image Basalt wrote to a local disk.
@@ -394,10 +399,32 @@ type HostProvisioning struct {
 	// disk is the disk the image is written to, e.g. /dev/vda.
 	// +kubebuilder:validation:MaxLength=64
 	Disk string `json:"disk"`
+	// format is how the image goes on the disk and boots: Disk (a whole-disk image with its own
+	// partition table and boot loader: the host boots from its disk) or Filesystem (an ext4
+	// filesystem on the whole disk: the host boots its kernel from the network with the root on
+	// disk).
+	// +optional
+	Format OSImageFormat `json:"format,omitempty"`
+	// writtenAt is when the agent reported the whole-disk image written (Format Disk): from then
+	// on the host's network boot hands over to its local disk.
+	// +optional
+	WrittenAt *metav1.Time `json:"writtenAt,omitempty"`
 	// provisionedAt is when the agent first reported running from the image on disk.
 	// +optional
 	ProvisionedAt *metav1.Time `json:"provisionedAt,omitempty"`
 }
+
+// OSImageFormat says how an OS image is laid out on a disk.
+// +kubebuilder:validation:Enum=Disk;Filesystem
+type OSImageFormat string
+
+const (
+	// OSImageFormatDisk is a whole-disk image: partition table, boot loader, root filesystem.
+	OSImageFormatDisk OSImageFormat = "Disk"
+	// OSImageFormatFilesystem is a bare ext4 filesystem written to the whole disk; the kernel
+	// and initramfs come from the network.
+	OSImageFormatFilesystem OSImageFormat = "Filesystem"
+)
 
 // OSImageRef names a root filesystem image in the manager's artifact cache.
 type OSImageRef struct {

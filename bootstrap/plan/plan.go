@@ -76,6 +76,71 @@ type OSImage struct {
 	Size int64 `json:"size,omitempty"`
 	// Disk is the whole-disk block device written to, e.g. /dev/vda.
 	Disk string `json:"disk"`
+	// Format is how the image is laid out: FormatFilesystem ("", the default: an ext4
+	// filesystem on the whole disk, booted by the network's kernel) or FormatDisk (a whole-disk
+	// image with a partition table and its own boot loader; the host boots from its disk).
+	Format string `json:"format,omitempty"`
+	// Network, for FormatDisk, is the static address the installed system configures on its
+	// boot interface, so it keeps its node address with no DHCP server; nil leaves the image's
+	// own configuration (DHCP on every Ethernet interface).
+	Network *OSNetwork `json:"network,omitempty"`
+}
+
+// OSImage formats.
+const (
+	FormatFilesystem = "filesystem"
+	FormatDisk       = "disk"
+)
+
+// IsDiskImage says whether the image is a whole-disk image (FormatDisk).
+func (o *OSImage) IsDiskImage() bool { return o.Format == FormatDisk }
+
+// OSNetwork is the installed system's address on its boot interface.
+type OSNetwork struct {
+	// MAC selects the interface, lowercase and colon-separated.
+	MAC string `json:"mac"`
+	// Address is the IPv4 address with its prefix length, e.g. 192.168.10.21/24.
+	Address string `json:"address"`
+	// Gateway is the default router, optional; inside Address's subnet.
+	Gateway string `json:"gateway,omitempty"`
+	// DNS are name servers, optional.
+	DNS []string `json:"dns,omitempty"`
+}
+
+// macRE is the form of a MAC address in an OSNetwork.
+var macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+
+// maxDNS bounds OSNetwork.DNS (resolv.conf reads three).
+const maxDNS = 3
+
+// Validate reports what makes the network unusable.
+func (n *OSNetwork) Validate() error {
+	var errs []error
+	if !macRE.MatchString(n.MAC) {
+		errs = append(errs, fmt.Errorf("os.network.mac %q must be six lowercase hex pairs separated by colons", n.MAC))
+	}
+	pfx, err := netip.ParsePrefix(n.Address)
+	if err != nil || !pfx.Addr().Is4() || pfx.Bits() == 0 {
+		errs = append(errs, fmt.Errorf("os.network.address %q must be an IPv4 address with its prefix length, e.g. 192.168.10.21/24", n.Address))
+	}
+	if n.Gateway != "" {
+		gw, err := netip.ParseAddr(n.Gateway)
+		switch {
+		case err != nil || !gw.Is4():
+			errs = append(errs, fmt.Errorf("os.network.gateway %q must be an IPv4 address", n.Gateway))
+		case pfx.IsValid() && !pfx.Masked().Contains(gw):
+			errs = append(errs, fmt.Errorf("os.network.gateway %s is outside %s", gw, pfx.Masked()))
+		}
+	}
+	if len(n.DNS) > maxDNS {
+		errs = append(errs, fmt.Errorf("os.network.dns lists %d servers; at most %d", len(n.DNS), maxDNS))
+	}
+	for _, d := range n.DNS {
+		if a, err := netip.ParseAddr(d); err != nil || a.Zone() != "" {
+			errs = append(errs, fmt.Errorf("os.network.dns %q must be an IP address", d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // diskRE is what OSImage.Disk may be: a whole disk under /dev, by its kernel name.
@@ -98,6 +163,17 @@ func (o *OSImage) Validate() error {
 	}
 	if !diskRE.MatchString(o.Disk) {
 		errs = append(errs, fmt.Errorf("os.disk %q must be a whole disk such as /dev/vda or /dev/nvme0n1", o.Disk))
+	}
+	switch o.Format {
+	case "", FormatFilesystem, FormatDisk:
+	default:
+		errs = append(errs, fmt.Errorf("os.format %q must be %s or %s", o.Format, FormatFilesystem, FormatDisk))
+	}
+	if o.Network != nil {
+		if !o.IsDiskImage() {
+			errs = append(errs, errors.New("os.network is only for a whole-disk image (os.format disk): a filesystem image runs the network's kernel, which takes its address from DHCP"))
+		}
+		errs = append(errs, o.Network.Validate())
 	}
 	return errors.Join(errs...)
 }

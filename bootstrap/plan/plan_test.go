@@ -71,6 +71,10 @@ func TestHashChangesWithEveryRelevantInput(t *testing.T) {
 		"lb listen":      func(p *Plan) { p.LoadBalancers[0].Listen = "127.0.0.1:6445" },
 		"os image":       func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/vda"} },
 		"os disk":        func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/sda"} },
+		"os whole disk": func(p *Plan) {
+			p.OS = &OSImage{Name: "basalt-os", SHA256: sumA, Disk: "/dev/sda", Format: FormatDisk,
+				Network: &OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.0.0.5/24", Gateway: "10.0.0.1", DNS: []string{"10.0.0.1"}}}
+		},
 	}
 	seen := map[string]string{base: "base"}
 	for name, mutate := range mutations {
@@ -168,6 +172,22 @@ func TestValidate(t *testing.T) {
 		"os partition":           {func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/dev/vda1/../sda"} }, "os.disk \"/dev/vda1/../sda\" must be a whole disk"},
 		"os not under dev":       {func(p *Plan) { p.OS = &OSImage{Name: "basalt-root", SHA256: sumA, Disk: "/etc/passwd"} }, "os.disk"},
 		"os bad name":            {func(p *Plan) { p.OS = &OSImage{Name: "Root Image", SHA256: sumA, Disk: "/dev/vda"} }, "os.name"},
+		"os bad format":          {func(p *Plan) { p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Format: "qcow2"} }, "os.format \"qcow2\" must be filesystem or disk"},
+		"os network on fs image": {func(p *Plan) {
+			p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Network: &OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.0.0.5/24"}}
+		}, "os.network is only for a whole-disk image"},
+		"os network bad mac": {func(p *Plan) {
+			p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Format: FormatDisk, Network: &OSNetwork{MAC: "52-54-00-00-00-01", Address: "10.0.0.5/24"}}
+		}, "os.network.mac"},
+		"os network no prefix": {func(p *Plan) {
+			p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Format: FormatDisk, Network: &OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.0.0.5"}}
+		}, "os.network.address \"10.0.0.5\" must be an IPv4 address with its prefix length"},
+		"os network far gateway": {func(p *Plan) {
+			p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Format: FormatDisk, Network: &OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.0.0.5/24", Gateway: "10.0.1.1"}}
+		}, "os.network.gateway 10.0.1.1 is outside 10.0.0.0/24"},
+		"os network bad dns": {func(p *Plan) {
+			p.OS = &OSImage{Name: "os", SHA256: sumA, Disk: "/dev/vda", Format: FormatDisk, Network: &OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.0.0.5/24", DNS: []string{"ns1"}}}
+		}, "os.network.dns \"ns1\""},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -201,8 +201,8 @@ func endpointHost(s *scope) string {
 		return ""
 	}
 	for i := range s.hosts {
-		if h := &s.hosts[i]; h.Spec.SSH != nil && h.Spec.SSH.Address == ep.Host {
-			return h.Name
+		if ip, err := topology.NodeIP(&s.hosts[i]); err == nil && ip.String() == ep.Host {
+			return s.hosts[i].Name
 		}
 	}
 	return ""

@@ -200,12 +200,19 @@ func (n *NetBoot) Target(ctx context.Context, mac string) (httpboot.Target, erro
 	if !bootsAgent(h, state) {
 		return t, nil
 	}
+	if bootsFromDisk(h) {
+		// A whole-disk image with its own boot loader: the disk is the host's system, and the
+		// network only hands over to it (no kernel, no token).
+		t.Diskless, t.LocalDisk = false, true
+		n.log().V(1).Info("Booting the local disk", "host", klog.KObj(h), "mac", mac, "disk", h.Status.Provisioning.Disk)
+		return t, nil
+	}
 	// The host is booting now, so no agent runs from an earlier script: tokens issued before
 	// are of no use any more. Revoking them keeps at most one live token per Host.
 	if err := n.Bootstrapper.RevokeTokens(ctx, h); err != nil {
 		return httpboot.Target{}, fmt.Errorf("revoking earlier bootstrap tokens of %s: %w", klog.KObj(h), err)
 	}
-	if h.Status.Provisioning != nil {
+	if h.Status.Provisioning != nil && h.Status.Provisioning.Format != basaltv1.OSImageFormatDisk {
 		// Its system is (or is being) written to its disk: /init switches to that root
 		// filesystem when it is finished, where the agent has its identity. A Provisioned Host
 		// gets no token at all; while the image is written or wiped, the token lets the agent

@@ -28,12 +28,15 @@ import (
 // RootImageName is the name the manager's root filesystem image has in the artifact cache.
 const RootImageName = "basalt-root"
 
-// RootImage is the root filesystem image the manager writes to network-booted Hosts' disks.
+// RootImage is the OS image the manager writes to network-booted Hosts' disks.
 type RootImage struct {
 	// Ref is its name, sha256 and size as served (gzip-compressed).
 	Ref basaltv1.OSImageRef
 	// RawSize is its size decompressed: the smallest disk it fits on.
 	RawSize int64
+	// Format is what the image is: a whole disk with its own boot loader (hack/os-image.sh) or
+	// a bare ext4 filesystem (make pxe-image's root.img.gz), told apart by its first bytes.
+	Format basaltv1.OSImageFormat
 	// Path is the file it is served from.
 	Path string
 }
@@ -42,8 +45,8 @@ type RootImage struct {
 // not hang the manager's start).
 const maxRootImageRaw = 64 << 30
 
-// LoadRootImage reads a gzip-compressed root filesystem image (make pxe-image's root.img.gz)
-// once: its sha256 and size as served, and its size decompressed.
+// LoadRootImage reads a gzip-compressed OS image once: its sha256 and size as served, its size
+// decompressed, and its format.
 func LoadRootImage(path string) (*RootImage, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -56,10 +59,20 @@ func LoadRootImage(path string) (*RootImage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("root image %s is not gzip-compressed: %w", path, err)
 	}
-	raw, err := io.Copy(io.Discard, io.LimitReader(zr, maxRootImageRaw+1))
+	head := make([]byte, imageHeadBytes)
+	got, err := io.ReadFull(zr, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("root image %s: %w", path, err)
+	}
+	format, err := ImageFormat(head[:got])
 	if err != nil {
 		return nil, fmt.Errorf("root image %s: %w", path, err)
 	}
+	rest, err := io.Copy(io.Discard, io.LimitReader(zr, maxRootImageRaw+1))
+	if err != nil {
+		return nil, fmt.Errorf("root image %s: %w", path, err)
+	}
+	raw := int64(got) + rest
 	if raw > maxRootImageRaw {
 		return nil, fmt.Errorf("root image %s decompresses to more than %d bytes", path, int64(maxRootImageRaw))
 	}
@@ -69,8 +82,26 @@ func LoadRootImage(path string) (*RootImage, error) {
 	return &RootImage{
 		Ref:     basaltv1.OSImageRef{Name: RootImageName, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n.n},
 		RawSize: raw,
+		Format:  format,
 		Path:    path,
 	}, nil
+}
+
+// imageHeadBytes is how much of an image ImageFormat looks at: the protective MBR and the GPT
+// header (LBA 1), and the ext4 superblock at byte 1024.
+const imageHeadBytes = 4096
+
+// ImageFormat tells a whole-disk image (a GPT: "EFI PART" at byte 512 behind an MBR signature)
+// from a bare ext4 filesystem (its magic at byte 1080) by the first bytes of the decompressed
+// image; anything else is refused, so a wrong file is caught when the manager starts.
+func ImageFormat(head []byte) (basaltv1.OSImageFormat, error) {
+	switch {
+	case len(head) >= 520 && head[510] == 0x55 && head[511] == 0xAA && string(head[512:520]) == "EFI PART":
+		return basaltv1.OSImageFormatDisk, nil
+	case len(head) >= 1082 && head[1080] == 0x53 && head[1081] == 0xEF:
+		return basaltv1.OSImageFormatFilesystem, nil
+	}
+	return "", errors.New("is neither a whole-disk image with a GPT partition table (hack/os-image.sh) nor an ext4 filesystem image (make pxe-image)")
 }
 
 type countWriter struct{ n int64 }
@@ -96,9 +127,16 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 			r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, basaltv1.ReasonNoRootDisk, "Provision", "%v", err)
 			return ctrl.Result{RequeueAfter: time.Minute}
 		}
-		p = &basaltv1.HostProvisioning{Image: r.RootImage.Ref, Disk: disk}
+		p = &basaltv1.HostProvisioning{Image: r.RootImage.Ref, Disk: disk, Format: r.RootImage.Format}
 		h.Status.Provisioning = p
 		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, basaltv1.ReasonWritingImage, "Provision", "Writing root image %s (sha256 %s) to %s", p.Image.Name, p.Image.SHA256, disk)
+	}
+	if p.WrittenAt == nil && writtenReported(h) {
+		// The agent in RAM wrote the whole-disk image and reboots into it: from now on the
+		// host's network boot hands over to its disk (NetBoot.Target).
+		now := metav1.Now()
+		p.WrittenAt = &now
+		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "ImageWritten", "Provision", "Image %s written to %s; the host boots from its disk from now on", p.Image.Name, p.Disk)
 	}
 	if root := h.Status.Agent.Root; root != nil && root.Image == p.Image.SHA256 && root.Disk == p.Disk {
 		now := metav1.Now()
@@ -117,6 +155,30 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 	s.diskMessage = fmt.Sprintf("the agent writes image %s to %s, then reboots into it", p.Image.Name, p.Disk)
 	// The agent's reports (status writes) bring the Host back.
 	return ctrl.Result{RequeueAfter: waitForRegistration}
+}
+
+// writtenReported says whether the agent's last report says it wrote h's whole-disk image to
+// its disk (and reboots into it).
+func writtenReported(h *basaltv1.Host) bool {
+	p, w := h.Status.Provisioning, h.Status.Agent.Written
+	return p != nil && p.Format == basaltv1.OSImageFormatDisk && w != nil && w.Image == p.Image.SHA256 && w.Disk == p.Disk
+}
+
+// bootsFromDisk says whether h's network boot hands over to its local disk: a whole-disk image
+// is on it and finished (Provisioned, or reported written while Provisioning). A Host being
+// released boots the agent from RAM: the agent on the disk wipes it before it reboots.
+func bootsFromDisk(h *basaltv1.Host) bool {
+	p := h.Status.Provisioning
+	if p == nil || p.Format != basaltv1.OSImageFormatDisk {
+		return false
+	}
+	switch h.Status.State {
+	case basaltv1.HostStateProvisioned:
+		return true
+	case basaltv1.HostStateProvisioning:
+		return p.WrittenAt != nil || writtenReported(h)
+	}
+	return false
 }
 
 // wipeDisk waits, in Deprovisioning, until the agent runs from the network again: the Plan

@@ -27,12 +27,35 @@ import (
 	"github.com/basalt-dev/basalt/test/envtest"
 )
 
-// writeRootImage writes a gzip-compressed image of raw bytes and loads it.
+// ext4Head and gptHead are the first bytes of an ext4 filesystem image and of a whole-disk
+// image, as host.ImageFormat tells them apart.
+func ext4Head() []byte {
+	b := make([]byte, 4096)
+	b[1080], b[1081] = 0x53, 0xEF
+	return b
+}
+
+func gptHead() []byte {
+	b := make([]byte, 4096)
+	b[510], b[511] = 0x55, 0xAA
+	copy(b[512:], "EFI PART")
+	return b
+}
+
+// writeRootImage writes a gzip-compressed ext4 filesystem image of raw bytes and loads it.
 func writeRootImage(t *testing.T, raw int) *host.RootImage {
+	t.Helper()
+	return writeImage(t, ext4Head(), raw, basaltv1.OSImageFormatFilesystem)
+}
+
+// writeImage writes a gzip-compressed image of raw bytes starting with head and loads it.
+func writeImage(t *testing.T, head []byte, raw int, format basaltv1.OSImageFormat) *host.RootImage {
 	t.Helper()
 	var b bytes.Buffer
 	w := gzip.NewWriter(&b)
-	if _, err := w.Write(make([]byte, raw)); err != nil {
+	content := make([]byte, raw)
+	copy(content, head)
+	if _, err := w.Write(content); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Close(); err != nil {
@@ -47,7 +70,7 @@ func writeRootImage(t *testing.T, raw int) *host.RootImage {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(b.Bytes())
-	if img.Ref.SHA256 != hex.EncodeToString(sum[:]) || img.Ref.Size != int64(b.Len()) || img.RawSize != int64(raw) || img.Ref.Name != host.RootImageName {
+	if img.Ref.SHA256 != hex.EncodeToString(sum[:]) || img.Ref.Size != int64(b.Len()) || img.RawSize != int64(raw) || img.Ref.Name != host.RootImageName || img.Format != format {
 		t.Fatalf("LoadRootImage: %+v", img)
 	}
 	return img
@@ -60,6 +83,35 @@ func TestLoadRootImageRefusesWhatIsNotGzip(t *testing.T) {
 	}
 	if _, err := host.LoadRootImage(path); err == nil || !strings.Contains(err.Error(), "not gzip-compressed") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestImageFormat(t *testing.T) {
+	for name, tc := range map[string]struct {
+		head []byte
+		want basaltv1.OSImageFormat
+	}{
+		"gpt disk":   {gptHead(), basaltv1.OSImageFormatDisk},
+		"ext4":       {ext4Head(), basaltv1.OSImageFormatFilesystem},
+		"zeros":      {make([]byte, 4096), ""},
+		"short":      {[]byte{1, 2, 3}, ""},
+		"mbr no gpt": {func() []byte { b := make([]byte, 4096); b[510], b[511] = 0x55, 0xAA; return b }(), ""},
+	} {
+		got, err := host.ImageFormat(tc.head)
+		if got != tc.want || (tc.want == "") != (err != nil) {
+			t.Errorf("%s: %q %v, want %q", name, got, err, tc.want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "zeros.img.gz")
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	_, _ = w.Write(make([]byte, 8192))
+	_ = w.Close()
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.LoadRootImage(path); err == nil || !strings.Contains(err.Error(), "neither a whole-disk image") {
+		t.Errorf("an image of zeros: %v", err)
 	}
 }
 
@@ -217,4 +269,99 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 	if c == nil || !strings.Contains(c.Message, `spec.boot.rootDisk "vdb" is not a disk of 3145728 bytes or more`) || got.Status.Provisioning != nil {
 		t.Errorf("DiskProvisioned %+v, provisioning %+v", c, got.Status.Provisioning)
 	}
+}
+
+// TestWholeDiskImageLifecycle: with a whole-disk image (its own partition table and boot
+// loader), a claimed Host's Plan carries the image's format and the Host's static address; its
+// network boots the agent with a token and no basalt.root while the image is written; once the
+// agent reports it written (just before its reboot) the network hands the host over to its
+// local disk, and keeps doing so once Provisioned. Released, the network boots the agent again.
+func TestWholeDiskImageLifecycle(t *testing.T) {
+	ctx := context.Background()
+	img := writeImage(t, gptHead(), 3<<20, basaltv1.OSImageFormatDisk)
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t)
+	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
+	nb := &host.NetBoot{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv}
+	envtest.StartManager(t, mgr)
+	boot := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: nb}
+	const mac = "52:54:00:00:d2:01"
+	script := func() string {
+		w := httptest.NewRecorder()
+		boot.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/boot/"+mac+".ipxe", nil))
+		return w.Body.String()
+	}
+
+	h := bootHost(ns, "metal1", mac)
+	h.Spec.Boot.Address, h.Spec.Boot.Gateway = "192.168.10.21/24", "192.168.10.1"
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		h.Status.Agent = basaltv1.AgentStatus{Version: "test", LastSeen: &metav1.Time{Time: time.Now()}}
+		h.Status.Hardware = &basaltv1.Hardware{CPUs: 2, Disks: []basaltv1.Disk{{Name: "vda", Size: resource.NewQuantity(8<<30, resource.BinarySI)}}}
+	})
+	hostIs(t, h, basaltv1.HostStateAvailable)
+	claim(t, h, "m1")
+	hostIs(t, h, basaltv1.HostStateProvisioning, basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWritingImage)
+	envtest.Eventually(t, wait, func() error {
+		p, _, err := planstore.LoadPlan(ctx, env.Client, ns, "metal1")
+		if err != nil {
+			return err
+		}
+		if p.OS == nil || p.OS.Format != "disk" || p.OS.Network == nil || p.OS.Network.Address != "192.168.10.21/24" ||
+			p.OS.Network.MAC != mac || p.OS.Network.Gateway != "192.168.10.1" {
+			return fmt.Errorf("Plan OS %+v, want the whole-disk image with the Host's address", p.OS)
+		}
+		return p.Validate()
+	})
+	// While it is written: the agent from RAM with a token, and no basalt.root (the PXE
+	// initramfs must never switch into the image's own system).
+	if s := script(); !strings.Contains(s, "basalt.token=") || strings.Contains(s, "basalt.root") {
+		t.Errorf("Provisioning script:\n%s", s)
+	}
+	// The agent reports the image written (its last report before the reboot): the network
+	// hands over to the disk from now on, before the controller has even seen it.
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		h.Status.Agent.Written = &basaltv1.AgentRoot{Image: img.Ref.SHA256, Disk: "/dev/vda"}
+	})
+	envtest.Eventually(t, wait, func() error {
+		if s := script(); !strings.Contains(s, "boots from its local disk") || strings.Contains(s, "basalt.token") {
+			return fmt.Errorf("script after the write:\n%s", s)
+		}
+		got := &basaltv1.Host{}
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			return err
+		}
+		if p := got.Status.Provisioning; p == nil || p.Format != basaltv1.OSImageFormatDisk || p.WrittenAt == nil {
+			return fmt.Errorf("status.provisioning %+v, want format Disk and writtenAt", p)
+		}
+		return nil
+	})
+	// The agent on the disk reports (no longer "written"): Provisioned, and still the disk.
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		h.Status.Agent.Written = nil
+		h.Status.Agent.Root = &basaltv1.AgentRoot{Image: img.Ref.SHA256, Disk: "/dev/vda"}
+		h.Status.Agent.LastSeen = &metav1.Time{Time: time.Now()}
+	})
+	hostIs(t, h, basaltv1.HostStateProvisioned, basaltv1.HostDiskProvisioned, "True", basaltv1.ReasonReady)
+	if s := script(); !strings.Contains(s, "(Provisioned) boots from its local disk") || strings.Contains(s, "basalt.token") {
+		t.Errorf("Provisioned script:\n%s", s)
+	}
+	// Released: the agent on the disk wipes it and reboots into the network, which boots the
+	// agent from RAM with a token.
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) { h.Status.ConsumerRef = nil })
+	hostIs(t, h, basaltv1.HostStateDeprovisioning, basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWipingDisk)
+	if s := script(); !strings.Contains(s, "basalt.token=") || strings.Contains(s, "basalt.root") {
+		t.Errorf("Deprovisioning script:\n%s", s)
+	}
+	agentRunsFrom(t, h, nil)
+	hostIs(t, h, basaltv1.HostStateAvailable)
 }

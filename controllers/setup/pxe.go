@@ -51,9 +51,10 @@ type PXEOptions struct {
 	// KernelPath and InitramfsPath are the agent image (make pxe-image). Required: without them
 	// hosts cannot boot the agent.
 	KernelPath, InitramfsPath string
-	// RootImagePath is the root filesystem image (make pxe-image's root.img.gz) written to the
-	// local disk of network-booted Hosts when they are provisioned; empty leaves them running
-	// from the network (in RAM).
+	// RootImagePath is the OS image written to the local disk of network-booted Hosts when
+	// they are provisioned: a whole-disk image (make os-image's disk.raw.gz, booted from the
+	// disk) or a root filesystem (make pxe-image's root.img.gz, booted by the network's kernel),
+	// told apart by its content. Empty leaves them running from the network (in RAM).
 	RootImagePath string
 	// HTTPAddr is where HTTP boot listens (default :8080); HTTPBaseURL how hosts reach it
 	// (default http://ServerIP:<HTTPAddr's port>).

@@ -13,5 +13,21 @@ func OSImage(h *basaltv1.Host) *plan.OSImage {
 	if p == nil {
 		return nil
 	}
-	return &plan.OSImage{Name: p.Image.Name, SHA256: p.Image.SHA256, Size: p.Image.Size, Disk: p.Disk}
+	img := &plan.OSImage{Name: p.Image.Name, SHA256: p.Image.SHA256, Size: p.Image.Size, Disk: p.Disk}
+	if p.Format == basaltv1.OSImageFormatDisk {
+		img.Format = plan.FormatDisk
+		img.Network = bootNetwork(h)
+	}
+	return img
+}
+
+// bootNetwork is the static address a whole-disk system configures on its boot interface:
+// spec.boot.address and spec.boot.gateway on the interface with the first of
+// spec.boot.macAddresses; nil without an address, leaving the image's DHCP.
+func bootNetwork(h *basaltv1.Host) *plan.OSNetwork {
+	b := h.Spec.Boot
+	if b == nil || b.Address == "" || len(b.MACAddresses) == 0 {
+		return nil
+	}
+	return &plan.OSNetwork{MAC: b.MACAddresses[0], Address: b.Address, Gateway: b.Gateway}
 }

@@ -37,20 +37,36 @@ const (
 // APIServerPort is the port every kube-apiserver of a Basalt cluster listens on.
 const APIServerPort = components.DefaultAPIServerPort
 
-// NodeIP is the address the node on h advertises: spec.ssh.address, which must be an IP address.
-// A DNS name is refused rather than resolved, because the Plan, the certificates and the other
-// nodes' routes must all use the same address, and a name may resolve differently for each.
+// NodeIP is the address the node on h advertises: spec.ssh.address for a Host reached over SSH,
+// spec.boot.address (without its prefix length) for a network-booted one; either must be an IP
+// address. A DNS name is refused rather than resolved, because the Plan, the certificates and
+// the other nodes' routes must all use the same address, and a name may resolve differently for
+// each. A network-booted Host without spec.boot.address has no address that is stable across
+// reboots (the installed system configures spec.boot.address statically), so it cannot run a
+// node.
 func NodeIP(h *basaltv1.Host) (netip.Addr, error) {
-	if h.Spec.SSH == nil {
-		return netip.Addr{}, fmt.Errorf("host %s has no spec.ssh.address; network-booted Hosts cannot run nodes yet", h.Name)
-	}
-	ip, err := netip.ParseAddr(h.Spec.SSH.Address)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("host %s: spec.ssh.address %q is not an IP address; a node needs an IP it advertises to every component", h.Name, h.Spec.SSH.Address)
+	var ip netip.Addr
+	switch {
+	case h.Spec.SSH != nil:
+		a, err := netip.ParseAddr(h.Spec.SSH.Address)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("host %s: spec.ssh.address %q is not an IP address; a node needs an IP it advertises to every component", h.Name, h.Spec.SSH.Address)
+		}
+		ip = a
+	case h.Spec.Boot != nil && h.Spec.Boot.Address != "":
+		p, err := netip.ParsePrefix(h.Spec.Boot.Address)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("host %s: spec.boot.address %q is not an address with its prefix length", h.Name, h.Spec.Boot.Address)
+		}
+		ip = p.Addr()
+	case h.Spec.Boot != nil:
+		return netip.Addr{}, fmt.Errorf("network-booted host %s has no spec.boot.address: a node needs an address that stays the same across reboots; set spec.boot.address (in proxy DHCP mode, the address your DHCP server reserves for its MAC)", h.Name)
+	default:
+		return netip.Addr{}, fmt.Errorf("host %s has neither spec.ssh nor spec.boot", h.Name)
 	}
 	ip = ip.Unmap()
 	if ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() {
-		return netip.Addr{}, fmt.Errorf("host %s: spec.ssh.address %s cannot be a node's address", h.Name, ip)
+		return netip.Addr{}, fmt.Errorf("host %s: address %s cannot be a node's address", h.Name, ip)
 	}
 	return ip, nil
 }

@@ -3,7 +3,9 @@ package topology_test
 import (
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,8 +71,41 @@ func TestNodeIP(t *testing.T) {
 			t.Errorf("NodeIP(%s) accepted", bad)
 		}
 	}
-	if _, err := topology.NodeIP(&basaltv1.Host{Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{}}}); err == nil {
-		t.Error("a network-booted Host has a node IP")
+	// A network-booted Host runs a node at spec.boot.address, and without one it cannot: its
+	// address could change at the next boot.
+	boot := func(addr string) *basaltv1.Host {
+		return &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Name: "m"}, Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:00:00:01"}, Address: addr}}}
+	}
+	if ip, err := topology.NodeIP(boot("10.1.2.200/24")); err != nil || ip.String() != "10.1.2.200" {
+		t.Errorf("NodeIP of a network-booted Host = %s, %v", ip, err)
+	}
+	if _, err := topology.NodeIP(boot("")); err == nil || !strings.Contains(err.Error(), "has no spec.boot.address") {
+		t.Errorf("a network-booted Host without an address: %v", err)
+	}
+	if _, err := topology.NodeIP(boot("127.0.0.5/8")); err == nil {
+		t.Error("a loopback boot address accepted")
+	}
+}
+
+func TestOSImageOfAWholeDiskHostCarriesItsAddress(t *testing.T) {
+	h := &basaltv1.Host{Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:00:00:01", "52:54:00:00:00:02"}, Address: "10.1.2.200/24", Gateway: "10.1.2.1"}}}
+	if topology.OSImage(h) != nil {
+		t.Error("an OS image without status.provisioning")
+	}
+	sum := strings.Repeat("a", 64)
+	h.Status.Provisioning = &basaltv1.HostProvisioning{Image: basaltv1.OSImageRef{Name: "basalt-os", SHA256: sum}, Disk: "/dev/vda", Format: basaltv1.OSImageFormatDisk}
+	img := topology.OSImage(h)
+	want := &plan.OSImage{Name: "basalt-os", SHA256: sum, Disk: "/dev/vda", Format: plan.FormatDisk,
+		Network: &plan.OSNetwork{MAC: "52:54:00:00:00:01", Address: "10.1.2.200/24", Gateway: "10.1.2.1"}}
+	if !reflect.DeepEqual(img, want) {
+		t.Errorf("OSImage = %+v (network %+v), want %+v", img, img.Network, want)
+	}
+	if err := img.Validate(); err != nil {
+		t.Error(err)
+	}
+	h.Status.Provisioning.Format = basaltv1.OSImageFormatFilesystem
+	if img := topology.OSImage(h); img.Format != "" || img.Network != nil {
+		t.Errorf("a filesystem image carries %q %+v", img.Format, img.Network)
 	}
 }
 

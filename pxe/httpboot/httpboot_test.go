@@ -243,6 +243,8 @@ func TestRoot(t *testing.T) {
 		{"deprovisioning, root, bootstrap", Target{State: basaltv1.HostStateDeprovisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}}, ActionAgent, false, true, true},
 		{"provisioning, root, no bootstrap", Target{State: provisioning, Root: RootLabel, Agent: &AgentBoot{}}, ActionAgent, false, true, false},
 		{"provisioning, root, no agent", Target{State: provisioning, Root: RootLabel}, ActionWait, false, false, false},
+		{"provisioning, whole-disk image written", Target{State: provisioning, LocalDisk: true}, ActionLocalDisk, false, false, false},
+		{"local disk wins over an agent", Target{State: provisioning, LocalDisk: true, Agent: &AgentBoot{Bootstrap: b}}, ActionLocalDisk, false, false, false},
 		{"zero bootstrap without root", Target{State: provisioning, Agent: &AgentBoot{}}, "", true, false, false},
 		{"provisioned diskless, zero bootstrap without root", Target{State: prov, Diskless: true, Agent: &AgentBoot{}}, "", true, false, false},
 		{"partial bootstrap with root", Target{State: provisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: protocol.Bootstrap{Token: testToken}}}, "", true, false, false},

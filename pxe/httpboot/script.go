@@ -132,8 +132,9 @@ func render(a Action, d scriptData) ([]byte, error) {
 //	State Provisioned, Root set,       → ActionAgent with basalt.root=<Root>, and the bootstrap
 //	Agent set                            only if one is given: /init switches to the installed
 //	                                     system on the local disk, whose agent has its identity
-//	State Provisioned, and Agent nil,  → ActionLocalDisk, whatever else is set (no boot loops)
-//	or neither Diskless nor Root set
+//	LocalDisk, or State Provisioned    → ActionLocalDisk, whatever else is set (no boot loops)
+//	and Agent nil, or neither Diskless
+//	nor Root set
 //	Agent set                          → ActionAgent, plus basalt.root=<Root> when Root is set
 //	                                     (for a Provisioned Diskless host, the agent is its
 //	                                     installed system: it re-registers and applies its
@@ -161,7 +162,8 @@ func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 		d.State = "unknown state"
 	}
 	switch {
-	case t.State == basaltv1.HostStateProvisioned && t.Agent == nil,
+	case t.LocalDisk,
+		t.State == basaltv1.HostStateProvisioned && t.Agent == nil,
 		t.State == basaltv1.HostStateProvisioned && !t.Diskless && t.Root == "":
 		d.Seconds = LocalDiskFailSeconds
 		b, err := render(ActionLocalDisk, d)

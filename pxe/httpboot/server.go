@@ -66,6 +66,7 @@ type Scripts interface {
 //
 //	Known  State        Root  Diskless  Agent  boots
 //	false                                      nothing: exit to the next boot device
+//	true   LocalDisk set                       the local disk's boot loader
 //	true   Provisioned                  nil    the local disk's boot loader
 //	true   Provisioned  set             set    the agent with basalt.root: /init switches to Root
 //	true   Provisioned  ""    true      set    the agent, which is the host's installed system
@@ -97,6 +98,10 @@ type Target struct {
 	// deprovisioned its script carries both a bootstrap and basalt.root: /init uses the disk
 	// when it holds a finished install, else runs the agent from RAM with the token.
 	Root string
+	// LocalDisk boots the local disk's boot loader whatever the state: the host's system is a
+	// whole-disk image already written there (it may still be Provisioning: the agent
+	// reported the image written and rebooted into it).
+	LocalDisk bool
 }
 
 // AgentBoot is how a host boots the agent.

@@ -28,9 +28,11 @@
 #   KERNEL_PACKAGE     Debian kernel package (default: the one linux-image-amd64 depends on)
 #   SOURCE_DATE_EPOCH  the time of every file in the images (default 315532800, 1980-01-01)
 #   MODULES            modules to include with their dependencies, loaded in this order
-#                      (default: virtio_net e1000 virtio_pci virtio_blk ahci sd_mod
-#                      crc32c_generic ext4; crc32c_generic because ext4 and jbd2 ask the crypto
-#                      API for crc32c (metadata_csum) at mount time, which modules.dep does not say)
+#                      (default: virtio_net e1000 virtio_pci virtio_blk virtio_scsi ahci sd_mod,
+#                      the server NICs e1000e igb ixgbe i40e ice bnxt_en tg3 mlx5_core, the disk
+#                      controllers nvme megaraid_sas mpt3sas, then crc32c_generic ext4;
+#                      crc32c_generic because ext4 and jbd2 ask the crypto API for crc32c
+#                      (metadata_csum) at mount time, which modules.dep does not say)
 #   ROOT_IMAGE_MIB     size of the root file system image in MiB (default 256)
 set -euo pipefail
 
@@ -38,7 +40,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache="${BASALT_CACHE:-$HOME/.cache/basalt}/pxe-image"
 epoch="${SOURCE_DATE_EPOCH:-315532800}"
-modules="${MODULES:-virtio_net e1000 virtio_pci virtio_blk ahci sd_mod crc32c_generic ext4}"
+# Virtual machines' NICs and disks, then common server hardware: Intel, Broadcom and Mellanox
+# NICs, NVMe, and the LSI/Broadcom RAID and SAS HBAs (issue 13: servers must find their NIC and
+# disk in the agent image). Loading a driver with no device costs a few milliseconds.
+modules="${MODULES:-virtio_net e1000 virtio_pci virtio_blk virtio_scsi ahci sd_mod e1000e igb ixgbe i40e ice bnxt_en tg3 mlx5_core nvme megaraid_sas mpt3sas crc32c_generic ext4}"
 root_mib="${ROOT_IMAGE_MIB:-256}"
 root_label=basalt-root
 log() { echo "pxe-image: $*" >&2; }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,18 +117,24 @@ func (e *Env) NewManager() (ctrl.Manager, error) {
 	})
 }
 
-// StartManager runs mgr until the test ends.
-func StartManager(t testing.TB, mgr ctrl.Manager) {
+// StartManager runs mgr until the test ends, or until stop is called (it waits for the
+// manager to stop; calling it again does nothing).
+func StartManager(t testing.TB, mgr ctrl.Manager) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager stopped with an error: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager stopped with an error: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // Namespace creates a fresh namespace for one test and returns its name.

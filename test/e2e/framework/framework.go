@@ -41,6 +41,9 @@ type Management struct {
 	Parts *setup.Parts
 	// AgentAPI is the address hosts reach the agent API at.
 	AgentAPI string
+	// Stop stops the manager (controllers, agent API, PXE services); the API server keeps
+	// running. The test's end stops it too.
+	Stop func()
 }
 
 // StartManagementInput configures StartManagement.
@@ -95,8 +98,8 @@ func StartManagement(t *testing.T, in StartManagementInput) *Management {
 	if err != nil {
 		t.Fatal(err)
 	}
-	envtest.StartManager(t, mgr)
-	return &Management{Env: env, Parts: parts, AgentAPI: addr}
+	stop := envtest.StartManager(t, mgr)
+	return &Management{Env: env, Parts: parts, AgentAPI: addr, Stop: stop}
 }
 
 // SSHKeySecretInput describes the Secret holding the key Basalt logs in to hosts with.

@@ -187,7 +187,49 @@ func freeSubnet(pid int) (netip.Prefix, error) {
 // Close removes the network: every process still in the namespace (VMs this package started)
 // is killed, then the namespace goes, taking the bridge, the tap and the veth pair with it.
 func (n *Network) Close() error {
+	if n.Namespace == "" {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", n.Tap)); errors.Is(err, os.ErrNotExist) {
+			return nil // already gone
+		}
+		return run(context.Background(), "ip", "link", "del", n.Tap)
+	}
 	return removeNamespace(context.Background(), n.Namespace)
+}
+
+// tapPrefix starts the name of a tap OnBridge creates in the root namespace; the creator's pid
+// (modulo 10^6) follows.
+const tapPrefix = "bpxt"
+
+// OnBridge puts VMs on an existing bridge of the root namespace (e.g. a Docker network's, so a
+// VM shares the L2 segment of the test bed's containers): it creates a tap on bridge, and the
+// manager serves on the bridge itself at serverIP (the bridge's own address) in subnet. Close
+// removes the tap (QEMU must be stopped first).
+func OnBridge(ctx context.Context, bridge string, subnet netip.Prefix, serverIP netip.Addr, logf func(string, ...any)) (*Network, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("pxenet: needs root for tap devices")
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if removed, err := Stale(ctx); err != nil {
+		return nil, err
+	} else if len(removed) > 0 {
+		logf("Removed PXE networks left by dead runs: %v", removed)
+	}
+	n := &Network{Bridge: bridge, Tap: tapPrefix + strconv.Itoa(os.Getpid()%1000000), HostIf: bridge, Subnet: subnet, ServerIP: serverIP, Logf: logf}
+	_ = n.Close() // a tap of an earlier network of this process
+	for _, s := range [][]string{
+		{"tuntap", "add", "dev", n.Tap, "mode", "tap"},
+		{"link", "set", n.Tap, "master", bridge},
+		{"link", "set", n.Tap, "up"},
+	} {
+		if err := run(ctx, "ip", s...); err != nil {
+			_ = n.Close()
+			return nil, fmt.Errorf("pxenet: %w", err)
+		}
+	}
+	logf("VM tap %s on bridge %s (%s, server %s)", n.Tap, bridge, subnet, serverIP)
+	return n, nil
 }
 
 func removeNamespace(ctx context.Context, ns string) error {
@@ -226,12 +268,24 @@ func Stale(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	var removed []string
+	// Taps OnBridge left in the root namespace.
+	links, _ := os.ReadDir("/sys/class/net")
+	for _, l := range links {
+		pid, err := strconv.Atoi(strings.TrimPrefix(l.Name(), tapPrefix))
+		if !strings.HasPrefix(l.Name(), tapPrefix) || err != nil || pid == os.Getpid()%1000000 || pidAlive(pid) {
+			continue
+		}
+		if err := run(ctx, "ip", "link", "del", l.Name()); err != nil {
+			return removed, err
+		}
+		removed = append(removed, l.Name())
+	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), Prefix))
 		if !strings.HasPrefix(e.Name(), Prefix) || err != nil {
 			continue
 		}
-		if pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+		if pid == os.Getpid() || pidAlive(pid) {
 			continue // its run is alive
 		}
 		if err := removeNamespace(ctx, e.Name()); err != nil {
@@ -240,4 +294,16 @@ func Stale(ctx context.Context) ([]string, error) {
 		removed = append(removed, e.Name())
 	}
 	return removed, nil
+}
+
+// pidAlive says whether a process with this pid runs. Taps carry the pid modulo 10^6, which on
+// this machine's pid range (at most 4194304) may name another process: then the tap is kept
+// until that one ends too, never removed from under a live run.
+func pidAlive(pid int) bool {
+	for p := pid; p <= 4194304; p += 1000000 {
+		if syscall.Kill(p, 0) == nil {
+			return true
+		}
+	}
+	return false
 }

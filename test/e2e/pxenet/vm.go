@@ -26,6 +26,8 @@ type VMOptions struct {
 	// away, so the firmware's own network stack PXE-boots (DHCP with architecture 7, then
 	// ipxe.efi over TFTP) rather than QEMU's iPXE ROM.
 	UEFI bool
+	// NVMe attaches the disk as an NVMe controller (serial basalt-nvme-0) instead of virtio.
+	NVMe bool
 }
 
 // OVMF firmware of Debian's ovmf package: code (read-only) and the template of the variables.
@@ -92,11 +94,18 @@ func (vm *VM) Start() error {
 	o := vm.Options
 	args := []string{"netns", "exec", vm.n.Namespace, "qemu-system-x86_64",
 		"-name", "basalt-pxe-vm",
+		// The disk boots when the network does not (an installed whole-disk system with the
+		// manager down); with network first, the manager decides every other boot.
 		"-accel", "tcg", "-machine", "pc", "-m", strconv.Itoa(o.MemoryMiB), "-smp", strconv.Itoa(o.CPUs),
 		"-display", "none", "-monitor", "none", "-no-user-config", "-nodefaults",
 		"-serial", "file:" + vm.Console + ".tmp",
 		"-netdev", "tap,id=n0,ifname=" + vm.n.Tap + ",script=no,downscript=no",
-		"-drive", "if=virtio,format=raw,file=" + vm.Disk,
+		"-drive", "if=none,id=d0,format=raw,file=" + vm.Disk,
+	}
+	if o.NVMe {
+		args = append(args, "-device", "nvme,drive=d0,serial=basalt-nvme-0,bootindex=2")
+	} else {
+		args = append(args, "-device", "virtio-blk-pci,drive=d0,bootindex=2")
 	}
 	if o.UEFI {
 		args = append(args,
@@ -106,7 +115,11 @@ func (vm *VM) Start() error {
 	} else {
 		args = append(args, "-device", "virtio-net-pci,netdev=n0,mac="+o.MAC+",bootindex=1", "-boot", "order=n")
 	}
-	cmd := exec.Command("ip", args...)
+	name, cmdArgs := "ip", args
+	if vm.n.Namespace == "" { // a tap in the root namespace (OnBridge)
+		name, cmdArgs = args[3], args[4:]
+	}
+	cmd := exec.Command(name, cmdArgs...)
 	log, err := os.OpenFile(filepath.Join(o.Dir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

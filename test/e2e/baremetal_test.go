@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/test/e2e/bed"
+	"github.com/basalt-dev/basalt/test/e2e/framework"
+	"github.com/basalt-dev/basalt/test/e2e/pxenet"
+)
+
+// The bare-metal VM's shape.
+const (
+	metalVMMAC       = "52:54:00:ba:5a:21"
+	metalVMCPUs      = 2
+	metalVMMemoryMiB = 2048
+	metalVMDiskBytes = 6 << 30
+)
+
+// TestBareMetalWorker is the bare-metal path end to end, with real parts: a Cluster whose control
+// plane runs on an SSH host of the bed and whose worker is a QEMU VM (TCG, SeaBIOS, blank disk)
+// with its tap on the bed's own Docker bridge, so it shares the L2 segment of the control plane.
+// The VM PXE-boots from the manager's DHCP (full mode, its spec.boot.address reserved), registers,
+// is inspected and is Available; the Cluster claims it; the agent in RAM writes the whole-disk
+// Debian image (hack/os-image.sh) onto the disk, installs itself with its identity and the
+// Host's static address into it, reports it written and reboots; the network hands over to the
+// disk (iPXE sanboot), GRUB boots Debian with systemd, and the agent there applies the node Plan
+// (systemd runtime). The node is Ready, a pod on it answers from the control-plane host by pod IP
+// and through a Service. Then the manager is stopped and the VM power-cycled: it boots from its
+// disk on its own (no DHCP, no PXE), and its node is Ready again with a new boot ID.
+func TestBareMetalWorker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: needs root, Docker, QEMU and the test bed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	framework.EnsurePXEDebs(t)
+	setDir := artifactSet(t, etcdTestVersion)
+	osImage := framework.OSImage(ctx, t)
+	pxeImage := framework.PXEImage(ctx, t)
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 1, Name: "bm"})
+	network := framework.NewBedPXENetwork(ctx, t, b)
+	m := framework.StartManagement(t, framework.StartManagementInput{
+		Bed: b, ArtifactSets: []string{setDir}, PXE: framework.BedPXEOptions(t, b, pxeImage, osImage),
+	})
+	c := m.Env.Client
+	ns := m.Env.Namespace(t)
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
+		Namespace: ns, Bed: b, Labels: []map[string]string{{"role": "cp"}},
+		OS: &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
+	})
+	addr := framework.BedAddress(b, 200)
+	metal := &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pxe-vm-1", Labels: map[string]string{"role": "worker"}},
+		Spec: basaltv1.HostSpec{Boot: &basaltv1.BootSpec{
+			MACAddresses: []string{metalVMMAC}, Mode: basaltv1.BootModeBIOS,
+			Address: fmt.Sprintf("%s/%d", addr, b.Subnet.Bits()), Gateway: b.Gateway,
+		}},
+	}
+	if err := c.Create(ctx, metal); err != nil {
+		t.Fatal(err)
+	}
+	powerOn := time.Now()
+	vm := framework.StartPXEVM(t, framework.StartPXEVMInput{Network: network, VMOptions: pxenet.VMOptions{
+		MAC: metalVMMAC, CPUs: metalVMCPUs, MemoryMiB: metalVMMemoryMiB, DiskBytes: metalVMDiskBytes,
+	}})
+	console := func() string { return vm.Tail(40) }
+	_, took := m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: metal.Name, Timeout: 8 * time.Minute, Console: console,
+		Check: hostReadyIn(basaltv1.HostStateAvailable),
+	})
+	t.Logf("Blank VM powered on → Host Available (agent registered from RAM, hardware reported): %s", took.Round(time.Second))
+	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
+
+	cl := &basaltv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "metal"},
+		Spec: basaltv1.ClusterSpec{
+			Version:      etcdTestVersion,
+			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}},
+			Workers:      []basaltv1.WorkerPool{{Name: "metal", Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}}}},
+		},
+	}
+	applied := time.Now()
+	if err := c.Create(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	// The image is written, the network hands over to the disk, the agent there reports.
+	h, took := m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: metal.Name, Timeout: 20 * time.Minute, Console: console,
+		Check: func(h *basaltv1.Host) error {
+			p := h.Status.Provisioning
+			if p == nil || p.Format != basaltv1.OSImageFormatDisk {
+				return fmt.Errorf("state %s, no whole-disk provisioning yet: %s", h.Status.State, framework.ConditionSummary(h.Status.Conditions))
+			}
+			if p.WrittenAt == nil {
+				return fmt.Errorf("state %s, image %s being written to %s: %s", h.Status.State, p.Image.Name, p.Disk, framework.ConditionSummary(h.Status.Conditions))
+			}
+			return hostReadyIn(basaltv1.HostStateProvisioned)(h)
+		},
+	})
+	p := h.Status.Provisioning
+	t.Logf("Cluster applied → Host Provisioned from its disk: %s (image %s, %d bytes gzip, to %s; written %s after the Cluster was applied, booted from disk %s later)",
+		took.Round(time.Second), p.Image.SHA256[:12], p.Image.Size, p.Disk,
+		p.WrittenAt.Sub(applied).Round(time.Second), p.ProvisionedAt.Sub(p.WrittenAt.Time).Round(time.Second))
+	if h.Status.OS == nil || h.Status.OS.SystemdPID1 == nil || !*h.Status.OS.SystemdPID1 || (h.Status.OS.Container != nil && *h.Status.OS.Container) {
+		t.Errorf("the installed system's facts %+v, want systemd as PID 1 and no container", h.Status.OS)
+	}
+
+	took = m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 1, Workers: 1, Timeout: 20 * time.Minute})
+	t.Logf("Cluster Ready %s after it was applied; blank VM powered on → Cluster Ready with its node: %s", took.Round(time.Second), time.Since(powerOn).Round(time.Second))
+	wc, _ := m.WorkloadClient(ctx, t, ns, cl.Name)
+	node := metalNode(ctx, t, wc, addr.String())
+	if !nodeReady(*node) {
+		t.Fatalf("node %s of the VM is not Ready", node.Name)
+	}
+	t.Logf("Node %s: %s, kernel %s, %s, runtime %s", node.Name, node.Status.NodeInfo.OSImage, node.Status.NodeInfo.KernelVersion,
+		node.Status.NodeInfo.KubeletVersion, node.Status.NodeInfo.ContainerRuntimeVersion)
+	if !strings.Contains(node.Status.NodeInfo.OSImage, "Debian GNU/Linux 12") {
+		t.Errorf("node OS %q, want the Debian image", node.Status.NodeInfo.OSImage)
+	}
+
+	// A pod on the VM answers from the control-plane host: by pod IP (routed to the VM) and
+	// through a Service (the control-plane node's kube-proxy).
+	podIP := runWebPod(ctx, t, wc, "web-metal", node.Name)
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-metal", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web-metal"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	svc, err := wc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := b.Hosts[0]
+	for _, url := range []string{"http://" + podIP + ":8080/", "http://" + svc.Spec.ClusterIP + "/"} {
+		framework.Eventually(t, 2*time.Minute, func() error {
+			out, err := cp.Run(ctx, "curl -fsS --max-time 3 "+url)
+			if err != nil || !strings.Contains(out, "podIP="+podIP) {
+				return fmt.Errorf("from %s to %s: %q %w", cp.Name, url, out, err)
+			}
+			return nil
+		})
+	}
+	t.Logf("Pod %s on the bare-metal node answers from %s by pod IP and through Service %s", podIP, cp.Name, svc.Spec.ClusterIP)
+
+	// The manager (and with it DHCP, TFTP, HTTP boot and the agent API) goes away; the VM is
+	// power-cycled. It boots from its disk on its own, and its node comes back.
+	m.Stop()
+	bootID := node.Status.NodeInfo.BootID
+	if err := vm.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cycled := time.Now()
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 10*time.Minute, func() error {
+		n := metalNode(ctx, t, wc, addr.String())
+		if n.Status.NodeInfo.BootID == bootID {
+			return fmt.Errorf("node %s still reports boot %s (console: %s)", n.Name, bootID, lastLine(vm.ConsoleText()))
+		}
+		if !nodeReady(*n) {
+			return fmt.Errorf("node %s booted again (%s) but is not Ready", n.Name, n.Status.NodeInfo.BootID)
+		}
+		return nil
+	})
+	t.Logf("Power cycle with the manager stopped → node Ready again (booted from its disk): %s", time.Since(cycled).Round(time.Second))
+}
+
+// metalNode is the workload cluster's node with InternalIP ip.
+func metalNode(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, ip string) *corev1.Node {
+	t.Helper()
+	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nl.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP && a.Address == ip {
+				return &nl.Items[i]
+			}
+		}
+	}
+	t.Fatalf("no node has InternalIP %s among %d nodes", ip, len(nl.Items))
+	return nil
+}
+
+// runWebPod runs the artifact set's webserver on node and returns its pod IP once it runs.
+func runWebPod(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, name, node string) string {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"kubernetes.io/hostname": node},
+			Containers:   []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever}},
+		},
+	}
+	framework.Eventually(t, time.Minute, func() error {
+		_, err := wc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	})
+	var ip string
+	framework.Eventually(t, 5*time.Minute, func() error {
+		p, err := wc.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			return fmt.Errorf("pod %s: %s %s", p.Name, p.Status.Phase, podMessage(p))
+		}
+		ip = p.Status.PodIP
+		return nil
+	})
+	return ip
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
