@@ -59,8 +59,9 @@ type FileSystem interface {
 	Unmount(dir string) error
 }
 
-// WipeBytes is how much of the disk's start Wipe overwrites: the ext4 superblock is at byte
-// 1024, and partition tables and most other signatures are in the first MiB.
+// WipeBytes is how much of each end of the disk, and of each of its partitions, a wipe
+// overwrites: the ext4 superblock is at byte 1024, partition tables and most other signatures
+// are in the first MiB, the backup GPT and end-of-device RAID superblocks in the last.
 const WipeBytes = 1 << 20
 
 // Installer writes and wipes root filesystems on local disks.
@@ -258,7 +259,10 @@ func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (i
 		return written, e
 	}
 	// Last, the image's start over the claim sector (all of the sector, however short the
-	// image).
+	// image), after the rest is on the disk: writeback does not keep the order of writes.
+	if err := f.Sync(); err != nil {
+		return written, fmt.Errorf("flushing %s: %w", img.Disk, err)
+	}
 	if _, err := f.WriteAt(overClaim(head), 0); err != nil {
 		return written, fmt.Errorf("writing the start of the image to %s: %w", img.Disk, err)
 	}
