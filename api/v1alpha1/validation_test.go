@@ -371,7 +371,9 @@ func TestRootDeviceHintsAccepted(t *testing.T) {
 		func(b *basaltv1.BootSpec) {
 			b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "sda", WWN: "0x5000c500a1b2c3d4", ByPath: "/dev/disk/by-path/pci-0000:00:1f.2-ata-1.0"}
 		},
-		func(b *basaltv1.BootSpec) { b.RootDisk, b.RootDeviceHints = "sda", &basaltv1.RootDeviceHints{MinSizeGigabytes: 1} },
+		func(b *basaltv1.BootSpec) {
+			b.RootDisk, b.RootDeviceHints = "sda", &basaltv1.RootDeviceHints{MinSizeGigabytes: 1}
+		},
 	} {
 		if err := env.Client.Create(context.Background(), bootHostWith(ns, b)); err != nil {
 			t.Error(err)

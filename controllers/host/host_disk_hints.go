@@ -42,7 +42,7 @@ func chooseRootDisk(h *basaltv1.Host, need int64) (basaltv1.Disk, error) {
 	switch {
 	case h.Spec.Boot.RootDeviceHints != nil:
 		what = fmt.Sprintf("no disk matches spec.boot.rootDeviceHints and holds the root image (%d bytes)", need)
-	case h.Spec.Boot.RootDisk != "":
+	case hints.DeviceName != "": // the older spec.boot.rootDisk
 		what = fmt.Sprintf("no disk is spec.boot.rootDisk %q and holds the root image (%d bytes)", hints.DeviceName, need)
 	}
 	return basaltv1.Disk{}, fmt.Errorf("%s; the agent reported %s", what, strings.Join(why, "; "))

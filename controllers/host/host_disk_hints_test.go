@@ -34,8 +34,8 @@ func TestChooseRootDisk(t *testing.T) {
 		{name: "no hints: the smallest that holds the image, ties by name", need: 10 * gib, want: "sda"},
 		{name: "even a tiny image skips the disk too small", need: 2 << 20, want: "sda"},
 		{name: "deviceName", boot: basaltv1.BootSpec{RootDeviceHints: &basaltv1.RootDeviceHints{DeviceName: "/dev/nvme0n1"}}, need: gib, want: "nvme0n1"},
-		{name: "rootDisk, the older deviceName", boot: basaltv1.BootSpec{RootDisk: "sdc"}, need: gib, want: "sdc"},
-		{name: "rootDisk with other hints", boot: basaltv1.BootSpec{RootDisk: "sdc", RootDeviceHints: &basaltv1.RootDeviceHints{Model: "SAMSUNG"}}, need: gib, want: "sdc"},
+		{name: "rootDisk, the older deviceName", boot: basaltv1.BootSpec{RootDisk: "sdc"}, need: gib, want: "sdc"},                                                          //nolint:staticcheck // the deprecated field is what is tested
+		{name: "rootDisk with other hints", boot: basaltv1.BootSpec{RootDisk: "sdc", RootDeviceHints: &basaltv1.RootDeviceHints{Model: "SAMSUNG"}}, need: gib, want: "sdc"}, //nolint:staticcheck // the deprecated field is what is tested
 		{name: "wwn", boot: hints(basaltv1.RootDeviceHints{WWN: "0x5000c500a1b2c3d5"}), need: gib, want: "sdb"},
 		{name: "serialNumber", boot: hints(basaltv1.RootDeviceHints{SerialNumber: "S45M"}), need: gib, want: "sdc"},
 		{name: "byPath with its prefix", boot: hints(basaltv1.RootDeviceHints{ByPath: "/dev/disk/by-path/pci-0000:01:00.0-nvme-1"}), need: gib, want: "nvme0n1"},

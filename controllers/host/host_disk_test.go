@@ -197,7 +197,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 
 	// spec.boot.rootDisk naming a disk too small: it says so and stays Provisioning.
 	small := bootHost(ns, "n2", "52:54:00:00:d1:02")
-	small.Spec.Boot.RootDisk = "vdb"
+	small.Spec.Boot.RootDisk = "vdb" //nolint:staticcheck // the older field keeps working
 	if err := env.Client.Create(ctx, small); err != nil {
 		t.Fatal(err)
 	}
