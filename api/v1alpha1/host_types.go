@@ -300,7 +300,7 @@ type RootDeviceHints struct {
 	// 0x and hex digits for SCSI and SATA disks (udev's ID_WWN), the kernel's wwid for NVMe
 	// (e.g. eui.0025388b91b12345).
 	// +kubebuilder:validation:MaxLength=128
-	// +kubebuilder:validation:XValidation:rule="self.matches('^(0x[0-9a-f]+|[a-z0-9]+\\.[0-9a-z.-]+)$')",message="spec.boot.rootDeviceHints.wwn must be a WWN as status.hardware.disks[].wwn reports it, in lowercase, e.g. 0x5000c500a1b2c3d4 or eui.0025388b91b12345"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0x[0-9a-f]+|[a-z0-9]+[.][0-9a-z.-]+)$')",message="spec.boot.rootDeviceHints.wwn must be a WWN as status.hardware.disks[].wwn reports it, in lowercase, e.g. 0x5000c500a1b2c3d4 or eui.0025388b91b12345"
 	// +optional
 	WWN string `json:"wwn,omitempty"`
 

@@ -200,7 +200,7 @@ func TestCreateRejected(t *testing.T) {
 		}, "spec.boot.rootDisk is the older name of spec.boot.rootDeviceHints.deviceName"},
 		{"device name with a by-id path", func() client.Object {
 			return bootHostWith(ns, func(b *basaltv1.BootSpec) {
-				b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"}
+				b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "/dev/disk/by-id/wwn-0x5000c500a1b2"}
 			})
 		}, "spec.boot.rootDeviceHints.deviceName must be a disk's kernel name"},
 		{"upper-case WWN", func() client.Object {
