@@ -170,7 +170,7 @@ func (i Inspector) byPath(name string) string {
 }
 
 func (i Inspector) derivedByPath(name string) string {
-	real, err := filepath.EvalSymlinks(i.path("sys/block", name))
+	dev, err := filepath.EvalSymlinks(i.path("sys/block", name))
 	if err != nil {
 		return ""
 	}
@@ -178,7 +178,7 @@ func (i Inspector) derivedByPath(name string) string {
 	if err != nil {
 		return ""
 	}
-	rel, err := filepath.Rel(devices, real)
+	rel, err := filepath.Rel(devices, dev)
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return ""
 	}
