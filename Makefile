@@ -115,7 +115,7 @@ test: test-artifacts ## Run every test tier: unit, integration (real kube-apiser
 	$(MAKE) fuzz
 
 .PHONY: fuzz
-fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP)
+fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP; the agent's disk partition-table parser)
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 .PHONY: bench

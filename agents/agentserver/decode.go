@@ -166,6 +166,8 @@ func validateStatus(st *protocol.Status) error {
 			add(fmt.Errorf("%s.disk %q: must be a disk such as /dev/vda", field, truncate(r.Disk)))
 		}
 		add(checkText(field+".host", r.Host, 0, maxNameLen))
+		add(checkText(field+".wwn", r.WWN, 0, maxNameLen))
+		add(checkText(field+".serial", r.Serial, 0, maxNameLen))
 	}
 	if h := st.Hardware; h != nil {
 		if h.CPUs < 0 || h.CPUs > maxCPUs {
@@ -182,6 +184,8 @@ func validateStatus(st *protocol.Status) error {
 				add(checkText(field+".name", d.Name, 1, maxNameLen))
 				add(checkText(field+".model", d.Model, 0, maxNameLen))
 				add(checkText(field+".serial", d.Serial, 0, maxNameLen))
+				add(checkText(field+".wwn", d.WWN, 0, maxNameLen))
+				add(checkText(field+".byPath", d.ByPath, 0, maxNameLen))
 				if d.SizeBytes < 0 {
 					add(fmt.Errorf("%s.sizeBytes: %d is negative", field, d.SizeBytes))
 				}

@@ -416,7 +416,7 @@ func convertHardware(h *protocol.Hardware) *basaltv1.Hardware {
 		out.Memory = resource.NewQuantity(h.MemoryBytes, resource.BinarySI)
 	}
 	for _, d := range h.Disks {
-		disk := basaltv1.Disk{Name: d.Name, Model: d.Model, Serial: d.Serial, Rotational: d.Rotational}
+		disk := basaltv1.Disk{Name: d.Name, Model: d.Model, Serial: d.Serial, WWN: d.WWN, ByPath: d.ByPath, Rotational: d.Rotational}
 		if d.SizeBytes > 0 {
 			disk.Size = resource.NewQuantity(d.SizeBytes, resource.BinarySI)
 		}

@@ -47,7 +47,8 @@ func TestStatusLandsInHostAndMachine(t *testing.T) {
 		},
 		Hardware: &protocol.Hardware{
 			CPUs: 8, MemoryBytes: 8 << 30,
-			Disks:  []protocol.Disk{{Name: "vda", SizeBytes: 100 << 30, Model: "QEMU HARDDISK", Rotational: true}},
+			Disks: []protocol.Disk{{Name: "vda", SizeBytes: 100 << 30, Model: "QEMU HARDDISK", Rotational: true,
+				Serial: "QM00005", WWN: "0x5000c500a1b2c3d4", ByPath: "pci-0000:00:05.0-scsi-0:0:0:0"}},
 			NICs:   []protocol.NIC{{Name: "eth0", MAC: "52:54:00:AA:BB:CC", Addresses: []string{"10.0.0.1/24", "fe80::1"}, SpeedMbps: -1}},
 			System: protocol.SystemInfo{Vendor: "QEMU", Product: "Standard PC", Serial: "S123"},
 			OS:     &protocol.OSFacts{Container: true, SystemdPID1: true, CgroupVersion: 1},
@@ -66,7 +67,8 @@ func TestStatusLandsInHostAndMachine(t *testing.T) {
 		t.Fatal("Host status.hardware is not set")
 	}
 	if hw.CPUs != 8 || hw.Memory.String() != "8Gi" || len(hw.Disks) != 1 || hw.Disks[0].Size.String() != "100Gi" ||
-		hw.Disks[0].Model != "QEMU HARDDISK" || !hw.Disks[0].Rotational {
+		hw.Disks[0].Model != "QEMU HARDDISK" || !hw.Disks[0].Rotational || hw.Disks[0].Serial != "QM00005" ||
+		hw.Disks[0].WWN != "0x5000c500a1b2c3d4" || hw.Disks[0].ByPath != "pci-0000:00:05.0-scsi-0:0:0:0" {
 		t.Errorf("hardware = %+v (memory %s)", hw, hw.Memory)
 	}
 	wantNIC := []basaltv1.NIC{{Name: "eth0", MAC: "52:54:00:aa:bb:cc", Addresses: []string{"10.0.0.1/24", "fe80::1"}}}

@@ -114,13 +114,3 @@ func virtualNIC(name string) bool {
 	}
 	return false
 }
-
-// virtualDisk says whether a block device is memory or a loop device rather than a disk.
-func virtualDisk(name string) bool {
-	for _, p := range []string{"loop", "ram", "zram"} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}

@@ -26,7 +26,7 @@ func (i Inspector) inspect(ctx context.Context) (*protocol.Hardware, error) {
 	if hw.CPUs == 0 && hw.MemoryBytes == 0 {
 		return nil, errors.New("inspect: neither CPU nor memory information is readable under " + i.path())
 	}
-	hw.Disks = i.disks()
+	hw.Disks = i.Disks()
 	hw.NICs = i.nics()
 	hw.OS, _ = i.InspectOS(ctx) // never fails on Linux
 	return hw, nil
@@ -69,37 +69,6 @@ func (i Inspector) memory() int64 {
 		}
 	}
 	return 0
-}
-
-// disks lists /sys/block, leaving out loop and RAM devices and empty drives. Sizes in /sys are
-// in 512-byte sectors whatever the device's block size.
-func (i Inspector) disks() []protocol.Disk {
-	entries, err := os.ReadDir(i.path("sys/block"))
-	if err != nil {
-		return nil
-	}
-	var out []protocol.Disk
-	for _, e := range entries {
-		name := e.Name()
-		if virtualDisk(name) {
-			continue
-		}
-		sectors, ok := i.readInt("sys/block", name, "size")
-		if !ok || sectors == 0 {
-			continue
-		}
-		d := protocol.Disk{Name: name, SizeBytes: sectors * 512}
-		d.Rotational = i.read("sys/block", name, "queue/rotational") == "1"
-		d.Model = i.read("sys/block", name, "device/model")
-		for _, f := range []string{"device/serial", "serial"} {
-			if d.Serial = i.read("sys/block", name, f); d.Serial != "" {
-				break
-			}
-		}
-		out = append(out, d)
-	}
-	slices.SortFunc(out, func(a, b protocol.Disk) int { return strings.Compare(a.Name, b.Name) })
-	return out
 }
 
 // nics lists /sys/class/net, leaving out loopback and container or pod plumbing. A link whose

@@ -2,7 +2,10 @@
 
 package osdisk
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 var errNotLinux = errors.New("osdisk: root filesystems on disk need Linux")
 
@@ -21,3 +24,7 @@ func Reboot() error { return errNotLinux }
 
 // Eligible is false off Linux.
 func (i *Installer) Eligible() bool { return false }
+
+func (i *Installer) sysrqReadOnly() error { return errNotLinux }
+
+func discard(*os.File, int64) error { return nil }

@@ -15,9 +15,16 @@
 // there (binary, enabled systemd unit, the boot interface's static address) before the marker.
 // The host then boots from its disk, with or without the manager.
 //
+// The disk is named by its kernel name and, when it has them, its WWN and serial number: before
+// every write and wipe the agent reads sysfs again and touches only the disk with that identity
+// (identity.go). A disk that holds a partition table, a filesystem, RAID or LVM is refused
+// unless the Plan allows erasing it or what it holds is Basalt's own interrupted write
+// (signatures.go, erase.go).
+//
 // Wipe undoes it on a host running from such a disk: the marker goes first (a filesystem
-// change, so a crash right after leaves a disk the initramfs no longer boots), then the
-// filesystem's superblock is overwritten, so nothing recognises the disk any more.
+// change, so a crash right after leaves a disk the initramfs no longer boots), then every
+// signature on the disk and its partitions is overwritten, so nothing recognises the disk any
+// more (wipe.go).
 package osdisk
 
 import (
@@ -69,8 +76,9 @@ const RootLabel = "basalt-root"
 // SelfBinary is the running agent's executable: what Install copies into a whole-disk image.
 const SelfBinary = "/proc/self/exe"
 
-// WipeBytes is how much of the disk's start Wipe overwrites: the ext4 superblock is at byte
-// 1024, and partition tables and most other signatures are in the first MiB.
+// WipeBytes is how much of each end of the disk, and of each of its partitions, a wipe
+// overwrites: the ext4 superblock is at byte 1024, partition tables and most other signatures
+// are in the first MiB, the backup GPT and end-of-device RAID superblocks in the last.
 const WipeBytes = 1 << 20
 
 // Installer writes and wipes root filesystems on local disks.
@@ -92,6 +100,9 @@ type Installer struct {
 	AgentArgs   []string
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// RemountReadOnly makes the running system's root filesystem read-only before Wipe
+	// overwrites the disk it is on; default sysrq "u" through Root's /proc/sysrq-trigger.
+	RemountReadOnly func() error
 }
 
 func (i *Installer) path(p string) string {
@@ -166,7 +177,11 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 	if i.Fetcher == nil {
 		return errors.New("osdisk: no Fetcher")
 	}
-	disk := i.path(img.Disk)
+	name, err := i.resolveDisk(img.Disk, img.WWN, img.Serial)
+	if err != nil {
+		return err
+	}
+	disk := i.path(name)
 	log := i.log().With("disk", img.Disk, "image", img.Name, "sha256", img.SHA256)
 	log.Info("Writing the root filesystem image")
 	written, err := i.write(ctx, disk, img)
@@ -212,7 +227,7 @@ func (i *Installer) Install(ctx context.Context, img plan.OSImage) error {
 			return err
 		}
 	}
-	marker, err := json.Marshal(protocol.Root{Image: img.SHA256, Disk: img.Disk, Host: i.Host})
+	marker, err := json.Marshal(i.rootMarker(img))
 	if err != nil {
 		return err
 	}
@@ -284,9 +299,13 @@ func NetworkdFile(n *plan.OSNetwork) []byte {
 	return []byte(b.String())
 }
 
-// write streams the image onto disk and checks it; on a mismatch the disk is wiped.
+// write streams the image onto disk and checks it; on a mismatch the disk is wiped. A disk
+// that holds something is refused first, untouched (see prepare). The image's first WipeBytes
+// are held in memory and written last, once every byte has checked out: until then the disk
+// starts with the claim sector, so an interrupted write leaves a disk that nothing mounts or
+// boots and that the next attempt recognises as Basalt's own.
 func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (int64, error) {
-	f, err := os.OpenFile(disk, os.O_WRONLY|os.O_EXCL, 0)
+	f, err := os.OpenFile(disk, os.O_RDWR|os.O_EXCL, 0)
 	if err != nil {
 		return 0, fmt.Errorf("opening %s: %w (is it mounted or in use?)", img.Disk, err)
 	}
@@ -306,14 +325,25 @@ func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (i
 	h := sha256.New()
 	counted := &countingReader{r: ctxio.Reader(ctx, body), h: h}
 	var written int64
+	var head []byte
 	zr, gzErr := gzip.NewReader(bufio.NewReaderSize(counted, 1<<20))
+	// The disk's size bounds what is written: a bigger image is an error, not an overrun.
+	var bounded io.Reader
 	if gzErr == nil {
-		// The disk's size bounds what is written: a bigger image is an error, not an overrun.
-		written, gzErr = io.CopyBuffer(f, &boundedReader{r: zr, left: capacity, cap: capacity, disk: img.Disk}, make([]byte, 1<<20))
-		var tooBig *tooBigError
-		if errors.As(gzErr, &tooBig) || ctx.Err() != nil {
-			return written, errors.Join(gzErr, ctx.Err(), wipeFile(f))
-		}
+		bounded = &boundedReader{r: zr, left: capacity, cap: capacity, disk: img.Disk}
+		head, gzErr = readHead(bounded)
+	}
+	if err := i.prepare(f, capacity, img, head); err != nil {
+		return 0, err
+	}
+	if gzErr == nil {
+		var n int64
+		n, gzErr = io.CopyBuffer(io.NewOffsetWriter(f, int64(len(head))), bounded, make([]byte, 1<<20))
+		written = int64(len(head)) + n
+	}
+	var tooBig *tooBigError
+	if errors.As(gzErr, &tooBig) || ctx.Err() != nil {
+		return written, errors.Join(gzErr, ctx.Err(), wipeFile(f))
 	}
 	// Read to the end so the digest covers every byte the manager sent.
 	if _, err := io.Copy(io.Discard, counted); err != nil && gzErr == nil {
@@ -325,37 +355,18 @@ func (i *Installer) write(ctx context.Context, disk string, img plan.OSImage) (i
 		e.WipeFail = wipeFile(f)
 		return written, e
 	}
+	// Last, the image's start over the claim sector (all of the sector, however short the
+	// image), after the rest is on the disk: writeback does not keep the order of writes.
+	if err := f.Sync(); err != nil {
+		return written, fmt.Errorf("flushing %s: %w", img.Disk, err)
+	}
+	if _, err := f.WriteAt(overClaim(head), 0); err != nil {
+		return written, fmt.Errorf("writing the start of the image to %s: %w", img.Disk, err)
+	}
 	if err := f.Sync(); err != nil {
 		return written, fmt.Errorf("flushing %s: %w", img.Disk, err)
 	}
 	return written, nil
-}
-
-// Wipe takes the root filesystem off root.Disk: the marker first, then the superblock.
-func (i *Installer) Wipe(root protocol.Root) error {
-	if err := os.Remove(i.path(protocol.RootMarkerPath)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing the root marker: %w", err)
-	}
-	syncAll()
-	f, err := os.OpenFile(i.path(root.Disk), os.O_WRONLY|os.O_SYNC, 0)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", root.Disk, err)
-	}
-	defer f.Close()
-	return wipeFile(f)
-}
-
-// wipeFile overwrites the first WipeBytes of f (or all of it, when smaller) with zeros.
-func wipeFile(f *os.File) error {
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return err
-	}
-	n := min(size, WipeBytes)
-	if _, err := f.WriteAt(make([]byte, n), 0); err != nil {
-		return err
-	}
-	return f.Sync()
 }
 
 type countingReader struct {

@@ -107,8 +107,12 @@ type Status struct {
 type Root struct {
 	// Image is the sha256 of the image written (plan.OSImage.SHA256).
 	Image string `json:"image"`
-	// Disk is the disk it was written to, e.g. /dev/vda.
+	// Disk is the disk it was written to, e.g. /dev/vda, as the Plan named it (the kernel name
+	// may differ on a later boot; WWN and Serial find it then).
 	Disk string `json:"disk"`
+	// WWN and Serial identify Disk, as the Plan did (plan.OSImage); empty when it had none.
+	WWN    string `json:"wwn,omitempty"`
+	Serial string `json:"serial,omitempty"`
 	// Host is "<namespace>/<name>" of the Host it was written for.
 	Host string `json:"host,omitempty"`
 }
@@ -157,10 +161,16 @@ type OSFacts struct {
 
 // Disk is a block device.
 type Disk struct {
-	Name       string `json:"name"`
-	SizeBytes  int64  `json:"sizeBytes"`
-	Model      string `json:"model,omitempty"`
-	Serial     string `json:"serial,omitempty"`
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"sizeBytes"`
+	Model     string `json:"model,omitempty"`
+	Serial    string `json:"serial,omitempty"`
+	// WWN is the World Wide Name: "0x" and hex digits for SCSI and SATA disks (udev's ID_WWN),
+	// the kernel's wwid for NVMe ("eui.…", "nvme.…"); empty when the disk has none.
+	WWN string `json:"wwn,omitempty"`
+	// ByPath is the disk's path on its bus as udev names it under /dev/disk/by-path, e.g.
+	// pci-0000:00:1f.2-ata-1.0; empty when the bus is not one the agent knows.
+	ByPath     string `json:"byPath,omitempty"`
 	Rotational bool   `json:"rotational,omitempty"`
 }
 

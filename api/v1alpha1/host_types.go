@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"strings"
+
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -60,8 +62,8 @@ const HostDiskProvisioned = "DiskProvisioned"
 const (
 	// ReasonWritingImage says the agent writes the root filesystem image and reboots into it.
 	ReasonWritingImage = "WritingImage"
-	// ReasonNoRootDisk says no disk of the Host holds the image (or spec.boot.rootDisk names
-	// none of them).
+	// ReasonNoRootDisk says no disk of the Host holds the image and matches
+	// spec.boot.rootDeviceHints; the message says why each reported disk does not.
 	ReasonNoRootDisk = "NoRootDisk"
 	// ReasonWipingDisk says the agent is to wipe the image from the disk and boot the network.
 	ReasonWipingDisk = "WipingDisk"
@@ -206,6 +208,7 @@ type SSHSpec struct {
 // BootSpec describes a network-booted host.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.gateway) || (has(self.address) && cidr(self.address).containsIP(self.gateway))",message="spec.boot.gateway needs spec.boot.address and must be inside its subnet"
+// +kubebuilder:validation:XValidation:rule="!has(self.rootDisk) || !has(self.rootDeviceHints) || !has(self.rootDeviceHints.deviceName)",message="spec.boot.rootDisk is the older name of spec.boot.rootDeviceHints.deviceName: set only rootDeviceHints.deviceName"
 type BootSpec struct {
 	// macAddresses of the host's network interfaces that may PXE-boot.
 	// +listType=set
@@ -238,10 +241,89 @@ type BootSpec struct {
 	// rootDisk is the disk, by its kernel name (e.g. sda, vda, nvme0n1), that the manager's
 	// root filesystem image is written to when the Host is provisioned (manager flag
 	// --pxe-root-image). Empty: the smallest disk the agent reported that holds the image.
+	//
+	// Deprecated: use rootDeviceHints.deviceName, which it is the same as; rootDisk is still
+	// honoured. Kernel names are renumbered across boots: prefer rootDeviceHints.wwn,
+	// serialNumber or byPath.
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z][a-z0-9]*$')",message="spec.boot.rootDisk must be a disk's kernel name such as sda, vda or nvme0n1, without /dev/"
 	// +optional
 	RootDisk string `json:"rootDisk,omitempty"`
+
+	// rootDeviceHints select the disk the root filesystem image is written to, among the disks
+	// the agent reported (status.hardware.disks): every hint given must match, and of the disks
+	// that match, the smallest that holds the image is taken (ties by name). Unset: the
+	// smallest disk that holds the image.
+	// +optional
+	RootDeviceHints *RootDeviceHints `json:"rootDeviceHints,omitempty"`
+
+	// eraseExistingDisk lets provisioning overwrite a disk that holds a partition table, a
+	// filesystem, RAID or LVM metadata. Off by default: the agent refuses such a disk and says
+	// what it found, so a disk with data is never overwritten by mistake. A disk that holds
+	// only what Basalt itself wrote (a write that was interrupted) needs no permission.
+	// +optional
+	EraseExistingDisk bool `json:"eraseExistingDisk,omitempty"`
+}
+
+// RootDeviceHints select a Host's root disk by what the agent reports about its disks. Every
+// hint given must match; string hints compare with the values in status.hardware.disks.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.deviceName) || has(self.minSizeGigabytes) || has(self.model) || has(self.serialNumber) || has(self.wwn) || has(self.byPath) || has(self.rotational)",message="spec.boot.rootDeviceHints must set at least one of deviceName, minSizeGigabytes, model, serialNumber, wwn, byPath or rotational; remove it to take the smallest disk that holds the image"
+type RootDeviceHints struct {
+	// deviceName is the disk's kernel name, e.g. sda or /dev/nvme0n1. Kernel names can change
+	// from one boot to the next; the disk chosen is recorded by its WWN and serial number too.
+	// +kubebuilder:validation:MaxLength=37
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(/dev/)?[a-z][a-z0-9]*$')",message="spec.boot.rootDeviceHints.deviceName must be a disk's kernel name such as sda, vda or nvme0n1 (with or without /dev/); to name a disk by a stable identity use wwn, serialNumber or byPath"
+	// +optional
+	DeviceName string `json:"deviceName,omitempty"`
+
+	// minSizeGigabytes is the smallest size the disk may have, in GiB (2^30 bytes).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1048576
+	// +optional
+	MinSizeGigabytes int32 `json:"minSizeGigabytes,omitempty"`
+
+	// model must be contained in the disk's model (status.hardware.disks[].model); case
+	// matters.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Model string `json:"model,omitempty"`
+
+	// serialNumber is the disk's serial number, exactly (status.hardware.disks[].serial).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	SerialNumber string `json:"serialNumber,omitempty"`
+
+	// wwn is the disk's World Wide Name, exactly as status.hardware.disks[].wwn reports it:
+	// 0x and hex digits for SCSI and SATA disks (udev's ID_WWN), the kernel's wwid for NVMe
+	// (e.g. eui.0025388b91b12345).
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(0x[0-9a-f]+|[a-z0-9]+[.][0-9a-z.-]+)$')",message="spec.boot.rootDeviceHints.wwn must be a WWN as status.hardware.disks[].wwn reports it, in lowercase, e.g. 0x5000c500a1b2c3d4 or eui.0025388b91b12345"
+	// +optional
+	WWN string `json:"wwn,omitempty"`
+
+	// byPath is the disk's path on its bus, as udev names it under /dev/disk/by-path and
+	// status.hardware.disks[].byPath reports it, e.g. pci-0000:00:1f.2-ata-1.0 or
+	// pci-0000:01:00.0-nvme-1; the /dev/disk/by-path/ prefix may be given.
+	// +kubebuilder:validation:MaxLength=160
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(/dev/disk/by-path/)?[a-z0-9][a-z0-9:._-]*$')",message="spec.boot.rootDeviceHints.byPath must be a /dev/disk/by-path name as status.hardware.disks[].byPath reports it, e.g. pci-0000:00:1f.2-ata-1.0"
+	// +optional
+	ByPath string `json:"byPath,omitempty"`
+
+	// rotational selects spinning disks (true) or solid-state ones (false).
+	// +optional
+	Rotational *bool `json:"rotational,omitempty"`
+}
+
+// RootDeviceName is the kernel name (without /dev/) the Host's root disk must have, from
+// rootDeviceHints.deviceName or the older rootDisk; "" when neither is set.
+func (b *BootSpec) RootDeviceName() string {
+	if b.RootDeviceHints != nil && b.RootDeviceHints.DeviceName != "" {
+		return strings.TrimPrefix(b.RootDeviceHints.DeviceName, "/dev/")
+	}
+	return b.RootDisk
 }
 
 // IsAccepted says whether spec.accepted lets the Host become Available (unset means accepted).
@@ -333,6 +415,15 @@ type Disk struct {
 	Model string `json:"model,omitempty"`
 	// +optional
 	Serial string `json:"serial,omitempty"`
+	// wwn is the disk's World Wide Name: 0x and hex digits for SCSI and SATA disks (udev's
+	// ID_WWN), the kernel's wwid for NVMe (e.g. eui.0025388b91b12345); empty when the disk has
+	// none (virtio disks, most USB disks).
+	// +optional
+	WWN string `json:"wwn,omitempty"`
+	// byPath is the disk's path on its bus as udev names it under /dev/disk/by-path, e.g.
+	// pci-0000:00:1f.2-ata-1.0; derived from sysfs when the host has no udev.
+	// +optional
+	ByPath string `json:"byPath,omitempty"`
 	// +optional
 	Rotational bool `json:"rotational,omitempty"`
 }
@@ -396,9 +487,23 @@ type AgentRoot struct {
 type HostProvisioning struct {
 	// image is the root filesystem image: its name and sha256 in the manager's artifact cache.
 	Image OSImageRef `json:"image"`
-	// disk is the disk the image is written to, e.g. /dev/vda.
+	// disk is the disk the image is written to, e.g. /dev/vda, by the kernel name it had when
+	// it was chosen.
 	// +kubebuilder:validation:MaxLength=64
 	Disk string `json:"disk"`
+	// wwn of the disk when it was chosen. The agent writes, and later wipes, only a disk with
+	// this WWN and serial: it finds the disk by them when its kernel name changed.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	WWN string `json:"wwn,omitempty"`
+	// serial number of the disk when it was chosen.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Serial string `json:"serial,omitempty"`
+	// byPath of the disk when it was chosen, for people: where to find it in the machine.
+	// +kubebuilder:validation:MaxLength=160
+	// +optional
+	ByPath string `json:"byPath,omitempty"`
 	// format is how the image goes on the disk and boots: Disk (a whole-disk image with its own
 	// partition table and boot loader: the host boots from its disk) or Filesystem (an ext4
 	// filesystem on the whole disk: the host boots its kernel from the network with the root on

@@ -46,6 +46,14 @@ func validSSHHost(ns string) *basaltv1.Host {
 	}
 }
 
+// bootHostWith is a valid network-booted Host changed by edit.
+func bootHostWith(ns string, edit func(*basaltv1.BootSpec)) *basaltv1.Host {
+	h := validSSHHost(ns)
+	h.Spec.SSH, h.Spec.Boot = nil, &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:12:34:56"}}
+	edit(h.Spec.Boot)
+	return h
+}
+
 func validMachine(ns string) *basaltv1.Machine {
 	return &basaltv1.Machine{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: "m-", Namespace: ns},
@@ -182,6 +190,30 @@ func TestCreateRejected(t *testing.T) {
 			h.Spec.SSH, h.Spec.Boot = nil, &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:AB:34:56"}}
 			return h
 		}, "each spec.boot.macAddresses entry must be six lowercase hex pairs"},
+		{"empty root device hints", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) { b.RootDeviceHints = &basaltv1.RootDeviceHints{} })
+		}, "spec.boot.rootDeviceHints must set at least one of deviceName"},
+		{"rootDisk and rootDeviceHints.deviceName", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) {
+				b.RootDisk, b.RootDeviceHints = "sda", &basaltv1.RootDeviceHints{DeviceName: "sdb"}
+			})
+		}, "spec.boot.rootDisk is the older name of spec.boot.rootDeviceHints.deviceName"},
+		{"device name with a by-id path", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) {
+				b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "/dev/disk/by-id/wwn-0x5000c500a1b2"}
+			})
+		}, "spec.boot.rootDeviceHints.deviceName must be a disk's kernel name"},
+		{"upper-case WWN", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) { b.RootDeviceHints = &basaltv1.RootDeviceHints{WWN: "0x5000C500A1B2C3D4"} })
+		}, "spec.boot.rootDeviceHints.wwn must be a WWN as status.hardware.disks[].wwn reports it"},
+		{"by-path with a space", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) { b.RootDeviceHints = &basaltv1.RootDeviceHints{ByPath: "pci 0000"} })
+		}, "spec.boot.rootDeviceHints.byPath must be a /dev/disk/by-path name"},
+		{"min size zero", func() client.Object {
+			return bootHostWith(ns, func(b *basaltv1.BootSpec) {
+				b.RootDeviceHints = &basaltv1.RootDeviceHints{MinSizeGigabytes: -1}
+			})
+		}, "should be greater than or equal to 1"},
 		{"ssh port zero", func() client.Object {
 			h := validSSHHost(ns)
 			h.Spec.SSH.Port = -1
@@ -322,6 +354,30 @@ func TestUpdateAccepted(t *testing.T) {
 	m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
 	if err := env.Client.Update(ctx, m); err != nil {
 		t.Fatalf("binding an unbound Machine: %v", err)
+	}
+}
+
+// TestRootDeviceHintsAccepted: every hint, in the forms the agent reports them, and the older
+// rootDisk together with hints other than deviceName.
+func TestRootDeviceHintsAccepted(t *testing.T) {
+	ns := env.Namespace(t)
+	yes := true
+	for _, b := range []func(*basaltv1.BootSpec){
+		func(b *basaltv1.BootSpec) {
+			b.EraseExistingDisk = true
+			b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "/dev/nvme0n1", MinSizeGigabytes: 100, Model: "SAMSUNG",
+				SerialNumber: "S437NA0M123456", WWN: "eui.0025388b91b12345", ByPath: "pci-0000:01:00.0-nvme-1", Rotational: &yes}
+		},
+		func(b *basaltv1.BootSpec) {
+			b.RootDeviceHints = &basaltv1.RootDeviceHints{DeviceName: "sda", WWN: "0x5000c500a1b2c3d4", ByPath: "/dev/disk/by-path/pci-0000:00:1f.2-ata-1.0"}
+		},
+		func(b *basaltv1.BootSpec) {
+			b.RootDisk, b.RootDeviceHints = "sda", &basaltv1.RootDeviceHints{MinSizeGigabytes: 1}
+		},
+	} {
+		if err := env.Client.Create(context.Background(), bootHostWith(ns, b)); err != nil {
+			t.Error(err)
+		}
 	}
 }
 

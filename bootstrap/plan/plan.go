@@ -74,6 +74,14 @@ type OSImage struct {
 	SHA256 string `json:"sha256"`
 	// Size of the served bytes; 0 when unknown.
 	Size int64 `json:"size,omitempty"`
+	// WWN and Serial identify Disk (see osimage_identity.go): the agent writes and wipes only
+	// the disk that has them, found by them when its kernel name changed. Empty when the disk
+	// reported none.
+	WWN    string `json:"wwn,omitempty"`
+	Serial string `json:"serial,omitempty"`
+	// Erase lets the agent overwrite a disk that holds partitions, filesystems, RAID or LVM
+	// (the Host's spec.boot.eraseExistingDisk); without it such a disk is refused.
+	Erase bool `json:"erase,omitempty"`
 	// Disk is the whole-disk block device written to, e.g. /dev/vda.
 	Disk string `json:"disk"`
 	// Format is how the image is laid out: FormatFilesystem ("", the default: an ext4
@@ -161,6 +169,7 @@ func (o *OSImage) Validate() error {
 	if o.Size < 0 {
 		errs = append(errs, fmt.Errorf("os.size %d must not be negative", o.Size))
 	}
+	errs = append(errs, o.validateIdentity()...)
 	if !diskRE.MatchString(o.Disk) {
 		errs = append(errs, fmt.Errorf("os.disk %q must be a whole disk such as /dev/vda or /dev/nvme0n1", o.Disk))
 	}

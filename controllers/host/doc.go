@@ -23,8 +23,9 @@
 // What a claimed Host runs: an SSH Host keeps its own system, so it is Provisioned as soon as its
 // agent is connected and the Machine's Plan does the rest. A network-booted Host, when the
 // manager has a root image (RootImage, --pxe-root-image), first gets that image written to a
-// local disk by its agent (provisionDisk stores a Plan with only the OS; the disk is chosen from
-// spec.boot.rootDisk or the reported disks), reboots into it, and is Provisioned when its agent
+// local disk by its agent (provisionDisk stores a Plan with only the OS; the disk is chosen by
+// spec.boot.rootDeviceHints among the reported disks, host_disk_hints.go, and recorded with its
+// WWN and serial, which the agent checks), reboots into it, and is Provisioned when its agent
 // reports running from that disk; without a root image it runs from the network. Which
 // controller writes a Host's Plan in which state is written down in agents/planstore.
 //

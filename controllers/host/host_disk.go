@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -127,9 +125,9 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 			r.Recorder.Eventf(h, nil, corev1.EventTypeWarning, basaltv1.ReasonNoRootDisk, "Provision", "%v", err)
 			return ctrl.Result{RequeueAfter: time.Minute}
 		}
-		p = &basaltv1.HostProvisioning{Image: r.RootImage.Ref, Disk: disk, Format: r.RootImage.Format}
+		p = &basaltv1.HostProvisioning{Image: r.RootImage.Ref, Disk: "/dev/" + disk.Name, WWN: disk.WWN, Serial: disk.Serial, ByPath: disk.ByPath, Format: r.RootImage.Format}
 		h.Status.Provisioning = p
-		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, basaltv1.ReasonWritingImage, "Provision", "Writing root image %s (sha256 %s) to %s", p.Image.Name, p.Image.SHA256, disk)
+		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, basaltv1.ReasonWritingImage, "Provision", "Writing root image %s (sha256 %s) to %s", p.Image.Name, p.Image.SHA256, describeDisk(p))
 	}
 	if p.WrittenAt == nil && writtenReported(h) {
 		// The agent in RAM wrote the whole-disk image and reboots into it: from now on the
@@ -152,7 +150,7 @@ func (r *Reconciler) provisionDisk(ctx context.Context, s *scope) ctrl.Result {
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}
 	s.diskReason = basaltv1.ReasonWritingImage
-	s.diskMessage = fmt.Sprintf("the agent writes image %s to %s, then reboots into it", p.Image.Name, p.Disk)
+	s.diskMessage = fmt.Sprintf("the agent writes image %s to %s, then reboots into it", p.Image.Name, describeDisk(p))
 	// The agent's reports (status writes) bring the Host back.
 	return ctrl.Result{RequeueAfter: waitForRegistration}
 }
@@ -197,45 +195,6 @@ func (r *Reconciler) wipeDisk(_ context.Context, s *scope) bool {
 	h.Status.Provisioning = nil
 	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "DiskWiped", "Deprovision", "The root image is wiped; the agent runs from the network")
 	return true
-}
-
-// chooseRootDisk is /dev/<spec.boot.rootDisk>, which must be one of the disks the agent
-// reported and hold the image, or else the smallest reported disk that holds it (ties by name).
-func chooseRootDisk(h *basaltv1.Host, need int64) (string, error) {
-	if h.Status.Hardware == nil || len(h.Status.Hardware.Disks) == 0 {
-		return "", errors.New("the agent reported no disks: the root image needs a local disk")
-	}
-	disks := slices.Clone(h.Status.Hardware.Disks)
-	size := func(d basaltv1.Disk) int64 {
-		if d.Size == nil {
-			return 0
-		}
-		return d.Size.Value()
-	}
-	slices.SortFunc(disks, func(a, b basaltv1.Disk) int {
-		if c := size(a) - size(b); c != 0 {
-			if c < 0 {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	want := h.Spec.Boot.RootDisk
-	var names []string
-	for _, d := range disks {
-		names = append(names, fmt.Sprintf("%s (%d bytes)", d.Name, size(d)))
-		if want != "" && d.Name != want {
-			continue
-		}
-		if size(d) >= need {
-			return "/dev/" + d.Name, nil
-		}
-	}
-	if want != "" {
-		return "", fmt.Errorf("spec.boot.rootDisk %q is not a disk of %d bytes or more; the agent reported %s", want, need, strings.Join(names, ", "))
-	}
-	return "", fmt.Errorf("no disk holds the root image (%d bytes); the agent reported %s", need, strings.Join(names, ", "))
 }
 
 // setDiskProvisioned sets basaltv1.HostDiskProvisioned, or removes it when nothing is on the disk.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -248,7 +249,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 
 	// spec.boot.rootDisk naming a disk too small: it says so and stays Provisioning.
 	small := bootHost(ns, "n2", "52:54:00:00:d1:02")
-	small.Spec.Boot.RootDisk = "vdb"
+	small.Spec.Boot.RootDisk = "vdb" //nolint:staticcheck // the older field keeps working
 	if err := env.Client.Create(ctx, small); err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := envtest.Condition(got.Status.Conditions, basaltv1.HostDiskProvisioned)
-	if c == nil || !strings.Contains(c.Message, `spec.boot.rootDisk "vdb" is not a disk of 3145728 bytes or more`) || got.Status.Provisioning != nil {
+	if c == nil || !strings.Contains(c.Message, `no disk is spec.boot.rootDisk "vdb" and holds the root image (3145728 bytes); the agent reported vdb: 1048576 bytes, too small for the image; sda: name is not "vdb"`) || got.Status.Provisioning != nil {
 		t.Errorf("DiskProvisioned %+v, provisioning %+v", c, got.Status.Provisioning)
 	}
 }
@@ -364,4 +365,87 @@ func TestWholeDiskImageLifecycle(t *testing.T) {
 	}
 	agentRunsFrom(t, h, nil)
 	hostIs(t, h, basaltv1.HostStateAvailable)
+}
+
+// TestRootDeviceHintsToProvisioning: the disk the hints select is recorded by its kernel name
+// and identity (WWN, serial, by-path) in status.provisioning, and the Plan carries the
+// identity and spec.boot.eraseExistingDisk to the agent. Hints no disk matches say, in the
+// DiskProvisioned condition, why each disk does not.
+func TestRootDeviceHintsToProvisioning(t *testing.T) {
+	ctx := context.Background()
+	img := writeRootImage(t, 3<<20)
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	envtest.StartManager(t, mgr)
+	ns := env.Namespace(t)
+	disks := []basaltv1.Disk{
+		{Name: "sda", Size: resource.NewQuantity(480<<30, resource.BinarySI), Model: "SAMSUNG MZ7LH480", Serial: "S45N", WWN: "0x5002538e40a1b2c3", ByPath: "pci-0000:00:1f.2-ata-1.0"},
+		{Name: "sdb", Size: resource.NewQuantity(4000<<30, resource.BinarySI), Model: "ST4000NM0035-1V4", Serial: "ZC1B", WWN: "0x5000c500a1b2c3d5", ByPath: "pci-0000:00:1f.2-ata-2.0", Rotational: true},
+	}
+	inspected := func(h *basaltv1.Host) {
+		env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+			h.Status.Agent = basaltv1.AgentStatus{Version: "test", LastSeen: &metav1.Time{Time: time.Now()}}
+			h.Status.Hardware = &basaltv1.Hardware{CPUs: 2, Disks: disks}
+		})
+	}
+
+	yes := true
+	h := bootHost(ns, "n1", "52:54:00:00:d2:01")
+	h.Spec.Boot.RootDeviceHints = &basaltv1.RootDeviceHints{Rotational: &yes, MinSizeGigabytes: 1000}
+	h.Spec.Boot.EraseExistingDisk = true
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	inspected(h)
+	hostIs(t, h, basaltv1.HostStateAvailable)
+	claim(t, h, "m1")
+	hostIs(t, h, basaltv1.HostStateProvisioning, basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWritingImage)
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	want := &basaltv1.HostProvisioning{Image: img.Ref, Disk: "/dev/sdb", WWN: "0x5000c500a1b2c3d5", Serial: "ZC1B", ByPath: "pci-0000:00:1f.2-ata-2.0", Format: basaltv1.OSImageFormatFilesystem}
+	if d := cmp.Diff(want, got.Status.Provisioning); d != "" {
+		t.Fatalf("status.provisioning (-want +got):\n%s", d)
+	}
+	c, _ := envtest.Condition(got.Status.Conditions, basaltv1.HostDiskProvisioned)
+	if c == nil || !strings.Contains(c.Message, "/dev/sdb (WWN 0x5000c500a1b2c3d5, serial ZC1B, by-path pci-0000:00:1f.2-ata-2.0)") {
+		t.Errorf("DiskProvisioned %+v", c)
+	}
+	envtest.Eventually(t, wait, func() error {
+		p, _, err := planstore.LoadPlan(ctx, env.Client, ns, "n1")
+		if err != nil {
+			return err
+		}
+		if p.OS == nil || p.OS.Disk != "/dev/sdb" || p.OS.WWN != "0x5000c500a1b2c3d5" || p.OS.Serial != "ZC1B" || !p.OS.Erase {
+			return fmt.Errorf("Plan OS %+v, want /dev/sdb with its WWN and serial, erase allowed", p.OS)
+		}
+		return nil
+	})
+
+	// Hints that no disk matches: each disk is named with why it does not.
+	none := bootHost(ns, "n2", "52:54:00:00:d2:02")
+	none.Spec.Boot.RootDeviceHints = &basaltv1.RootDeviceHints{WWN: "0x5000c500a1b2c3d5", Model: "SAMSUNG"}
+	if err := env.Client.Create(ctx, none); err != nil {
+		t.Fatal(err)
+	}
+	inspected(none)
+	hostIs(t, none, basaltv1.HostStateAvailable)
+	claim(t, none, "m2")
+	hostIs(t, none, basaltv1.HostStateProvisioning, basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonNoRootDisk)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(none), got); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = envtest.Condition(got.Status.Conditions, basaltv1.HostDiskProvisioned)
+	wantMsg := `no disk matches spec.boot.rootDeviceHints and holds the root image (3145728 bytes); the agent reported ` +
+		`sda: WWN "0x5002538e40a1b2c3" is not "0x5000c500a1b2c3d5"; sdb: model "ST4000NM0035-1V4" does not contain "SAMSUNG"`
+	if c == nil || c.Message != wantMsg || got.Status.Provisioning != nil {
+		t.Errorf("DiskProvisioned %+v, provisioning %+v; want the message %q", c, got.Status.Provisioning, wantMsg)
+	}
 }

@@ -7,13 +7,19 @@ import (
 
 // OSImage is the plan.Plan.OS every Plan of h carries: the root filesystem image written, or
 // being written, to its disk (status.provisioning); nil when its system is not on a disk
-// Basalt wrote. A Plan without it makes an agent running from such a disk wipe it.
+// Basalt wrote. A Plan without it makes an agent running from such a disk wipe it. The disk is
+// named by its kernel name and identified by its WWN and serial, which the agent checks.
 func OSImage(h *basaltv1.Host) *plan.OSImage {
 	p := h.Status.Provisioning
 	if p == nil {
 		return nil
 	}
-	img := &plan.OSImage{Name: p.Image.Name, SHA256: p.Image.SHA256, Size: p.Image.Size, Disk: p.Disk}
+	img := &plan.OSImage{Name: p.Image.Name, SHA256: p.Image.SHA256, Size: p.Image.Size, Disk: p.Disk, WWN: p.WWN, Serial: p.Serial}
+	// Erasing matters only until the image is written; a Provisioned Host's Plans leave it out,
+	// so turning spec.boot.eraseExistingDisk on or off later changes none of them.
+	if p.ProvisionedAt == nil && h.Spec.Boot != nil {
+		img.Erase = h.Spec.Boot.EraseExistingDisk
+	}
 	if p.Format == basaltv1.OSImageFormatDisk {
 		img.Format = plan.FormatDisk
 		img.Network = bootNetwork(h)
