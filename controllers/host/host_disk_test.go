@@ -114,6 +114,8 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 	}
 
 	h := bootHost(ns, "n1", "52:54:00:00:d1:01")
+	// httptest's requests come from 192.0.2.1: its scripts with a token go there.
+	h.Spec.Boot.Address = "192.0.2.1/24"
 	if err := env.Client.Create(ctx, h); err != nil {
 		t.Fatal(err)
 	}
