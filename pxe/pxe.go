@@ -41,7 +41,9 @@ type Config struct {
 }
 
 // Validate checks every service, after filling DHCP.HTTPBaseURL from HTTP.BaseURL when it is
-// empty (the one field they share).
+// empty and HTTP.Clients with DHCP when it is nil (what they share: where scripts are, and the
+// address DHCP leased to, or saw for, each MAC address, to which alone HTTP serves a script with
+// a token).
 func (c *Config) Validate() error {
 	if c.HTTP == nil {
 		return errors.New("pxe: HTTP is required: iPXE gets its scripts, kernel and initramfs there")
@@ -53,6 +55,9 @@ func (c *Config) Validate() error {
 	if c.DHCP != nil {
 		if c.DHCP.HTTPBaseURL == "" {
 			c.DHCP.HTTPBaseURL = c.HTTP.BaseURL
+		}
+		if c.HTTP.Clients == nil {
+			c.HTTP.Clients = c.DHCP
 		}
 		if err := c.DHCP.Validate(); err != nil {
 			errs = append(errs, err)

@@ -108,11 +108,17 @@ func must(t *testing.T, err error) {
 // dhcpExchange sends a DISCOVER and waits for the OFFER, retrying while the server starts.
 func (tb *testbed) dhcpExchange(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	t.Helper()
+	req, err := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x50}, append(mods, dhcpv4.WithBroadcast(true))...)
+	must(t, err)
+	return tb.send(t, req)
+}
+
+// send sends req and waits for the answer, retrying while the server starts.
+func (tb *testbed) send(t *testing.T, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	t.Helper()
 	c, err := net.ListenPacket("udp4", "0.0.0.0:"+strconv.Itoa(tb.clientPort))
 	must(t, err)
 	defer func() { _ = c.Close() }()
-	req, err := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x50}, append(mods, dhcpv4.WithBroadcast(true))...)
-	must(t, err)
 	buf := make([]byte, 1500)
 	for range 50 {
 		_, err := c.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: tb.dhcpPort})
@@ -134,7 +140,18 @@ func (tb *testbed) dhcpExchange(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.D
 
 func httpGet(t *testing.T, url string) []byte {
 	t.Helper()
-	resp, err := http.Get(url)
+	return httpGetFrom(t, http.DefaultClient, url)
+}
+
+// clientFrom is an HTTP client whose connections come from the local address from.
+func clientFrom(from string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+func httpGetFrom(t *testing.T, c *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := c.Get(url)
 	must(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -201,12 +218,27 @@ func TestStartLoopback(t *testing.T) {
 		t.Fatalf("TFTP: got %d bytes, want the %d of undionly.kpxe", len(got), len(tb.ipxe))
 	}
 
-	offer = tb.dhcpExchange(t,
+	ipxe := []dhcpv4.Modifier{
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
-		dhcpv4.WithUserClass("iPXE", false))
-	script := string(httpGet(t, offer.BootFileName))
-	if !strings.Contains(script, "kernel --name vmlinuz "+tb.cfg.HTTP.BaseURL+"/boot/kernel") {
+		dhcpv4.WithUserClass("iPXE", false),
+	}
+	offer = tb.dhcpExchange(t, ipxe...)
+	// Offered, not leased yet: the script with the token is not served, whoever asks.
+	if script := string(httpGetFrom(t, clientFrom("127.0.0.50"), offer.BootFileName)); strings.Contains(script, "basalt.token=") {
+		t.Fatalf("a script with a token before the lease:\n%s", script)
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer, ipxe...)
+	must(t, err)
+	if ack := tb.send(t, req); ack.MessageType() != dhcpv4.MessageTypeAck || ack.YourIPAddr.String() != "127.0.0.50" {
+		t.Fatalf("iPXE's REQUEST: %s", ack.Summary())
+	}
+	// Leased: the script with its token goes to the leased address, and only there.
+	script := string(httpGetFrom(t, clientFrom("127.0.0.50"), offer.BootFileName))
+	if !strings.Contains(script, "kernel --name vmlinuz "+tb.cfg.HTTP.BaseURL+"/boot/kernel") || !strings.Contains(script, "basalt.token=") {
 		t.Fatalf("script:\n%s", script)
+	}
+	if other := string(httpGetFrom(t, clientFrom("127.0.0.1"), offer.BootFileName)); strings.Contains(other, "basalt.token=") || !strings.Contains(other, "not served to 127.0.0.1") {
+		t.Fatalf("script for another address:\n%s", other)
 	}
 	if !bytes.Equal(httpGet(t, tb.cfg.HTTP.BaseURL+"/boot/kernel"), tb.kernel) {
 		t.Fatal("kernel differs")

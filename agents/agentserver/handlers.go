@@ -141,7 +141,20 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	registrationsTotal.Inc()
 	s.Log.Info("Agent registered", "host", hostKey, "version", req.AgentVersion, "remote", r.RemoteAddr)
+	// The Host's agent has its identity now: any other token issued for it (scripts fetched
+	// more than once, or by someone else) can only serve an impostor.
+	s.revokeTokens(ctx, ref, "Registered")
 	writeJSON(w, http.StatusOK, protocol.RegisterResponse{Certificate: cert, Namespace: ref.Namespace, Host: ref.Name})
+}
+
+// revokeTokens revokes every outstanding bootstrap token of host. A failure is logged, not
+// returned: the agent's request succeeded, and the tokens still expire.
+func (s *Server) revokeTokens(ctx context.Context, host tokens.HostRef, reason string) {
+	if err := s.tokens.Revoke(ctx, host); err != nil {
+		s.Log.Error(err, "Cannot revoke the Host's other bootstrap tokens", "host", klog.KRef(host.Namespace, host.Name), "reason", reason)
+		return
+	}
+	s.Log.V(1).Info("Revoked the Host's other bootstrap tokens", "host", klog.KRef(host.Namespace, host.Name), "reason", reason)
 }
 
 // handlePlan serves the caller's Plan, long-polling while its hash equals ?hash=.
@@ -273,7 +286,12 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	host, err := s.updateHost(ctx, id, func(h *basaltv1.Host) { s.applyHostReport(h, st) })
+	fromDisk := false
+	host, err := s.updateHost(ctx, id, func(h *basaltv1.Host) {
+		wasOnDisk := h.Status.Agent.Root != nil
+		s.applyHostReport(h, st)
+		fromDisk = !wasOnDisk && h.Status.Agent.Root != nil
+	})
 	if errors.Is(err, errHostGone) {
 		s.Log.Info("Refused status from the agent of a Host that is gone", "host", id.String(), "reason", "HostGone")
 		s.reject(w, r, http.StatusForbidden, "host_gone", msgForbidden)
@@ -283,6 +301,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		s.Log.Error(err, "Cannot record the status of a Host", "host", id.String())
 		http.Error(w, msgUnavailable, http.StatusServiceUnavailable)
 		return
+	}
+	if fromDisk {
+		// The agent now runs from the root filesystem on the Host's disk, with the identity
+		// it registered with: the token of the script that booted it there is not needed.
+		s.revokeTokens(ctx, tokens.HostRef{Namespace: id.Namespace, Name: id.Host, UID: id.UID}, "RunsFromDisk")
 	}
 	if ref := host.Status.ConsumerRef; ref != nil {
 		if err := s.updateMachine(ctx, id, ref.Name, st); err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/basalt-dev/basalt/agents/agentserver"
 	"github.com/basalt-dev/basalt/agents/protocol"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/pki"
 )
 
@@ -79,6 +80,55 @@ func TestRegisterIssuesClientCertificateOnce(t *testing.T) {
 	if code != http.StatusUnauthorized {
 		t.Errorf("reused token: %d %s, want 401", code, body)
 	}
+}
+
+// TestRegistrationRevokesTheHostsOtherTokens: a Host's tokens stay valid while its scripts are
+// fetched; the registration with one revokes the others (and only that Host's), and so does the
+// first report of its agent from the root filesystem on its disk.
+func TestRegistrationRevokesTheHostsOtherTokens(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	host, other := h.createHost("node-1"), h.createHost("node-2")
+	issue := func(host *basaltv1.Host) string {
+		t.Helper()
+		tok, err := h.srv.IssueToken(ctx, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	refused := func(tok string) bool {
+		code, _ := post(t, h.client(), h.url+protocol.PathRegister, protocol.RegisterRequest{
+			Token: tok, CSR: csr(t, newKey(t)), AgentVersion: "v0.1.0-test",
+		})
+		return code == http.StatusUnauthorized
+	}
+	first, used, last := issue(host), issue(host), issue(host)
+	otherTok := issue(other)
+	a := h.registerWith(used)
+	for name, tok := range map[string]string{"earlier": first, "later": last} {
+		if !refused(tok) {
+			t.Errorf("the %s token of the registered Host still registers", name)
+		}
+	}
+	h.registerWith(otherTok) // another Host's token is untouched
+
+	// The agent writes the Host's disk and reboots: the script that boots it has a token, which
+	// the agent on the disk, with its identity, does not use.
+	reboot := issue(host)
+	st := &protocol.Status{AgentVersion: "v0.1.0-test", Root: &protocol.Root{Image: strings.Repeat("e", 64), Disk: "/dev/vda", Host: h.hostNS + "/node-1"}}
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if !refused(reboot) {
+		t.Error("the token of the boot into the disk still registers after the agent reported from the disk")
+	}
+	// Later reports from the disk leave new tokens alone (a script for a boot from RAM).
+	again := issue(host)
+	if code, body := post(t, a.client, h.url+protocol.PathStatus, st); code != http.StatusNoContent {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	h.registerWith(again)
 }
 
 // TestRejectedTokensLookAlike: unknown, wrong, expired and reused tokens get the same answer.

@@ -16,6 +16,7 @@
 //     The wrapped detail is for logs and metrics; callers answer every such error the same way,
 //     so a client learns nothing from the failure.
 //   - Expired token Secrets are deleted by CollectGarbage, and by Consume when it meets one.
+//   - A Host has at most MaxPerHost outstanding tokens: Issue revokes the oldest beyond it.
 //   - The token secret is never logged and never stored in clear.
 package tokens
 
@@ -27,6 +28,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,8 +40,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// DefaultTTL is how long a token is valid when Store.TTL is zero.
+// DefaultTTL is how long a token is valid when Store.TTL is zero. A token must outlive the
+// boot it is made for (an iPXE script is fetched about 30 s before its agent registers on the
+// test VMs; real servers take longer to boot), and no more: it is in clear on the provisioning
+// network and on the host's kernel command line until then.
 const DefaultTTL = 15 * time.Minute
+
+// DefaultMaxPerHost is how many tokens one Host may have outstanding when Store.MaxPerHost is
+// zero: a host that fetches its boot script a few times before it registers keeps them all,
+// and repeated fetches cannot pile up Secrets.
+const DefaultMaxPerHost = 3
 
 // Token shape.
 const (
@@ -94,6 +105,9 @@ type Store struct {
 	Namespace string
 	// TTL is how long a token is valid after Issue. Default DefaultTTL.
 	TTL time.Duration
+	// MaxPerHost bounds the outstanding tokens of one Host (incarnation). Default
+	// DefaultMaxPerHost.
+	MaxPerHost int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -120,23 +134,82 @@ func (s *Store) ttl() time.Duration {
 }
 
 // Issue creates a new token for host and returns it. The token is valid for TTL and for one
-// registration. Issuing does not revoke earlier tokens of the same host; see Revoke.
+// registration. Earlier tokens of the same host stay valid (see Revoke), but for the oldest
+// beyond MaxPerHost, which Issue deletes.
 func (s *Store) Issue(ctx context.Context, host HostRef) (string, error) {
+	tok, name, err := s.issue(ctx, host)
+	if err != nil {
+		return "", err
+	}
+	if err := s.trim(ctx, host, name); err != nil {
+		// The new token is good; its Host just has more than MaxPerHost for now. Delete it
+		// rather than hand out a token beyond the bound.
+		_ = s.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: name}})
+		return "", err
+	}
+	return tok, nil
+}
+
+// trim deletes the oldest tokens of host (by expiry) so that at most MaxPerHost remain, keeping
+// keep, the one just issued. Run after every create, concurrent issuers all converge on the
+// newest MaxPerHost.
+func (s *Store) trim(ctx context.Context, host HostRef, keep string) error {
+	maxN := s.MaxPerHost
+	if maxN <= 0 {
+		maxN = DefaultMaxPerHost
+	}
+	list, err := s.list(ctx)
+	if err != nil {
+		return err
+	}
+	var mine []*corev1.Secret
+	for i := range list.Items {
+		sec := &list.Items[i]
+		if sec.Name != keep && sec.Type == SecretType && forHost(sec, host) {
+			mine = append(mine, sec)
+		}
+	}
+	if len(mine) < maxN {
+		return nil
+	}
+	// Newest first; an unreadable expiry sorts as the oldest.
+	expiry := func(sec *corev1.Secret) time.Time {
+		t, _ := time.Parse(time.RFC3339, string(sec.Data[keyExpiration]))
+		return t
+	}
+	slices.SortFunc(mine, func(a, b *corev1.Secret) int {
+		if c := expiry(b).Compare(expiry(a)); c != 0 {
+			return c
+		}
+		return strings.Compare(b.Name, a.Name)
+	})
+	var errs []error
+	for _, sec := range mine[maxN-1:] {
+		if err := s.delete(ctx, sec); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("tokens: deleting %s: %w", sec.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// issue creates the token Secret and returns the token and the Secret's name.
+func (s *Store) issue(ctx context.Context, host HostRef) (token, name string, err error) {
 	if s.Client == nil || s.Namespace == "" {
-		return "", errors.New("tokens: Store needs a Client and a Namespace")
+		return "", "", errors.New("tokens: Store needs a Client and a Namespace")
 	}
 	if host.Namespace == "" || host.Name == "" || host.UID == "" {
-		return "", fmt.Errorf("tokens: host reference %q needs a namespace, a name and a UID", host)
+		return "", "", fmt.Errorf("tokens: host reference %q needs a namespace, a name and a UID", host)
 	}
 	for range 5 {
 		id, err := randomString(IDLength)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		secret, err := randomString(SecretLength)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
+		// Nanoseconds, so that tokens issued within one second sort by age (trim).
 		exp := s.now().Add(s.ttl()).UTC()
 		sec := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
@@ -151,7 +224,7 @@ func (s *Store) Issue(ctx context.Context, host HostRef) (string, error) {
 				keyHostNamespace: []byte(host.Namespace),
 				keyHostName:      []byte(host.Name),
 				keyHostUID:       []byte(host.UID),
-				keyExpiration:    []byte(exp.Format(time.RFC3339)),
+				keyExpiration:    []byte(exp.Format(time.RFC3339Nano)),
 			},
 		}
 		if len(validation.IsValidLabelValue(host.Name)) == 0 {
@@ -162,11 +235,11 @@ func (s *Store) Issue(ctx context.Context, host HostRef) (string, error) {
 			continue // an id collision: draw again
 		}
 		if err != nil {
-			return "", fmt.Errorf("tokens: creating token Secret for Host %s: %w", host, err)
+			return "", "", fmt.Errorf("tokens: creating token Secret for Host %s: %w", host, err)
 		}
-		return id + "." + secret, nil
+		return id + "." + secret, sec.Name, nil
 	}
-	return "", errors.New("tokens: could not find a free token id")
+	return "", "", errors.New("tokens: could not find a free token id")
 }
 
 // Consume checks token and burns it. It returns the Host the token speaks for, or an error
@@ -222,11 +295,14 @@ func (s *Store) delete(ctx context.Context, sec *corev1.Secret) error {
 
 // Revoke deletes every outstanding token of host (any incarnation of it when host.UID is empty).
 func (s *Store) Revoke(ctx context.Context, host HostRef) error {
-	return s.deleteWhere(ctx, func(sec *corev1.Secret) bool {
-		return string(sec.Data[keyHostNamespace]) == host.Namespace &&
-			string(sec.Data[keyHostName]) == host.Name &&
-			(host.UID == "" || types.UID(sec.Data[keyHostUID]) == host.UID)
-	})
+	return s.deleteWhere(ctx, func(sec *corev1.Secret) bool { return forHost(sec, host) })
+}
+
+// forHost says whether sec is a token of host (any incarnation when host.UID is empty).
+func forHost(sec *corev1.Secret, host HostRef) bool {
+	return string(sec.Data[keyHostNamespace]) == host.Namespace &&
+		string(sec.Data[keyHostName]) == host.Name &&
+		(host.UID == "" || types.UID(sec.Data[keyHostUID]) == host.UID)
 }
 
 // CollectGarbage deletes the Secrets of expired tokens and returns how many it deleted.
@@ -244,11 +320,20 @@ func (s *Store) CollectGarbage(ctx context.Context) (int, error) {
 	return n, err
 }
 
-func (s *Store) deleteWhere(ctx context.Context, match func(*corev1.Secret) bool) error {
+// list returns every token Secret.
+func (s *Store) list(ctx context.Context) (*corev1.SecretList, error) {
 	list := &corev1.SecretList{}
 	if err := s.reader().List(ctx, list, client.InNamespace(s.Namespace),
 		client.MatchingLabels{LabelSecretKind: KindBootstrapToken}); err != nil {
-		return fmt.Errorf("tokens: listing token Secrets: %w", err)
+		return nil, fmt.Errorf("tokens: listing token Secrets: %w", err)
+	}
+	return list, nil
+}
+
+func (s *Store) deleteWhere(ctx context.Context, match func(*corev1.Secret) bool) error {
+	list, err := s.list(ctx)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for i := range list.Items {

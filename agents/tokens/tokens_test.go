@@ -178,6 +178,39 @@ func TestCollectGarbageAndRevoke(t *testing.T) {
 	}
 }
 
+// TestIssueBoundsTokensPerHost: a Host keeps its MaxPerHost newest tokens, whatever the number
+// issued; other Hosts (and other incarnations of the same name) are not touched.
+func TestIssueBoundsTokensPerHost(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	s.MaxPerHost = 2
+	other := tokens.HostRef{Namespace: hostA.Namespace, Name: hostA.Name, UID: "an-earlier-incarnation"}
+	otherTok, err := s.Issue(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var issued []string
+	for range 5 {
+		tok, err := s.Issue(ctx, hostA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issued = append(issued, tok)
+	}
+	if got := countTokens(t, s.Namespace); got != 3 {
+		t.Errorf("%d token Secrets, want 2 of hostA and 1 of the other incarnation", got)
+	}
+	for i, tok := range issued {
+		_, err := s.Consume(ctx, tok)
+		if kept := i >= 3; kept != (err == nil) {
+			t.Errorf("token %d of %d: %v (the two newest are kept)", i+1, len(issued), err)
+		}
+	}
+	if _, err := s.Consume(ctx, otherTok); err != nil {
+		t.Errorf("the other incarnation's token: %v", err)
+	}
+}
+
 func TestParse(t *testing.T) {
 	for _, tc := range []struct {
 		token string

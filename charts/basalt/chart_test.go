@@ -360,7 +360,7 @@ func TestPXEOnTheHostNetwork(t *testing.T) {
 	for _, a := range []string{"--pxe-interface=eno2", "--pxe-server-ip=192.168.10.2", "--pxe-dhcp-mode=full",
 		"--pxe-dhcp-pool=192.168.10.100-192.168.10.199/24", "--pxe-dhcp-pool-gateway=192.168.10.1", "--pxe-discovery",
 		"--pxe-discovery-namespace=discovered", "--pxe-tftp-root=/usr/lib/ipxe", "--pxe-kernel=/usr/share/basalt/pxe/vmlinuz",
-		"--pxe-initramfs=/usr/share/basalt/pxe/initramfs", "--pxe-root-image=/usr/share/basalt/pxe/root.img.gz", "--pxe-http-bind-address=:8080", "--pxe-http-url=http://boot.example:8080",
+		"--pxe-initramfs=/usr/share/basalt/pxe/initramfs", "--pxe-root-image=/usr/share/basalt/pxe/root.img.gz", "--pxe-http-bind-address=192.168.10.2:8080", "--pxe-http-url=http://boot.example:8080",
 		"--pxe-agent-kernel-args=console=ttyS0", "--agent-api-addresses=$(HOST_IP)"} {
 		if !slices.Contains(args, a) {
 			t.Errorf("args lack %s: %v", a, args)
@@ -375,8 +375,12 @@ func TestPXEOnTheHostNetwork(t *testing.T) {
 		t.Errorf("ports %v lack the PXE services", names)
 	}
 	// The server IP defaults to the node's.
-	if args := managerArgs(t, render(t, map[string]any{"pxe": map[string]any{"enabled": true, "interface": "eno2"}})); !slices.Contains(args, "--pxe-server-ip=$(HOST_IP)") {
+	if args := managerArgs(t, render(t, map[string]any{"pxe": map[string]any{"enabled": true, "interface": "eno2"}})); !slices.Contains(args, "--pxe-server-ip=$(HOST_IP)") || !slices.Contains(args, "--pxe-http-bind-address=$(HOST_IP):8080") {
 		t.Errorf("without pxe.serverIP the args are %v, want the node's IP", args)
+	}
+	// HTTP boot on every interface, when asked.
+	if args := managerArgs(t, render(t, map[string]any{"pxe": map[string]any{"enabled": true, "interface": "eno2", "http": map[string]any{"port": 8080, "bindAddress": ":8080"}}})); !slices.Contains(args, "--pxe-http-bind-address=:8080") {
+		t.Errorf("with pxe.http.bindAddress :8080 the args are %v", args)
 	}
 	// pxe.rootImage "" keeps network-booted Hosts diskless: no --pxe-root-image at all.
 	diskless := managerArgs(t, render(t, map[string]any{"pxe": map[string]any{"enabled": true, "interface": "eno2", "rootImage": ""}}))
@@ -468,6 +472,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"pool in proxy mode", map[string]any{"pxe": map[string]any{"dhcp": map[string]any{"pool": "10.0.0.10-10.0.0.20/24"}}}, []string{"/pxe/dhcp/mode", "full"}},
 		{"bad server IP", map[string]any{"pxe": map[string]any{"serverIP": "300.1.1.1"}}, []string{"/pxe/serverIP"}},
 		{"relative root image", map[string]any{"pxe": map[string]any{"rootImage": "pxe/root.img.gz"}}, []string{"/pxe/rootImage"}},
+		{"HTTP bind address without a port", map[string]any{"pxe": map[string]any{"http": map[string]any{"port": 8080, "bindAddress": "0.0.0.0"}}}, []string{"/pxe/http/bindAddress"}},
 		{"replicas without leader election", map[string]any{"replicas": 3, "leaderElection": map[string]any{"enabled": false}}, []string{"/leaderElection/enabled"}},
 		{"extra arg without dashes", map[string]any{"manager": map[string]any{"extraArgs": []any{"v=4"}}}, []string{"/manager/extraArgs/0"}},
 		{"relative artifact set", map[string]any{"artifacts": map[string]any{"sets": []any{"artifacts/v1.37.2"}}}, []string{"/artifacts/sets/0"}},

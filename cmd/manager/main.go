@@ -61,7 +61,7 @@ func main() {
 	flag.StringVar(&pxeOpts.KernelPath, "pxe-kernel", "", "Agent kernel (vmlinuz from make pxe-image).")
 	flag.StringVar(&pxeOpts.InitramfsPath, "pxe-initramfs", "", "Agent initramfs (from make pxe-image).")
 	flag.StringVar(&pxeOpts.RootImagePath, "pxe-root-image", "", "OS image written to the local disk of network-booted Hosts when they are provisioned, gzip-compressed: a whole-disk image with its own boot loader (disk.raw.gz of make os-image: the Host then boots from its disk) or an ext4 root filesystem (root.img.gz of make pxe-image: the Host keeps booting its kernel from the network); the format is read from the image. Empty: they run from the network.")
-	flag.StringVar(&pxeOpts.HTTPAddr, "pxe-http-bind-address", ":8080", "Address HTTP boot (iPXE scripts, kernel, initramfs) listens on.")
+	flag.StringVar(&pxeOpts.HTTPAddr, "pxe-http-bind-address", "", "Address HTTP boot (iPXE scripts, kernel, initramfs) listens on (default <pxe-server-ip>:8080; :8080 listens on every interface). TFTP listens on <pxe-server-ip>:69.")
 	flag.StringVar(&pxeOpts.HTTPBaseURL, "pxe-http-url", "", "URL hosts reach HTTP boot at (default http://<pxe-server-ip>:<port of --pxe-http-bind-address>).")
 	flag.StringVar(&pxeAgentArgs, "pxe-agent-kernel-args", "", "Space-separated arguments appended to the agent's kernel command line.")
 	zapOpts := zap.Options{Development: false}

@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/basalt-dev/basalt/agents/protocol"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/pxe/dhcp"
 	"github.com/basalt-dev/basalt/pxe/httpboot"
@@ -57,7 +58,9 @@ func IndexHostsByMAC(ctx context.Context, indexer client.FieldIndexer) error {
 // What a Host boots, by status.state:
 //
 //	Registering, Inspecting, Available,      the agent, with a new one-time bootstrap token each
-//	Provisioning, Deprovisioning             time the script is served (older ones are revoked)
+//	Provisioning, Deprovisioning             time httpboot admits a script request (from the
+//	                                         host's address, within its rate limit); earlier
+//	                                         tokens are not revoked here, but when one is used
 //	Provisioned, with status.provisioning    the agent image with basalt.root=basalt-root and no
 //	                                         token: /init switches to the root filesystem on
 //	                                         disk, whose agent has its identity
@@ -197,6 +200,11 @@ func (n *NetBoot) Target(ctx context.Context, mac string) (httpboot.Target, erro
 		state = basaltv1.HostStateRegistering
 	}
 	t := httpboot.Target{Known: true, Host: klog.KObj(h).String(), State: state, Diskless: true}
+	if r, _, err := reservationOf(h); err != nil {
+		return httpboot.Target{}, err
+	} else if r.Address.IsValid() {
+		t.Address = r.Address.Addr()
+	}
 	if !bootsAgent(h, state) {
 		return t, nil
 	}
@@ -206,11 +214,6 @@ func (n *NetBoot) Target(ctx context.Context, mac string) (httpboot.Target, erro
 		t.Diskless, t.LocalDisk = false, true
 		n.log().V(1).Info("Booting the local disk", "host", klog.KObj(h), "mac", mac, "disk", h.Status.Provisioning.Disk)
 		return t, nil
-	}
-	// The host is booting now, so no agent runs from an earlier script: tokens issued before
-	// are of no use any more. Revoking them keeps at most one live token per Host.
-	if err := n.Bootstrapper.RevokeTokens(ctx, h); err != nil {
-		return httpboot.Target{}, fmt.Errorf("revoking earlier bootstrap tokens of %s: %w", klog.KObj(h), err)
 	}
 	if h.Status.Provisioning != nil && h.Status.Provisioning.Format != basaltv1.OSImageFormatDisk {
 		// Its system is (or is being) written to its disk: /init switches to that root
@@ -224,12 +227,18 @@ func (n *NetBoot) Target(ctx context.Context, mac string) (httpboot.Target, erro
 			return t, nil
 		}
 	}
-	boot, err := n.Bootstrapper.Bootstrap(ctx, h)
-	if err != nil {
-		return httpboot.Target{}, fmt.Errorf("issuing a bootstrap token for %s: %w", klog.KObj(h), err)
-	}
-	t.Agent = &httpboot.AgentBoot{Bootstrap: boot, ExtraArgs: n.AgentArgs}
-	n.log().V(1).Info("Booting the agent", "host", klog.KObj(h), "mac", mac, "state", state)
+	// The token is issued only if httpboot admits the request (the host's own address, within
+	// its rate limit). Earlier tokens stay valid: this request may not come from the machine
+	// that runs them, so fetching a script must not end them. The agent API revokes them when
+	// one is used (and the token store keeps at most a few per Host).
+	t.Agent = &httpboot.AgentBoot{ExtraArgs: n.AgentArgs, NewBootstrap: func(ctx context.Context) (protocol.Bootstrap, error) {
+		boot, err := n.Bootstrapper.Bootstrap(ctx, h)
+		if err != nil {
+			return protocol.Bootstrap{}, fmt.Errorf("issuing a bootstrap token for %s: %w", klog.KObj(h), err)
+		}
+		n.log().V(1).Info("Booting the agent", "host", klog.KObj(h), "mac", mac, "state", state)
+		return boot, nil
+	}}
 	return t, nil
 }
 

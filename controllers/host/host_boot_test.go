@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/basalt-dev/basalt/agents/agentserver"
+	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/agents/tokens"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/host"
@@ -90,49 +92,104 @@ func (f *netBootFixture) consume(t *testing.T, token string) (tokens.HostRef, er
 	return f.tokens.Consume(context.Background(), token)
 }
 
+// issue has a target's NewBootstrap issue a token, as httpboot does for an admitted request.
+func issue(t *testing.T, got httpboot.Target) protocol.Bootstrap {
+	t.Helper()
+	if got.Agent == nil || got.Agent.NewBootstrap == nil {
+		t.Fatalf("target %+v issues no token", got)
+	}
+	b, err := got.Agent.NewBootstrap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// hostTokens counts the token Secrets of the Host named name.
+func (f *netBootFixture) hostTokens(t *testing.T, name string) int {
+	t.Helper()
+	var sl corev1.SecretList
+	if err := env.Client.List(context.Background(), &sl, client.InNamespace(f.ns), client.MatchingLabels{tokens.LabelHost: name}); err != nil {
+		t.Fatal(err)
+	}
+	return len(sl.Items)
+}
+
 // TestNetBootScripts: every state boots what it must, each agent script carries a new token for
-// its own Host (and the one before is revoked), unknown and doubly-claimed MACs get nothing.
+// its own Host (fetching one does not revoke the others, which are bounded), only to the Host's
+// address; unknown and doubly-claimed MACs get nothing.
 func TestNetBootScripts(t *testing.T) {
 	ctx := context.Background()
 	f := newNetBoot(t, false, 0)
 	h := bootHost(f.ns, "n1", "52:54:00:00:01:01")
+	// httptest's requests come from 192.0.2.1.
+	h.Spec.Boot.Address = "192.0.2.1/24"
 	if err := env.Client.Create(ctx, h); err != nil {
 		t.Fatal(err)
 	}
 
-	// Registering (no status yet): the agent, with a token bound to this Host incarnation.
+	// Registering (no status yet): the agent, with a token bound to this Host incarnation,
+	// issued only when httpboot asks for it.
 	first := f.target(t, "52:54:00:00:01:01", func(t httpboot.Target) bool { return t.Known })
-	if first.Agent == nil || first.State != basaltv1.HostStateRegistering || first.Host != f.ns+"/n1" {
+	if first.Agent == nil || first.State != basaltv1.HostStateRegistering || first.Host != f.ns+"/n1" || first.Address != netip.MustParseAddr("192.0.2.1") {
 		t.Fatalf("Registering Host: %+v", first)
 	}
-	if first.Agent.Bootstrap.Server != "https://192.168.10.1:9443" || len(first.Agent.Bootstrap.CA) == 0 {
-		t.Fatalf("bootstrap %+v", first.Agent.Bootstrap)
+	if n := f.hostTokens(t, "n1"); n != 0 {
+		t.Fatalf("%d tokens before any was asked for", n)
 	}
-	// The next script (the host booted again) has a new token; the first is revoked.
-	second := f.target(t, "52:54:00:00:01:01", func(t httpboot.Target) bool { return t.Agent != nil })
-	if second.Agent.Bootstrap.Token == first.Agent.Bootstrap.Token {
+	b1 := issue(t, first)
+	if b1.Server != "https://192.168.10.1:9443" || len(b1.CA) == 0 {
+		t.Fatalf("bootstrap %+v", b1)
+	}
+	// The next script (the host booted again, or someone else asked) has a new token; the
+	// first one still works: a fetch revokes nothing.
+	b2 := issue(t, f.target(t, "52:54:00:00:01:01", func(t httpboot.Target) bool { return t.Agent != nil }))
+	if b2.Token == b1.Token {
 		t.Fatal("two scripts carried the same token")
 	}
-	if _, err := f.consume(t, first.Agent.Bootstrap.Token); err == nil {
-		t.Fatal("the token of an earlier script still works")
+	for _, b := range []protocol.Bootstrap{b1, b2} {
+		ref, err := f.consume(t, b.Token)
+		if err != nil {
+			t.Fatalf("the token of an earlier script: %v", err)
+		}
+		if ref.Namespace != f.ns || ref.Name != "n1" || ref.UID != h.UID {
+			t.Fatalf("token is for %+v, want %s/n1 uid %s", ref, f.ns, h.UID)
+		}
 	}
-	ref, err := f.consume(t, second.Agent.Bootstrap.Token)
-	if err != nil {
-		t.Fatalf("the token of the latest script: %v", err)
-	}
-	if ref.Namespace != f.ns || ref.Name != "n1" || ref.UID != h.UID {
-		t.Fatalf("token is for %+v, want %s/n1 uid %s", ref, f.ns, h.UID)
-	}
-	if _, err := f.consume(t, second.Agent.Bootstrap.Token); err == nil {
+	if _, err := f.consume(t, b2.Token); err == nil {
 		t.Fatal("a token worked twice")
+	}
+	// Repeated fetches cannot pile up tokens: the oldest go beyond tokens.DefaultMaxPerHost.
+	var many []protocol.Bootstrap
+	for range tokens.DefaultMaxPerHost + 2 {
+		many = append(many, issue(t, first))
+	}
+	if n := f.hostTokens(t, "n1"); n != tokens.DefaultMaxPerHost {
+		t.Errorf("%d outstanding tokens, want %d", n, tokens.DefaultMaxPerHost)
+	}
+	for i, b := range many {
+		_, err := f.consume(t, b.Token)
+		if old := i < 2; old != (err != nil) {
+			t.Errorf("token %d of %d: %v", i+1, len(many), err)
+		}
 	}
 
 	// The whole script, through pxe/httpboot: each state's action.
-	srv := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: f.nb}
-	script := func() string {
+	srv := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: f.nb, TokenBurst: 100}
+	scriptFrom := func(from string) string {
 		w := httptest.NewRecorder()
-		srv.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/boot/52:54:00:00:01:01.ipxe", nil))
+		r := httptest.NewRequest(http.MethodGet, "/boot/52:54:00:00:01:01.ipxe", nil)
+		r.RemoteAddr = from + ":41000"
+		srv.ServeHTTP(w, r)
 		return w.Body.String()
+	}
+	script := func() string { return scriptFrom("192.0.2.1") }
+	// From another address: no token, and none issued.
+	if got := scriptFrom("192.0.2.99"); strings.Contains(got, "basalt.token=") || !strings.Contains(got, "not served to 192.0.2.99") {
+		t.Errorf("script for another address:\n%s", got)
+	}
+	if n := f.hostTokens(t, "n1"); n != 0 {
+		t.Errorf("%d tokens after a refused script, want 0", n)
 	}
 	for _, tt := range []struct {
 		state basaltv1.HostState
@@ -270,7 +327,7 @@ func TestNetBootDiscovery(t *testing.T) {
 	if h.Labels[basaltv1.LabelDiscovered] != "true" || h.Spec.IsAccepted() || h.Spec.Boot == nil || !cmp.Equal(h.Spec.Boot.MACAddresses, []string{mac}) {
 		t.Fatalf("discovered Host %+v", h)
 	}
-	if ref, err := f.consume(t, got.Agent.Bootstrap.Token); err != nil || ref.UID != h.UID {
+	if ref, err := f.consume(t, issue(t, got).Token); err != nil || ref.UID != h.UID {
 		t.Fatalf("token of the discovered Host: %+v %v", ref, err)
 	}
 	// Asking again (before or after the cache has it) finds the same Host.

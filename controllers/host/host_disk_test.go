@@ -167,6 +167,8 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 	}
 
 	h := bootHost(ns, "n1", "52:54:00:00:d1:01")
+	// httptest's requests come from 192.0.2.1: its scripts with a token go there.
+	h.Spec.Boot.Address = "192.0.2.1/24"
 	if err := env.Client.Create(ctx, h); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +298,9 @@ func TestWholeDiskImageLifecycle(t *testing.T) {
 	const mac = "52:54:00:00:d2:01"
 	script := func() string {
 		w := httptest.NewRecorder()
-		boot.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/boot/"+mac+".ipxe", nil))
+		req := httptest.NewRequest(http.MethodGet, "/boot/"+mac+".ipxe", nil)
+		req.RemoteAddr = "192.168.10.21:4321" // the Host's own address: scripts with a token go only there
+		boot.ServeHTTP(w, req)
 		return w.Body.String()
 	}
 

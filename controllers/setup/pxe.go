@@ -56,11 +56,13 @@ type PXEOptions struct {
 	// disk) or a root filesystem (make pxe-image's root.img.gz, booted by the network's kernel),
 	// told apart by its content. Empty leaves them running from the network (in RAM).
 	RootImagePath string
-	// HTTPAddr is where HTTP boot listens (default :8080); HTTPBaseURL how hosts reach it
-	// (default http://ServerIP:<HTTPAddr's port>).
+	// HTTPAddr is where HTTP boot listens (default ServerIP:8080; ":8080" listens on every
+	// interface); HTTPBaseURL how hosts reach it (default http://ServerIP:<HTTPAddr's port>).
 	HTTPAddr, HTTPBaseURL string
-	// DHCPAddr and TFTPAddr override where DHCP and TFTP listen (defaults 0.0.0.0:67 and
-	// 0.0.0.0:69).
+	// DHCPAddr and TFTPAddr override where DHCP and TFTP listen (defaults 0.0.0.0:67, since
+	// DHCP requests are broadcast and the socket is bound to Interface anyway, and
+	// ServerIP:69). HTTP boot and TFTP listen on ServerIP by default so that they are not
+	// reachable from the manager node's other networks.
 	DHCPAddr, TFTPAddr string
 	// AgentArgs are appended to the agent's kernel command line.
 	AgentArgs []string
@@ -80,9 +82,13 @@ func pxeConfig(o *PXEOptions, nb *hostcontroller.NetBoot) (pxe.Config, error) {
 	if o.KernelPath == "" || o.InitramfsPath == "" {
 		errs = append(errs, errors.New("pxe: the agent kernel and initramfs are required (build them with make pxe-image)"))
 	}
-	httpAddr := o.HTTPAddr
-	if httpAddr == "" {
-		httpAddr = httpboot.DefaultAddr
+	_, defaultPort, _ := net.SplitHostPort(httpboot.DefaultAddr)
+	httpAddr, tftpAddr := o.HTTPAddr, o.TFTPAddr
+	if httpAddr == "" && ip.IsValid() {
+		httpAddr = net.JoinHostPort(ip.String(), defaultPort)
+	}
+	if tftpAddr == "" && ip.IsValid() {
+		tftpAddr = net.JoinHostPort(ip.String(), "69")
 	}
 	base := o.HTTPBaseURL
 	if base == "" && ip.IsValid() {
@@ -126,7 +132,7 @@ func pxeConfig(o *PXEOptions, nb *hostcontroller.NetBoot) (pxe.Config, error) {
 		return pxe.Config{}, fmt.Errorf("pxe: DHCP mode %q: want full, proxy or off", o.DHCPMode)
 	}
 	if o.TFTPRoot != "-" {
-		cfg.TFTP = &tftp.Server{Addr: o.TFTPAddr, Root: o.TFTPRoot, Log: ctrl.Log.WithName("pxe-tftp")}
+		cfg.TFTP = &tftp.Server{Addr: tftpAddr, Root: o.TFTPRoot, Log: ctrl.Log.WithName("pxe-tftp")}
 	}
 	if err := cfg.Validate(); err != nil {
 		return pxe.Config{}, err

@@ -62,8 +62,19 @@ func TestPXEConfig(t *testing.T) {
 	if cfg.HTTP.BaseURL != "http://192.168.10.1:8081" || cfg.HTTP.Scripts != nb || cfg.DHCP.HTTPBaseURL != cfg.HTTP.BaseURL {
 		t.Errorf("HTTP base %q, DHCP's %q", cfg.HTTP.BaseURL, cfg.DHCP.HTTPBaseURL)
 	}
-	if cfg.TFTP == nil || cfg.TFTP.Root != dir {
-		t.Errorf("TFTP %+v", cfg.TFTP)
+	if cfg.TFTP == nil || cfg.TFTP.Root != dir || cfg.TFTP.Addr != "192.168.10.1:69" {
+		t.Errorf("TFTP %+v, want it on the server IP", cfg.TFTP)
+	}
+	// An explicit address is kept (":8081": every interface); HTTP boot asks the DHCP server
+	// where each MAC address is.
+	if cfg.HTTP.Addr != ":8081" || cfg.HTTP.Clients != cfg.DHCP {
+		t.Errorf("HTTP on %q, clients from %v", cfg.HTTP.Addr, cfg.HTTP.Clients)
+	}
+	// By default HTTP boot listens on the server IP only.
+	def := good()
+	def.HTTPAddr = ""
+	if cfg, err := pxeConfig(def, nb); err != nil || cfg.HTTP.Addr != "192.168.10.1:8080" || cfg.HTTP.BaseURL != "http://192.168.10.1:8080" {
+		t.Errorf("default HTTP address %q, base %q (%v)", cfg.HTTP.Addr, cfg.HTTP.BaseURL, err)
 	}
 
 	off := good()

@@ -95,7 +95,8 @@ func (s *Server) boot(c client, mac net.HardwareAddr) (file string, kind bootKin
 }
 
 // Handle decides the reply to one request: the packet to send (nil for none) and the reason,
-// one of the Reason* constants. It has no side effect but the pool's lease table; the caller
+// one of the Reason* constants. It has no side effect but the pool's lease table and the
+// addresses ClientAddress reports; the caller
 // sends the reply (see ListenAndServe for where). It never panics, whatever the packet holds.
 func (s *Server) Handle(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, string) {
 	return s.handle(context.Background(), req)
@@ -118,6 +119,7 @@ func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
 	case dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+		s.addresses.forget(req.ClientHWAddr.String())
 		if s.leases != nil && s.mode() == ModeFull {
 			if mt == dhcpv4.MessageTypeDecline {
 				if a, ok := netip.AddrFromSlice(req.RequestedIPAddress().To4()); ok {
@@ -170,6 +172,7 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, c client, file
 	}
 	reply, reason := dhcpv4.MessageTypeOffer, ReasonProxyOffer
 	if mt == dhcpv4.MessageTypeRequest {
+		s.recordProxyRequest(req)
 		// A REQUEST reaches the proxy either broadcast to the site server (it names that server,
 		// or has no address yet) or on the proxy port (it has its address and names us, or no one).
 		sid := req.ServerIdentifier().To4()
@@ -189,6 +192,22 @@ func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, c client, file
 	}
 	s.bootOptions(resp, req, c, file)
 	return resp, reason
+}
+
+// recordProxyRequest remembers the address a netbooting client's REQUEST names (see
+// ClientAddress): ciaddr when it has one (iPXE's REQUEST to the proxy port after the site
+// server's ACK), else the address it asks the site server for (option 50). The REQUEST is
+// recorded whichever server it names: the site server's reply is not seen here.
+func (s *Server) recordProxyRequest(req *dhcpv4.DHCPv4) {
+	a, ok := netip.AddrFromSlice(req.ClientIPAddr.To4())
+	if !ok || a.IsUnspecified() {
+		a, ok = netip.AddrFromSlice(req.RequestedIPAddress().To4())
+	}
+	// Never an address of the manager's own node: a process there would get the host's token.
+	if !ok || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == s.ServerIP || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return
+	}
+	s.addresses.record(req.ClientHWAddr.String(), a, s.now().Add(ProxyAddressTTL))
 }
 
 // full answers in full mode: the client's address, and the boot options when it netboots.
@@ -248,6 +267,7 @@ func (s *Server) full(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, res Reservation
 		}
 		addr = want
 		reply, reason = dhcpv4.MessageTypeAck, ReasonAck
+		s.addresses.record(macKey, addr, now.Add(s.leaseTime()))
 	}
 
 	mask, gw := net.CIDRMask(res.Address.Bits(), 32), res.Gateway

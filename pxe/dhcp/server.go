@@ -124,9 +124,10 @@ type Server struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 
-	initOnce sync.Once
-	initErr  error
-	leases   *leases
+	initOnce  sync.Once
+	initErr   error
+	leases    *leases
+	addresses *addresses
 }
 
 // Validate reports whether the fields, with their defaults, make a working server.
@@ -201,6 +202,7 @@ func (s *Server) init() error {
 		if s.Pool != nil {
 			s.leases = newLeases(s.Pool)
 		}
+		s.addresses = newAddresses(maxAddresses)
 	})
 	return s.initErr
 }

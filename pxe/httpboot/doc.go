@@ -26,6 +26,8 @@
 //	Host in any other state + Agent  agent                 kernel + initramfs with the bootstrap,
 //	                                                       and basalt.root when Root is set
 //	Host with nothing to boot        wait                  sleep, then fetch the script again
+//	an agent script with a token,    refused               no token; says why, sleeps, runs DHCP
+//	  not admitted (below)                                 again, fetches the script again
 //
 // A Provisioned host with Root boots the same kernel and initramfs with basalt.root=<label>:
 // /init mounts the ext4 filesystem with that label and switches to it, where the agent already
@@ -36,6 +38,15 @@
 // host that boots from the network first cannot be sent back into provisioning by a stale answer,
 // so there is no provisioning loop. A script that fails (download error, disk that does not boot)
 // waits before it asks again or returns to the firmware, so nothing loops fast either.
+//
+// # Who gets a token
+//
+// A script that carries a bootstrap token goes only to a request from the MAC address's own
+// address: Target.Address (the Host's reserved address) when set, else the address Clients (the
+// DHCP server) leased to the MAC or saw it use; and at most TokenBurst at once per MAC, then one
+// every TokenInterval. Scripts issues the token through AgentBoot.NewBootstrap, which the server
+// calls only for an admitted request. Every other request gets the refused script, is logged
+// without the token and counted by reason. See docs/pxe.md for the rule in proxy mode.
 //
 // # The bootstrap on the kernel command line
 //
@@ -62,6 +73,7 @@
 //
 // # Metrics
 //
-// basalt_pxe_http_requests_total{path,code} (path: script, kernel, initramfs, other) and
-// basalt_pxe_http_scripts_total{action}.
+// basalt_pxe_http_requests_total{path,code} (path: script, kernel, initramfs, other),
+// basalt_pxe_http_scripts_total{action} and basalt_pxe_http_scripts_refused_total{reason}
+// (wrong_address, no_address, rate_limited).
 package httpboot

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +32,10 @@ const (
 	testToken = "abc123.0123456789abcdef"
 	baseURL   = "http://192.168.10.1:8080"
 )
+
+// remote is where httptest.NewRequest's requests come from: the fixture's Hosts have it
+// reserved, so their scripts carry their tokens.
+var remote = netip.MustParseAddr("192.0.2.1")
 
 func testCA(t testing.TB) []byte {
 	t.Helper()
@@ -61,18 +66,18 @@ func (f fakeScripts) Target(_ context.Context, mac string) (Target, error) {
 func fixture(t *testing.T) fakeScripts {
 	b := testBootstrap(t)
 	return fakeScripts{targets: map[string]Target{
-		"52:54:00:00:00:01": {Known: true, Host: "default/node-1", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{Bootstrap: b}},
-		"52:54:00:00:00:02": {Known: true, Host: "default/node-2", State: basaltv1.HostStateProvisioned, Agent: &AgentBoot{Bootstrap: b}},
-		"52:54:00:00:00:03": {Known: true, Host: "default/node-3", State: basaltv1.HostStateError},
-		"52:54:00:00:00:04": {Known: true, Host: "lab/node-4", State: basaltv1.HostStateProvisioning, Agent: &AgentBoot{
+		"52:54:00:00:00:01": {Known: true, Address: remote, Host: "default/node-1", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{Bootstrap: b}},
+		"52:54:00:00:00:02": {Known: true, Address: remote, Host: "default/node-2", State: basaltv1.HostStateProvisioned, Agent: &AgentBoot{Bootstrap: b}},
+		"52:54:00:00:00:03": {Known: true, Address: remote, Host: "default/node-3", State: basaltv1.HostStateError},
+		"52:54:00:00:00:04": {Known: true, Address: remote, Host: "lab/node-4", State: basaltv1.HostStateProvisioning, Agent: &AgentBoot{
 			Bootstrap: b, KernelURL: "http://10.0.0.5/images/vmlinuz", InitramfsURL: "http://10.0.0.5/images/initramfs.cpio.gz",
 			ExtraArgs: []string{"basalt.disk=/dev/sda"},
 		}},
-		"52:54:00:00:00:06": {Known: true, Host: "default/node-6", State: basaltv1.HostStateProvisioned, Diskless: true, Agent: &AgentBoot{Bootstrap: b}},
-		"52:54:00:00:00:07": {Known: true, Host: "default/node-7", State: basaltv1.HostStateProvisioned, Diskless: true},
-		"52:54:00:00:00:08": {Known: true, Host: "default/node-8", State: basaltv1.HostStateProvisioned, Root: RootLabel, Agent: &AgentBoot{}},
-		"52:54:00:00:00:09": {Known: true, Host: "default/node-9", State: basaltv1.HostStateProvisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}},
-		"52:54:00:00:00:05": {Known: true, Host: "default/node-5", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{
+		"52:54:00:00:00:06": {Known: true, Address: remote, Host: "default/node-6", State: basaltv1.HostStateProvisioned, Diskless: true, Agent: &AgentBoot{Bootstrap: b}},
+		"52:54:00:00:00:07": {Known: true, Address: remote, Host: "default/node-7", State: basaltv1.HostStateProvisioned, Diskless: true},
+		"52:54:00:00:00:08": {Known: true, Address: remote, Host: "default/node-8", State: basaltv1.HostStateProvisioned, Root: RootLabel, Agent: &AgentBoot{}},
+		"52:54:00:00:00:09": {Known: true, Address: remote, Host: "default/node-9", State: basaltv1.HostStateProvisioning, Root: RootLabel, Agent: &AgentBoot{Bootstrap: b}},
+		"52:54:00:00:00:05": {Known: true, Address: remote, Host: "default/node-5", State: basaltv1.HostStateInspecting, Agent: &AgentBoot{
 			Bootstrap: protocol.Bootstrap{Server: "https://192.168.10.1:9443", CA: b.CA, Token: "bad token with spaces"},
 		}},
 	}}
@@ -272,6 +277,7 @@ func TestRoot(t *testing.T) {
 				}
 				// Served, it is the wait script: nothing of the target leaks.
 				logs := &logSink{}
+				tt.target.Address = remote
 				srv := &Server{BaseURL: baseURL, Log: logs.logger(), Scripts: fakeScripts{targets: map[string]Target{mac: tt.target}}}
 				body := get(t, srv, http.MethodGet, "/boot/"+mac+".ipxe").Body.Bytes()
 				if !bytes.Equal(body, srv.waitScript(mac)) {
@@ -475,7 +481,7 @@ func TestValidate(t *testing.T) {
 		{Scripts: fakeScripts{}, BaseURL: baseURL, KernelArgs: []string{"console=tty0 && reboot"}},
 	} {
 		if err := s.Validate(); err == nil {
-			t.Errorf("Validate(%+v) = nil, want an error", *s)
+			t.Errorf("Validate(%+v) = nil, want an error", s)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package httpboot
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -28,6 +29,10 @@ const (
 	// ActionWait sleeps and asks again: the host is known but has nothing to boot yet, or the
 	// manager could not answer.
 	ActionWait Action = "wait"
+	// ActionRefused is served instead of an agent script that would carry a bootstrap token to
+	// a request the server does not admit (see Server): it says why, sleeps, runs DHCP again
+	// unless the reason is the rate limit, and asks again. It never carries a token.
+	ActionRefused Action = "refused"
 )
 
 // Delays in the scripts.
@@ -70,6 +75,8 @@ type scriptData struct {
 	CommandLine  string
 	Why          string
 	Seconds      int
+	// DHCP makes the refused script run DHCP again before it asks again.
+	DHCP bool
 }
 
 var scripts = template.Must(template.New("").Parse(`
@@ -106,6 +113,18 @@ exit 1
 # Basalt: no Host has the MAC address {{.MAC}}: leave it to the next boot device.
 echo Basalt: no Host has the MAC address {{.MAC}}
 exit
+{{end}}
+
+{{- define "refused" -}}
+#!ipxe
+# Basalt: {{.Why}}; asking again in {{.Seconds}} seconds.
+echo Basalt: {{.Why}}
+echo Basalt: asking again in {{.Seconds}} seconds
+sleep {{.Seconds}}
+{{if .DHCP -}}
+dhcp || echo Basalt: DHCP failed
+{{end -}}
+chain --replace --autofree {{.ScriptURL}}
 {{end}}
 
 {{- define "wait" -}}
@@ -145,7 +164,8 @@ func render(a Action, d scriptData) ([]byte, error) {
 // in a script or on a kernel command line; the error never contains the token.
 func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 	d := scriptData{MAC: mac, ScriptURL: s.scriptURL(mac)}
-	if !t.Known {
+	action := t.action()
+	if action == ActionExit {
 		b, err := render(ActionExit, d)
 		return ActionExit, b, err
 	}
@@ -161,24 +181,55 @@ func (s *Server) script(mac string, t Target) (Action, []byte, error) {
 	if !stateRE.MatchString(d.State) {
 		d.State = "unknown state"
 	}
-	switch {
-	case t.LocalDisk,
-		t.State == basaltv1.HostStateProvisioned && t.Agent == nil,
-		t.State == basaltv1.HostStateProvisioned && !t.Diskless && t.Root == "":
+	switch action {
+	case ActionLocalDisk:
 		d.Seconds = LocalDiskFailSeconds
-		b, err := render(ActionLocalDisk, d)
-		return ActionLocalDisk, b, err
-	case t.Agent != nil:
+	case ActionAgent:
 		if err := s.agentData(&d, mac, t.Agent, t.Root); err != nil {
 			return ActionAgent, nil, err
 		}
 		d.Seconds = RetrySeconds
-		b, err := render(ActionAgent, d)
-		return ActionAgent, b, err
+	default:
+		d.Why, d.Seconds = d.Host+" ("+d.State+") has nothing to boot yet", WaitSeconds
 	}
-	d.Why, d.Seconds = d.Host+" ("+d.State+") has nothing to boot yet", WaitSeconds
-	b, err := render(ActionWait, d)
-	return ActionWait, b, err
+	b, err := render(action, d)
+	return action, b, err
+}
+
+// action is what t boots, as script decides it (but for a bad Root, which fails the script).
+func (t Target) action() Action {
+	switch {
+	case !t.Known:
+		return ActionExit
+	case t.LocalDisk,
+		t.State == basaltv1.HostStateProvisioned && t.Agent == nil,
+		t.State == basaltv1.HostStateProvisioned && !t.Diskless && t.Root == "":
+		return ActionLocalDisk
+	case t.Agent != nil:
+		return ActionAgent
+	}
+	return ActionWait
+}
+
+// refusedScript is the script served instead of one with a token to a request from an address
+// that admit refused for reason. It names the MAC address and the request's address, never the
+// Host's address or anything of the target. Refused for its address, a host runs DHCP again:
+// that is how the DHCP server learns its address after a restart, or after it expired.
+func (s *Server) refusedScript(mac, reason string, from netip.Addr) []byte {
+	d := scriptData{MAC: mac, ScriptURL: s.scriptURL(mac), Seconds: RetrySeconds, DHCP: true}
+	switch reason {
+	case RefusedRateLimited:
+		d.Why, d.Seconds, d.DHCP = "too many boot scripts with a token for "+mac+" lately", WaitSeconds, false
+	case RefusedNoAddress:
+		d.Why = "no address is known for " + mac + " (no reservation, no recent DHCP); the script with its token is not served"
+	default:
+		d.Why = "the script with the token of " + mac + " is not served to " + from.Unmap().String() + ", which is not its address"
+	}
+	b, err := render(ActionRefused, d)
+	if err != nil {
+		panic(err) // a fixed template with checked data
+	}
+	return b
 }
 
 // agentData fills the agent script's URLs and kernel command line: initrd=initramfs, KernelArgs,

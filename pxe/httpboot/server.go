@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -53,9 +55,10 @@ var DefaultKernelArgs = []string{"console=tty0", "console=ttyS0,115200n8", "quie
 var macRE = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
 
 // Scripts tells the server what a MAC address should boot. The Host controller implements it: it
-// finds the Host by spec.boot.macAddresses, and for a host that must boot the agent issues a
-// bootstrap with agents/agentserver's Server.Bootstrap (a new one-time token each time). Discovery, if
-// any, lives there too: answering an unknown MAC with a new Host in Registering makes it known.
+// finds the Host by spec.boot.macAddresses, and for a host that must boot the agent returns an
+// AgentBoot whose NewBootstrap issues a bootstrap with agents/agentserver's Server.Bootstrap (a
+// new one-time token each time the server calls it). Discovery, if any, lives there too:
+// answering an unknown MAC with a new Host in Registering makes it known.
 type Scripts interface {
 	// Target returns what the machine with mac (lowercase, colon-separated) boots. An error is
 	// a failed lookup: the host is told to ask again a little later.
@@ -102,6 +105,11 @@ type Target struct {
 	// whole-disk image already written there (it may still be Provisioning: the agent
 	// reported the image written and rebooted into it).
 	LocalDisk bool
+	// Address is the Host's reserved IPv4 address on the provisioning network
+	// (spec.boot.address), if it has one. A script with a bootstrap token then goes only to a
+	// request from that address; without one, only to the address Server.Clients knows for the
+	// MAC address.
+	Address netip.Addr
 }
 
 // AgentBoot is how a host boots the agent.
@@ -111,6 +119,12 @@ type AgentBoot struct {
 	// the command line then has no bootstrap and the agent on the root filesystem uses the
 	// identity it already has. A zero Bootstrap without Root, or a partial one, fails the script.
 	Bootstrap protocol.Bootstrap
+	// NewBootstrap, when set, issues the bootstrap (a new one-time token) in place of Bootstrap.
+	// The server calls it at most once per script, and only when it serves the agent script to
+	// a request it admits (see Server): the right address, within the rate limit. Scripts
+	// implementations should issue tokens this way rather than in Bootstrap, so that a refused
+	// request issues nothing.
+	NewBootstrap func(ctx context.Context) (protocol.Bootstrap, error)
 	// KernelURL and InitramfsURL default to the server's own PathKernel and PathInitramfs.
 	KernelURL, InitramfsURL string
 	// ExtraArgs are appended to the kernel command line, after the server's KernelArgs. They
@@ -121,9 +135,18 @@ type AgentBoot struct {
 // Server serves iPXE scripts, the agent kernel and the initramfs over HTTP. It is an
 // http.Handler; ListenAndServe runs it on Addr.
 //
+// A script that carries a bootstrap token (an agent script whose AgentBoot has NewBootstrap or a
+// token) is served only to a request from the MAC address's own address: Target.Address when the
+// Host has one reserved, else the address Clients knows for the MAC. Even then at most
+// TokenBurst such scripts go to one MAC address at once, then one every TokenInterval. Any other
+// request gets the refused script: no token, a message that says why, and, after a pause, DHCP
+// again and the same script (so a host whose address the server forgot, after a restart, is
+// known again). Refusals are logged and counted in basalt_pxe_http_scripts_refused_total{reason}.
+//
 // Fields must not change after the first request.
 type Server struct {
-	// Addr is the TCP address to listen on. Default DefaultAddr.
+	// Addr is the TCP address to listen on. Default DefaultAddr (every interface); the
+	// manager binds it to its address on the provisioning network.
 	Addr string
 	// BaseURL is how hosts reach this server, e.g. http://192.168.10.1:8080: scripts chain back
 	// to it and point the kernel and initramfs at it. Required.
@@ -136,8 +159,21 @@ type Server struct {
 	// KernelArgs start every agent kernel command line (after initrd=initramfs). Default
 	// DefaultKernelArgs; set an empty non-nil slice for none.
 	KernelArgs []string
+	// Clients knows the address of each MAC address that the manager's DHCP server leased or
+	// saw; pxe.Start sets it to the DHCP server. nil: only Target.Address admits a script with
+	// a token.
+	Clients ClientAddresses
+	// TokenBurst and TokenInterval rate-limit scripts with a token per MAC address: TokenBurst
+	// at once, then one every TokenInterval. Defaults DefaultTokenBurst, DefaultTokenInterval.
+	TokenBurst    int
+	TokenInterval time.Duration
 	// Log receives the server's logs. Default ctrl.Log.WithName("pxe-http").
 	Log logr.Logger
+	// Now is the clock of the rate limit. Default time.Now.
+	Now func() time.Time
+
+	limitOnce sync.Once
+	limit     *limiter
 }
 
 // Validate reports whether the fields make a working server.
@@ -190,12 +226,16 @@ var (
 	}, []string{"path", "code"})
 	scriptsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "basalt", Subsystem: "pxe_http", Name: "scripts_total",
-		Help: "iPXE scripts served by action: agent, local_disk, exit, wait.",
+		Help: "iPXE scripts served by action: agent, local_disk, exit, wait, refused.",
 	}, []string{"action"})
+	refusedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "basalt", Subsystem: "pxe_http", Name: "scripts_refused_total",
+		Help: "Scripts with a bootstrap token that were refused (and served without one), by reason: wrong_address, no_address, rate_limited.",
+	}, []string{"reason"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, scriptsTotal)
+	metrics.Registry.MustRegister(requestsTotal, scriptsTotal, refusedTotal)
 }
 
 // ServeHTTP serves:
@@ -271,6 +311,17 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, mac string)
 	defer cancel()
 	action, body := ActionWait, []byte(nil)
 	t, err := s.Scripts.Target(ctx, mac)
+	if err == nil && t.action() == ActionAgent && t.Agent.hasToken() {
+		// The remote address is the TCP peer's: never a header a client could write.
+		from, _ := netip.ParseAddrPort(r.RemoteAddr)
+		if reason := s.admit(mac, t, from.Addr()); reason != "" {
+			log.Info("Refused a boot script with a bootstrap token; serving one without", "host", t.Host, "state", t.State, "reason", reason)
+			refusedTotal.WithLabelValues(reason).Inc()
+			s.writeScript(w, ActionRefused, s.refusedScript(mac, reason, from.Addr()))
+			return
+		}
+		t.Agent, err = issue(ctx, t.Agent)
+	}
 	if err == nil {
 		action, body, err = s.script(mac, t)
 	}
@@ -281,6 +332,29 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, mac string)
 	} else {
 		log.V(1).Info("Served a boot script", "host", t.Host, "state", t.State, "action", action)
 	}
+	s.writeScript(w, action, body)
+}
+
+// hasToken says whether the agent script of a would carry a bootstrap token.
+func (a *AgentBoot) hasToken() bool {
+	return a != nil && (a.NewBootstrap != nil || a.Bootstrap.Token != "")
+}
+
+// issue returns a copy of a with the bootstrap NewBootstrap issues (a itself may be shared).
+func issue(ctx context.Context, a *AgentBoot) (*AgentBoot, error) {
+	if a.NewBootstrap == nil {
+		return a, nil
+	}
+	b, err := a.NewBootstrap(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("issuing a bootstrap: %w", err)
+	}
+	c := *a
+	c.Bootstrap, c.NewBootstrap = b, nil
+	return &c, nil
+}
+
+func (s *Server) writeScript(w http.ResponseWriter, action Action, body []byte) {
 	scriptsTotal.WithLabelValues(string(action)).Inc()
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")

@@ -6,6 +6,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -106,6 +108,18 @@ func TestPXE(t *testing.T) {
 	// The one token the script carried was burnt by the registration.
 	if n := bootstrapTokens(ctx, t, c); n != 0 {
 		t.Errorf("%d bootstrap tokens left after registration, want 0", n)
+	}
+	// The VM's script asked for from another address than the one DHCP leased the VM (this
+	// process's, on the provisioning network) carries no token, and none is issued.
+	refused := counter(t, "basalt_pxe_http_scripts_refused_total", "reason", "wrong_address")
+	if script := httpGetText(ctx, t, m.Parts.PXE.HTTP.BaseURL+"/boot/"+pxeVMMAC+".ipxe"); strings.Contains(script, "basalt.token=") || !strings.Contains(script, "not served to "+network.ServerIP.String()) {
+		t.Errorf("the VM's script for %s:\n%s", network.ServerIP, script)
+	}
+	if n := counter(t, "basalt_pxe_http_scripts_refused_total", "reason", "wrong_address"); n != refused+1 {
+		t.Errorf("refused scripts (wrong_address) went from %v to %v, want +1", refused, n)
+	}
+	if n := bootstrapTokens(ctx, t, c); n != 0 {
+		t.Errorf("%d bootstrap tokens after a refused script, want 0", n)
 	}
 
 	// Accepted: Available.
@@ -407,6 +421,25 @@ func bootstrapTokens(ctx context.Context, t *testing.T, c client.Client) int {
 		t.Fatal(err)
 	}
 	return len(sl.Items)
+}
+
+// httpGetText GETs url and returns the body of a 200 answer.
+func httpGetText(ctx context.Context, t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // counter reads a counter of the manager's metrics registry (the manager runs in this process),
