@@ -117,7 +117,8 @@ func TestBareMetalWorker(t *testing.T) {
 	}
 
 	took = m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 1, Workers: 1, Timeout: 20 * time.Minute})
-	t.Logf("Cluster Ready %s after it was applied; blank VM powered on → Cluster Ready with its node: %s", took.Round(time.Second), time.Since(powerOn).Round(time.Second))
+	t.Logf("Host Provisioned → Cluster Ready (node Plan applied on the installed system): %s; Cluster applied → Ready: %s; blank VM powered on → Cluster Ready with its node: %s",
+		took.Round(time.Second), time.Since(applied).Round(time.Second), time.Since(powerOn).Round(time.Second))
 	wc, _ := m.WorkloadClient(ctx, t, ns, cl.Name)
 	node := metalNode(ctx, t, wc, addr.String())
 	if !nodeReady(*node) {

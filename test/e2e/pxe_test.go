@@ -265,7 +265,9 @@ func TestPXEUEFI(t *testing.T) {
 	// The VM is off; its BMC is a Redfish endpoint (over HTTPS, with a password) in front of its
 	// QEMU process. The Host controller powers it on through that BMC, with a one-time boot
 	// from PXE, as it would a server's.
-	vm, err := network.NewVM(pxenet.VMOptions{Dir: t.TempDir(), MAC: mac, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes, UEFI: true})
+	// Its disk is NVMe: the agent image loads the driver, and inspection reports it with its
+	// serial number.
+	vm, err := network.NewVM(pxenet.VMOptions{Dir: t.TempDir(), MAC: mac, CPUs: pxeVMCPUs, MemoryMiB: pxeVMMemoryMiB, DiskBytes: pxeVMDiskBytes, UEFI: true, NVMe: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +315,7 @@ func TestPXEUEFI(t *testing.T) {
 		},
 	})
 	t.Logf("UEFI, powered on through Redfish: Host created to Available with the reserved address %s: %s", address, took.Round(time.Second))
-	if err := checkPXEHardwareOf(got.Status.Hardware, mac); err != nil {
+	if err := checkPXEHardwareOf(got.Status.Hardware, mac, "nvme0n1", pxenet.NVMeSerial); err != nil {
 		t.Error(err)
 	}
 	if on, _ := sys.PowerState(ctx); !on || sys.powerOns() != 1 || sys.pxeOverrides() != 1 {
@@ -328,10 +330,11 @@ func TestPXEUEFI(t *testing.T) {
 }
 
 // checkPXEHardware compares the reported hardware with the VM's QEMU flags.
-func checkPXEHardware(hw *basaltv1.Hardware) error { return checkPXEHardwareOf(hw, pxeVMMAC) }
+func checkPXEHardware(hw *basaltv1.Hardware) error { return checkPXEHardwareOf(hw, pxeVMMAC, "vda", "") }
 
-// checkPXEHardwareOf is checkPXEHardware for a VM with the given MAC.
-func checkPXEHardwareOf(hw *basaltv1.Hardware, mac string) error {
+// checkPXEHardwareOf is checkPXEHardware for a VM with the given MAC and disk (its kernel name,
+// and its serial number when serial is set).
+func checkPXEHardwareOf(hw *basaltv1.Hardware, mac, diskName, serial string) error {
 	if hw == nil {
 		return errors.New("no hardware reported yet")
 	}
@@ -345,12 +348,12 @@ func checkPXEHardwareOf(hw *basaltv1.Hardware, mac string) error {
 	}
 	disk := false
 	for _, d := range hw.Disks {
-		if d.Name == "vda" && d.Size != nil && d.Size.Value() == pxeVMDiskBytes {
+		if d.Name == diskName && d.Size != nil && d.Size.Value() == pxeVMDiskBytes && (serial == "" || d.Serial == serial) {
 			disk = true
 		}
 	}
 	if !disk {
-		return fmt.Errorf("disks %+v, want vda of %d bytes", hw.Disks, pxeVMDiskBytes)
+		return fmt.Errorf("disks %+v, want %s of %d bytes (serial %q)", hw.Disks, diskName, pxeVMDiskBytes, serial)
 	}
 	for _, n := range hw.NICs {
 		if n.MAC == mac {

@@ -26,9 +26,12 @@ type VMOptions struct {
 	// away, so the firmware's own network stack PXE-boots (DHCP with architecture 7, then
 	// ipxe.efi over TFTP) rather than QEMU's iPXE ROM.
 	UEFI bool
-	// NVMe attaches the disk as an NVMe controller (serial basalt-nvme-0) instead of virtio.
+	// NVMe attaches the disk as an NVMe controller (serial NVMeSerial) instead of virtio.
 	NVMe bool
 }
+
+// NVMeSerial is the serial number of a VM's NVMe disk.
+const NVMeSerial = "basalt-nvme-0"
 
 // OVMF firmware of Debian's ovmf package: code (read-only) and the template of the variables.
 const (
@@ -103,7 +106,7 @@ func (vm *VM) Start() error {
 		"-drive", "if=none,id=d0,format=raw,file=" + vm.Disk,
 	}
 	if o.NVMe {
-		args = append(args, "-device", "nvme,drive=d0,serial=basalt-nvme-0,bootindex=2")
+		args = append(args, "-device", "nvme,drive=d0,serial="+NVMeSerial+",bootindex=2")
 	} else {
 		args = append(args, "-device", "virtio-blk-pci,drive=d0,bootindex=2")
 	}
