@@ -95,7 +95,7 @@ pxe-image: ## Build (or reuse) the PXE agent kernel + initramfs under $(BASALT_C
 	pxe/image/build.sh
 
 .PHONY: os-image
-os-image: ## Build (or reuse) the Debian OS disk image for bare-metal Hosts (hack/os-image.sh, docs/os-image.md; not used by the tests yet)
+os-image: ## Build (or reuse) the Debian OS disk image for bare-metal Hosts (hack/os-image.sh, docs/os-image.md; --pxe-root-image)
 	hack/os-image.sh
 
 .PHONY: os-image-boot
@@ -105,9 +105,10 @@ os-image-boot: os-image ## Boot the OS disk image under QEMU (TCG) with OVMF and
 ##@ Test
 
 .PHONY: test-artifacts
-test-artifacts: ## Build (or reuse) the artifact sets the tests run (KUBE_VERSION, and KUBE_VERSION_PREV for the upgrade e2e)
+test-artifacts: ## Build (or reuse) the artifact sets the tests run (KUBE_VERSION, and KUBE_VERSION_PREV for the upgrade e2e) and the OS disk image (TestBareMetalWorker)
 	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
 	hack/build-artifacts.sh $(KUBE_VERSION_PREV) >/dev/null
+	hack/os-image.sh >/dev/null
 
 .PHONY: test
 test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing

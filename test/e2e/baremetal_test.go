@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -36,8 +37,10 @@ const (
 // Host's static address into it, reports it written and reboots; the network hands over to the
 // disk (iPXE sanboot), GRUB boots Debian with systemd, and the agent there applies the node Plan
 // (systemd runtime). The node is Ready, a pod on it answers from the control-plane host by pod IP
-// and through a Service. Then the manager is stopped and the VM power-cycled: it boots from its
-// disk on its own (no DHCP, no PXE), and its node is Ready again with a new boot ID.
+// and through a Service. Released, the disk is wiped (read back from the VM's disk file) and the
+// Host is Available again; claimed again, the image is written again. Then the manager is
+// stopped and the VM power-cycled: it boots from its disk on its own (no DHCP, no PXE), and its
+// node is Ready again with a new boot ID.
 func TestBareMetalWorker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: needs root, Docker, QEMU and the test bed")
@@ -154,6 +157,42 @@ func TestBareMetalWorker(t *testing.T) {
 	}
 	t.Logf("Pod %s on the bare-metal node answers from %s by pod IP and through Service %s", podIP, cp.Name, svc.Spec.ClusterIP)
 
+	// Released (the worker pool scaled to 0): the agent on the disk stops the node, wipes every
+	// signature of the disk (partition tables at both ends, the filesystems) and reboots into the
+	// network, where the agent registers anew from RAM: the Host is Available and the VM's disk
+	// file holds nothing a firmware, a kernel or blkid would recognise. Scaled back to 1, the same
+	// Host is claimed and the image written again: the wiped disk is not refused as one holding
+	// data.
+	setWorkers := func(n int32) {
+		framework.Eventually(t, time.Minute, func() error {
+			got := &basaltv1.Cluster{}
+			if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+				return err
+			}
+			got.Spec.Workers[0].Replicas = n
+			return c.Update(ctx, got)
+		})
+	}
+	released := time.Now()
+	setWorkers(0)
+	_, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: metal.Name, Timeout: 10 * time.Minute, Console: console,
+		Check: func(h *basaltv1.Host) error {
+			if h.Status.Provisioning != nil || h.Status.ConsumerRef != nil {
+				return fmt.Errorf("state %s, provisioning %v, consumer %v: %s", h.Status.State, h.Status.Provisioning != nil, h.Status.ConsumerRef, framework.ConditionSummary(h.Status.Conditions))
+			}
+			return hostReadyIn(basaltv1.HostStateAvailable)(h)
+		},
+	})
+	t.Logf("Released → disk wiped, agent back in RAM, Host Available: %s", took.Round(time.Second))
+	if err := diskSignatures(vm.Disk); err != nil {
+		t.Error(err)
+	}
+	setWorkers(1)
+	took = m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 1, Workers: 1, Timeout: 20 * time.Minute})
+	t.Logf("Scaled back to 1 → the image written again and the node Ready: %s (release to Ready again: %s)", took.Round(time.Second), time.Since(released).Round(time.Second))
+	node = metalNode(ctx, t, wc, addr.String())
+
 	// The manager (and with it DHCP, TFTP, HTTP boot and the agent API) goes away; the VM is
 	// power-cycled. It boots from its disk on its own, and its node comes back.
 	m.Stop()
@@ -176,6 +215,46 @@ func TestBareMetalWorker(t *testing.T) {
 		return nil
 	})
 	t.Logf("Power cycle with the manager stopped → node Ready again (booted from its disk): %s", time.Since(cycled).Round(time.Second))
+}
+
+// diskSignatures reads the places of the VM's disk file where the whole-disk image had
+// signatures: the MBR boot signature, the primary GPT header (LBA 1) and the backup one (last
+// LBA), the ESP's FAT boot sector (2 MiB) and the root ext4 superblock (66 MiB + 1024).
+func diskSignatures(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	read := func(off int64, n int) []byte {
+		b := make([]byte, n)
+		_, _ = f.ReadAt(b, off)
+		return b
+	}
+	var found []string
+	if b := read(510, 2); b[0] == 0x55 && b[1] == 0xAA {
+		found = append(found, "MBR boot signature at 510")
+	}
+	if string(read(512, 8)) == "EFI PART" {
+		found = append(found, "primary GPT header at 512")
+	}
+	if string(read(st.Size()-512, 8)) == "EFI PART" {
+		found = append(found, "backup GPT header at the last sector")
+	}
+	if b := read(2<<20+510, 2); b[0] == 0x55 && b[1] == 0xAA {
+		found = append(found, "FAT boot sector at 2 MiB")
+	}
+	if b := read(66<<20+1024+0x38, 2); b[0] == 0x53 && b[1] == 0xEF {
+		found = append(found, "ext4 superblock at 66 MiB")
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("the released VM's disk still holds: %s", strings.Join(found, ", "))
+	}
+	return nil
 }
 
 // metalNode is the workload cluster's node with InternalIP ip.
