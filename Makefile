@@ -115,6 +115,10 @@ test: test-artifacts ## Run every test tier: unit, integration (real kube-apiser
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./...
 	$(MAKE) fuzz
 
+.PHONY: test-baremetal-cp
+test-baremetal-cp: test-artifacts ## The longer bare-metal proof: a Cluster whose control plane runs on a PXE-booted QEMU VM (docs/bare-metal.md; not in make test)
+	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_BAREMETAL_CP=1 go test -count=1 -timeout 45m -run '^TestBareMetalControlPlane$$' -v ./test/e2e/
+
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP; the agent's disk partition-table parser)
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh

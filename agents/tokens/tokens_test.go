@@ -182,7 +182,7 @@ func TestCollectGarbageAndRevoke(t *testing.T) {
 // issued; other Hosts (and other incarnations of the same name) are not touched.
 func TestIssueBoundsTokensPerHost(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
+	s, clk := newStore(t)
 	s.MaxPerHost = 2
 	other := tokens.HostRef{Namespace: hostA.Namespace, Name: hostA.Name, UID: "an-earlier-incarnation"}
 	otherTok, err := s.Issue(ctx, other)
@@ -191,6 +191,9 @@ func TestIssueBoundsTokensPerHost(t *testing.T) {
 	}
 	var issued []string
 	for range 5 {
+		// Time passes between issues, as it does on a real clock: "newest" is by expiry, and
+		// tokens issued at one instant have no order (the test clock stands still otherwise).
+		clk.Advance(time.Second)
 		tok, err := s.Issue(ctx, hostA)
 		if err != nil {
 			t.Fatal(err)
