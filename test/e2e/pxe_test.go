@@ -330,7 +330,9 @@ func TestPXEUEFI(t *testing.T) {
 }
 
 // checkPXEHardware compares the reported hardware with the VM's QEMU flags.
-func checkPXEHardware(hw *basaltv1.Hardware) error { return checkPXEHardwareOf(hw, pxeVMMAC, "vda", "") }
+func checkPXEHardware(hw *basaltv1.Hardware) error {
+	return checkPXEHardwareOf(hw, pxeVMMAC, "vda", "")
+}
 
 // checkPXEHardwareOf is checkPXEHardware for a VM with the given MAC and disk (its kernel name,
 // and its serial number when serial is set).
