@@ -93,7 +93,7 @@ func TestBareMetalControlPlane(t *testing.T) {
 	}
 	wc, _ := m.WorkloadClient(ctx, t, ns, cl.Name)
 	cpNode := metalNode(ctx, t, wc, addr.String())
-	if !nodeReady(*cpNode) || cpNode.Labels["node-role.kubernetes.io/control-plane"] == "" {
+	if _, cp := cpNode.Labels["node-role.kubernetes.io/control-plane"]; !nodeReady(*cpNode) || !cp {
 		t.Fatalf("the VM's node %s: Ready %v, labels %v", cpNode.Name, nodeReady(*cpNode), cpNode.Labels)
 	}
 	worker := b.Hosts[0]
