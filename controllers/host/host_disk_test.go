@@ -116,6 +116,25 @@ func TestImageFormat(t *testing.T) {
 	}
 }
 
+// startDiskController runs the Host controller with img as its root image, and returns a fresh
+// namespace and the HTTP boot server answering for its Hosts (NetBoot with a real agent API).
+func startDiskController(t *testing.T, img *host.RootImage) (string, *httpboot.Server) {
+	t.Helper()
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t)
+	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
+	nb := &host.NetBoot{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv}
+	envtest.StartManager(t, mgr)
+	return ns, &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: nb}
+}
+
 // claim makes a Machine and has it claim h, as the Machine controller does.
 func claim(t *testing.T, h *basaltv1.Host, machine string) {
 	t.Helper()
@@ -147,19 +166,7 @@ func agentRunsFrom(t *testing.T, h *basaltv1.Host, root *basaltv1.AgentRoot) {
 func TestRootOnDiskLifecycle(t *testing.T) {
 	ctx := context.Background()
 	img := writeRootImage(t, 3<<20)
-	mgr, err := env.NewManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
-	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
-		t.Fatal(err)
-	}
-	ns := env.Namespace(t)
-	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
-	nb := &host.NetBoot{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv}
-	envtest.StartManager(t, mgr)
-	boot := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: nb}
+	ns, boot := startDiskController(t, img)
 	script := func(mac string) string {
 		w := httptest.NewRecorder()
 		boot.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/boot/"+mac+".ipxe", nil))
@@ -282,19 +289,7 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 func TestWholeDiskImageLifecycle(t *testing.T) {
 	ctx := context.Background()
 	img := writeImage(t, gptHead(), 3<<20, basaltv1.OSImageFormatDisk)
-	mgr, err := env.NewManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
-	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
-		t.Fatal(err)
-	}
-	ns := env.Namespace(t)
-	srv := &agentserver.Server{Namespace: ns, Addresses: []string{"192.168.10.1"}, Client: env.Client}
-	nb := &host.NetBoot{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Bootstrapper: srv}
-	envtest.StartManager(t, mgr)
-	boot := &httpboot.Server{BaseURL: "http://192.168.10.1:8080", Scripts: nb}
+	ns, boot := startDiskController(t, img)
 	const mac = "52:54:00:00:d2:01"
 	script := func() string {
 		w := httptest.NewRecorder()
@@ -378,16 +373,7 @@ func TestWholeDiskImageLifecycle(t *testing.T) {
 func TestRootDeviceHintsToProvisioning(t *testing.T) {
 	ctx := context.Background()
 	img := writeRootImage(t, 3<<20)
-	mgr, err := env.NewManager()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"), NetBoot: true, RootImage: img}
-	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
-		t.Fatal(err)
-	}
-	envtest.StartManager(t, mgr)
-	ns := env.Namespace(t)
+	ns, _ := startDiskController(t, img)
 	disks := []basaltv1.Disk{
 		{Name: "sda", Size: resource.NewQuantity(480<<30, resource.BinarySI), Model: "SAMSUNG MZ7LH480", Serial: "S45N", WWN: "0x5002538e40a1b2c3", ByPath: "pci-0000:00:1f.2-ata-1.0"},
 		{Name: "sdb", Size: resource.NewQuantity(4000<<30, resource.BinarySI), Model: "ST4000NM0035-1V4", Serial: "ZC1B", WWN: "0x5000c500a1b2c3d5", ByPath: "pci-0000:00:1f.2-ata-2.0", Rotational: true},
