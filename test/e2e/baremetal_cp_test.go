@@ -11,10 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/e2e/pxenet"
 )
@@ -32,21 +30,8 @@ func TestBareMetalControlPlane(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	framework.EnsurePXEDebs(t)
-	setDir := artifactSet(t, etcdTestVersion)
-	osImage := framework.OSImage(ctx, t)
-	pxeImage := framework.PXEImage(ctx, t)
-	b := framework.NewBed(ctx, t, bed.Options{Hosts: 1, Name: "bmcp"})
-	network := framework.NewBedPXENetwork(ctx, t, b)
-	m := framework.StartManagement(t, framework.StartManagementInput{
-		Bed: b, ArtifactSets: []string{setDir}, PXE: framework.BedPXEOptions(t, b, pxeImage, osImage),
-	})
+	b, network, m, ns := startBareMetalBed(ctx, t, "bmcp", "worker")
 	c := m.Env.Client
-	ns := m.Env.Namespace(t)
-	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
-		Namespace: ns, Bed: b, Labels: []map[string]string{{"role": "worker"}},
-		OS: &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
-	})
 	addr := framework.BedAddress(b, 201)
 	const mac = "52:54:00:ba:5a:31"
 	metal := &basaltv1.Host{

@@ -47,21 +47,8 @@ func TestBareMetalWorker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	framework.EnsurePXEDebs(t)
-	setDir := artifactSet(t, etcdTestVersion)
-	osImage := framework.OSImage(ctx, t)
-	pxeImage := framework.PXEImage(ctx, t)
-	b := framework.NewBed(ctx, t, bed.Options{Hosts: 1, Name: "bm"})
-	network := framework.NewBedPXENetwork(ctx, t, b)
-	m := framework.StartManagement(t, framework.StartManagementInput{
-		Bed: b, ArtifactSets: []string{setDir}, PXE: framework.BedPXEOptions(t, b, pxeImage, osImage),
-	})
+	b, network, m, ns := startBareMetalBed(ctx, t, "bm", "cp")
 	c := m.Env.Client
-	ns := m.Env.Namespace(t)
-	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
-		Namespace: ns, Bed: b, Labels: []map[string]string{{"role": "cp"}},
-		OS: &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
-	})
 	addr := framework.BedAddress(b, 200)
 	metal := &basaltv1.Host{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pxe-vm-1", Labels: map[string]string{"role": "worker"}},
@@ -255,6 +242,29 @@ func diskSignatures(path string) error {
 		return fmt.Errorf("the released VM's disk still holds: %s", strings.Join(found, ", "))
 	}
 	return nil
+}
+
+// startBareMetalBed is what both bare-metal tests stand on: a bed named name with one SSH Host
+// labelled role=sshRole, a VM tap on its bridge, and the manager with full-mode PXE on that
+// bridge writing the OS disk image; it returns the bed, the VM network, the manager and the
+// test's namespace.
+func startBareMetalBed(ctx context.Context, t *testing.T, name, sshRole string) (*bed.Bed, *pxenet.Network, *framework.Management, string) {
+	t.Helper()
+	framework.EnsurePXEDebs(t)
+	setDir := artifactSet(t, etcdTestVersion)
+	osImage := framework.OSImage(ctx, t)
+	pxeImage := framework.PXEImage(ctx, t)
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 1, Name: name})
+	network := framework.NewBedPXENetwork(ctx, t, b)
+	m := framework.StartManagement(t, framework.StartManagementInput{
+		Bed: b, ArtifactSets: []string{setDir}, PXE: framework.BedPXEOptions(t, b, pxeImage, osImage),
+	})
+	ns := m.Env.Namespace(t)
+	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
+		Namespace: ns, Bed: b, Labels: []map[string]string{{"role": sshRole}},
+		OS: &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
+	})
+	return b, network, m, ns
 }
 
 // metalNode is the workload cluster's node with InternalIP ip.
