@@ -350,9 +350,11 @@ type CertificatesSpec struct {
 
 // UpgradeSpec configures how version changes roll out.
 type UpgradeSpec struct {
-	// strategy is InPlace (default on bare metal: swap binaries on the same host) or Replace
-	// (provision a spare host, then remove the old machine).
+	// strategy is InPlace (default on bare metal: swap binaries on the same host). Replace
+	// (provision a spare host, then remove the old machine) is reserved and refused at admission
+	// until it is built: a field that is accepted must do what it says.
 	// +kubebuilder:default=InPlace
+	// +kubebuilder:validation:XValidation:rule="self != 'Replace'",message="spec.upgrade.strategy Replace is not built yet (it would provision a spare Host, then remove the old Machine): use InPlace, the default, which upgrades each Machine on its own Host"
 	// +optional
 	Strategy UpgradeStrategy `json:"strategy,omitempty"`
 	// maxUnavailableWorkers bounds how many workers are drained at once.

@@ -170,6 +170,11 @@ func TestCreateRejected(t *testing.T) {
 			c.Spec.Upgrade.Strategy = "Rolling"
 			return c
 		}, `supported values: "InPlace", "Replace"`},
+		{"upgrade strategy Replace, not built", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Upgrade.Strategy = basaltv1.UpgradeReplace
+			return c
+		}, "spec.upgrade.strategy Replace is not built yet"},
 		{"host with both ssh and boot", func() client.Object {
 			h := validSSHHost(ns)
 			h.Spec.Boot = &basaltv1.BootSpec{MACAddresses: []string{"52:54:00:12:34:56"}}
