@@ -11,7 +11,9 @@
 // before it is applied; applied.json is the last Plan applied completely, with its hash, written
 // after. A restarted agent polls with the applied hash and, if the manager has nothing newer or
 // cannot be reached, applies desired.json again, which finishes an interrupted apply or, after a
-// reboot, starts the services again.
+// reboot, starts the services again. cluster.json names the Cluster whose Plan the host's state
+// belongs to (plan.Plan.Cluster): before a Plan of another Cluster is applied, the empty Plan is
+// applied, so a new Cluster never starts on an old one's etcd data, keys or kubelet state.
 package agent
 
 import (
@@ -241,9 +243,23 @@ func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *ba
 	if done {
 		return
 	}
+	wipeStep, err := a.leaveOtherCluster(ctx, p)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		a.setResult("", []protocol.StepResult{*wipeStep})
+		d := bo.next()
+		a.Logger.Error("Cannot wipe the state of another Cluster's Plan; retrying", "hash", hash, "error", err, "delay", d)
+		sleep(ctx, d)
+		return
+	}
 	steps, err := a.Applier.Apply(ctx, p)
 	if ctx.Err() != nil {
 		return
+	}
+	if wipeStep != nil {
+		steps = append([]protocol.StepResult{*wipeStep}, steps...)
 	}
 	if osStep != nil {
 		steps = append([]protocol.StepResult{*osStep}, steps...)
@@ -257,6 +273,12 @@ func (a *Agent) applyPlan(ctx context.Context, hash string, p *plan.Plan, bo *ba
 	}
 	if err := savePlanRecord(a.StateDir, AppliedFile, &planRecord{Hash: hash, Plan: p}); err != nil {
 		a.Logger.Error("Cannot record the applied Plan", "error", err)
+	}
+	if p.Cluster == nil && p.IsEmpty() {
+		// Nothing of any Cluster is left on the host.
+		if err := removeClusterRecord(a.StateDir); err != nil {
+			a.Logger.Error("Cannot remove the record of the host's Cluster", "error", err)
+		}
 	}
 	bo.reset()
 	a.setResult(hash, steps)
@@ -301,7 +323,7 @@ func (a *Agent) applyOS(ctx context.Context, p *plan.Plan, bo *backoff) (*protoc
 		// The report names what was written: for a whole-disk image the manager hands the
 		// host's network boot over to its disk from now on.
 		written := &protocol.Root{Image: p.OS.SHA256, Disk: p.OS.Disk, Host: a.Disk.HostName()}
-		a.rebootNow(ctx, nil, written, []protocol.StepResult{{Step: step, OK: true}}, bo)
+		a.rebootNow(ctx, &protocol.Status{Written: written}, []protocol.StepResult{{Step: step, OK: true}}, bo)
 		return nil, nil, true
 	case root.Image != p.OS.SHA256 || root.Disk != p.OS.Disk:
 		a.failOS(ctx, osStepName(p.OS.Disk), fmt.Errorf("the host runs from image %s on %s; the Plan wants image %s on %s: deprovision the Host to change it", root.Image, root.Disk, p.OS.SHA256, p.OS.Disk), bo)
@@ -333,16 +355,17 @@ func (a *Agent) wipeRoot(ctx context.Context, root protocol.Root, bo *backoff) {
 	}
 	// The report before the reboot still names the root it runs from: the Host is released
 	// only once the agent reports from the network.
-	a.rebootNow(ctx, &root, nil, []protocol.StepResult{{Step: osStepName(root.Disk), OK: true}}, bo)
+	wiped := root
+	a.rebootNow(ctx, &protocol.Status{Root: &root, Wiped: &wiped}, []protocol.StepResult{{Step: osStepName(root.Disk), OK: true}}, bo)
 }
 
-// rebootNow reports steps (the root it runs from, and the one it has just written) to the
-// manager, then reboots the host. The report is sent here, not by the status loop: the host is
-// gone a moment later.
-func (a *Agent) rebootNow(ctx context.Context, root, written *protocol.Root, steps []protocol.StepResult, bo *backoff) {
+// rebootNow reports steps and the disk facts of disk (the root it runs from, the one it has just
+// written or wiped) to the manager, then reboots the host. The report is sent here, not by the
+// status loop: the host is gone a moment later.
+func (a *Agent) rebootNow(ctx context.Context, disk *protocol.Status, steps []protocol.StepResult, bo *backoff) {
 	a.mu.Lock()
 	a.applying, a.steps = "", steps
-	st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, Steps: steps, Root: root, Written: written}
+	st := &protocol.Status{AgentVersion: a.Version, PlanHash: a.applied, Steps: steps, Root: disk.Root, Written: disk.Written, Wiped: disk.Wiped}
 	a.mu.Unlock()
 	sanitize(st)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -528,4 +551,44 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// leaveOtherCluster prepares the host for a Plan of p.Cluster. When the host holds the state of
+// another Cluster's Plan (cluster.json names another UID), it applies the empty Plan first: every
+// service of the old node stopped, every file and state dir it wrote (etcd data, certificates,
+// kubelet state) removed. Only then is p.Cluster recorded, so a crash anywhere in between wipes
+// again on restart. It returns the step to report (nil when nothing was wiped) and an error when
+// the wipe failed; p must not be applied then.
+//
+// A Plan without a Cluster (the empty Plan, a root-image Plan, or one from a manager older than
+// the field) changes nothing here, and neither does a host with no record: the state of a Plan
+// applied before the record existed is taken to be p's Cluster's.
+func (a *Agent) leaveOtherCluster(ctx context.Context, p *plan.Plan) (*protocol.StepResult, error) {
+	if p.Cluster == nil {
+		return nil, nil
+	}
+	held, err := loadClusterRecord(a.StateDir)
+	if err != nil {
+		return &protocol.StepResult{Step: "cluster", Error: err.Error()}, err
+	}
+	var step *protocol.StepResult
+	if held != nil && held.UID != p.Cluster.UID {
+		a.Logger.Warn("The host holds the state of another Cluster's Plan: wiping it before applying this one", "held", held.String(), "cluster", p.Cluster.String())
+		steps, err := a.Applier.Apply(ctx, plan.Empty(a.Host))
+		if err != nil {
+			what := err.Error()
+			if i := slices.IndexFunc(steps, func(s protocol.StepResult) bool { return !s.OK }); i >= 0 {
+				what = steps[i].Step + ": " + steps[i].Error
+			}
+			return &protocol.StepResult{Step: "wipe-cluster", Error: fmt.Sprintf("wiping the state of Cluster %s: %s", held, what)}, err
+		}
+		a.Logger.Info("Wiped the state of another Cluster's Plan", "held", held.String())
+		step = &protocol.StepResult{Step: "wipe-cluster", OK: true}
+	}
+	if held == nil || held.UID != p.Cluster.UID {
+		if err := saveClusterRecord(a.StateDir, p.Cluster); err != nil {
+			return &protocol.StepResult{Step: "cluster", Error: err.Error()}, err
+		}
+	}
+	return step, nil
 }

@@ -416,3 +416,106 @@ func TestPlanForAnotherHostIsRefused(t *testing.T) {
 		t.Error("a Plan for another host was applied")
 	}
 }
+
+// TestPlanOfAnotherClusterWipesFirst: a host that ran a node of Cluster A is given a Plan of
+// Cluster B (a Host released unwiped and vouched for, or two managers): the agent applies the empty
+// Plan first, so B's etcd starts on an empty data dir, not on A's. A new Plan of the same Cluster,
+// or the same Plan after a restart, keeps the state; the empty Plan forgets the Cluster.
+func TestPlanOfAnotherClusterWipesFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes and a TLS server; skipped with -short")
+	}
+	e := newE2E(t)
+	clusterA := &plan.ClusterRef{Namespace: "team-a", Name: "prod", UID: "uid-a"}
+	clusterB := &plan.ClusterRef{Namespace: "team-b", Name: "prod", UID: "uid-b"}
+	p := e.basePlan()
+	p.Services[0].StateDirs = []string{"/var/lib/etcd"}
+	p.Cluster = clusterA
+	e.startInProcess()
+	e.waitApplied(e.m.setPlan(p))
+	e.expectStarts(1, 1)
+	data := filepath.Join(e.opts.Root, "/var/lib/etcd/member/snap/db")
+	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(data, []byte("cluster A's keys and Secrets"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	record := func() *plan.ClusterRef {
+		t.Helper()
+		c, err := loadClusterRecord(e.opts.StateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if got := record(); got == nil || *got != *clusterA {
+		t.Fatalf("cluster record %v, want %v", got, clusterA)
+	}
+
+	// Same Cluster, a changed file: applied in place, the data stays.
+	p.Files[1].Content = []byte("api v2\n")
+	e.waitApplied(e.m.setPlan(p))
+	e.expectStarts(1, 2)
+	if _, err := os.Stat(data); err != nil {
+		t.Fatalf("a Plan of the same Cluster removed its etcd data: %v", err)
+	}
+
+	// Another Cluster, the very same node otherwise: A's state is wiped before B's Plan runs.
+	p.Cluster = clusterB
+	hB := e.m.setPlan(p)
+	st := e.waitApplied(hB)
+	if s, ok := hasStep(st, "wipe-cluster"); !ok || !s.OK {
+		t.Fatalf("no successful wipe-cluster step in %+v", st.Steps)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Cluster A's etcd data survived a Plan of Cluster B: %v", err)
+	}
+	e.expectStarts(2, 3) // stopped by the wipe, started by B's Plan
+	if got := record(); got == nil || *got != *clusterB {
+		t.Fatalf("cluster record %v, want %v", got, clusterB)
+	}
+
+	// A restart with B's Plan still current wipes nothing.
+	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(data, []byte("cluster B's data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	e.startInProcess()
+	time.Sleep(2 * time.Second) // a wipe would happen at once: the first poll answers
+	if _, err := os.Stat(data); err != nil {
+		t.Fatalf("a restart wiped the state of the current Cluster: %v", err)
+	}
+
+	// The empty Plan: everything goes, and the host belongs to no Cluster any more.
+	e.waitApplied(e.m.setPlan(plan.Empty("host-1")))
+	if got := record(); got != nil {
+		t.Fatalf("cluster record %v after the empty Plan, want none", got)
+	}
+}
+
+// TestCorruptClusterRecordRefusesThePlan: when the agent cannot tell whose state the host holds, it
+// applies no Cluster's Plan and says how to get out.
+func TestCorruptClusterRecordRefusesThePlan(t *testing.T) {
+	e := newE2E(t)
+	if err := os.MkdirAll(e.opts.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.opts.StateDir, ClusterFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &plan.Plan{Host: "host-1", Cluster: &plan.ClusterRef{Namespace: "a", Name: "b", UID: "c"},
+		Files: []plan.File{{Path: "/etc/x", Mode: 0o644, Content: []byte("x")}}}
+	e.m.setPlan(p)
+	e.startInProcess()
+	st := e.waitStatus("refusal", func(s protocol.Status) bool { _, ok := hasStep(s, "cluster"); return ok })
+	if s, _ := hasStep(st, "cluster"); s.OK || !strings.Contains(s.Error, "is corrupt") || !strings.Contains(s.Error, "reprovision") {
+		t.Errorf("%+v", s)
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.Root, "/etc/x")); err == nil {
+		t.Error("a Plan was applied over state of an unknown Cluster")
+	}
+}

@@ -153,7 +153,7 @@ func validateStatus(st *protocol.Status) error {
 	for _, fr := range []struct {
 		field string
 		r     *protocol.Root
-	}{{"root", st.Root}, {"written", st.Written}} {
+	}{{"root", st.Root}, {"written", st.Written}, {"wiped", st.Wiped}} {
 		field, r := fr.field, fr.r
 		if r == nil {
 			continue

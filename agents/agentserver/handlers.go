@@ -242,13 +242,10 @@ func (s *Server) handlePlan(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// emptyPlan is the Plan of a host that runs nothing of Basalt's.
-func emptyPlan(host string) *plan.Plan { return &plan.Plan{Format: plan.FormatVersion, Host: host} }
-
-func emptyPlanHash(host string) string { return emptyPlan(host).Hash() }
+func emptyPlanHash(host string) string { return plan.Empty(host).Hash() }
 
 func emptyPlanJSON(host string) []byte {
-	raw, err := json.Marshal(emptyPlan(host))
+	raw, err := json.Marshal(plan.Empty(host))
 	if err != nil {
 		panic(err) // a struct of strings always marshals
 	}
@@ -327,6 +324,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) applyHostReport(h *basaltv1.Host, st *protocol.Status) {
 	before := h.Status.DeepCopy()
 	h.Status.Agent.Version = st.AgentVersion
+	h.Status.Agent.PlanHash = st.PlanHash
 	h.Status.Agent.Root = nil
 	if r := st.Root; r != nil {
 		h.Status.Agent.Root = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
@@ -334,6 +332,10 @@ func (s *Server) applyHostReport(h *basaltv1.Host, st *protocol.Status) {
 	h.Status.Agent.Written = nil
 	if r := st.Written; r != nil {
 		h.Status.Agent.Written = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
+	}
+	h.Status.Agent.Wiped = nil
+	if r := st.Wiped; r != nil {
+		h.Status.Agent.Wiped = &basaltv1.AgentRoot{Image: r.Image, Disk: r.Disk}
 	}
 	if st.Hardware != nil {
 		h.Status.Hardware = convertHardware(st.Hardware)

@@ -101,6 +101,10 @@ type Status struct {
 	// Written is the image the agent has just written to a local disk and reboots into, sent
 	// with its last report before that reboot; nil otherwise.
 	Written *Root `json:"written,omitempty"`
+	// Wiped is the image the agent has just wiped from the local disk it ran from, sent once
+	// before it reboots into the network: the manager's proof that the disk holds nothing of a
+	// former node (an agent that merely boots from the network proves nothing about the disk).
+	Wiped *Root `json:"wiped,omitempty"`
 }
 
 // Root is what a host's RootMarkerPath says: the image written to which disk, for which Host.

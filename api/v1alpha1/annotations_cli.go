@@ -7,3 +7,12 @@ package v1alpha1
 // a request seen is never acted on twice. A Host consumed by a Machine is wiped too: take it out
 // of its Cluster first, unless the node is lost anyway.
 const AnnotationReprovision = "basalt.dev/reprovision"
+
+// AnnotationConfirmWiped, set on an Unwiped Host (any non-empty value; `basaltctl host
+// confirm-wiped` writes the time of the request in RFC 3339), is an operator's word that what the
+// Host's former consumer left on it is gone (the machine was erased or reinstalled by hand)
+// although its agent never confirmed it. The Host then becomes Available with condition Wiped
+// reason WipeOverridden, and its disk is no longer taken to hold Basalt's root image; the
+// annotation is removed in the same patch. Even so, an agent that still holds another Cluster's
+// Plan wipes that state before it applies a new Cluster's Plan (plan.Plan.Cluster).
+const AnnotationConfirmWiped = "basalt.dev/confirm-wiped"

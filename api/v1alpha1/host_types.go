@@ -72,6 +72,28 @@ const (
 // HostAccepted is True when spec.accepted allows the Host to become Available.
 const HostAccepted = "Accepted"
 
+// HostWiped says whether what a former consumer left on the Host (its node's services and
+// files, etcd data, the root image on disk) is gone. It is present from the moment a Machine lets
+// the Host go until the next Machine claims it: False while the agent wipes or while nobody can
+// confirm the wipe (state Unwiped), True once the agent confirmed it (or an operator vouched for
+// it with basalt.dev/confirm-wiped). Only a Host whose wipe is confirmed becomes Available.
+const HostWiped = "Wiped"
+
+// Wiped reasons.
+const (
+	// ReasonWiping says the agent is connected and removing what the former Plan wrote (it
+	// applies the empty Plan; a network-booted Host also wipes its disk and boots the network).
+	ReasonWiping = "Wiping"
+	// ReasonWipeNotConfirmed says the agent is silent, so nothing confirms that the former
+	// consumer's state is gone: the Host stays out of the pool (Unwiped) until its agent comes
+	// back and wipes it, or an operator annotates basalt.dev/confirm-wiped.
+	ReasonWipeNotConfirmed = "WipeNotConfirmed"
+	// ReasonWipeConfirmed says the agent reported that it runs no Plan of a former consumer.
+	ReasonWipeConfirmed = "WipeConfirmed"
+	// ReasonWipeOverridden says an operator vouched for the wipe with basalt.dev/confirm-wiped.
+	ReasonWipeOverridden = "WipeOverridden"
+)
+
 // LabelDiscovered is set to "true" on Hosts the manager created for a machine that PXE-booted
 // with a MAC address no Host had (discovery).
 const LabelDiscovered = "basalt.dev/discovered"
@@ -80,10 +102,16 @@ const LabelDiscovered = "basalt.dev/discovered"
 //
 //	Registering → Inspecting → Available → Provisioning → Provisioned
 //	                               ▲                           │
-//	                               └────── Deprovisioning ◄────┘
+//	                               ├────── Deprovisioning ◄────┘
+//	                               │      agent back ▲  │ agent silent
+//	                               │                 │  ▼
+//	                               └─ confirm-wiped ─ Unwiped
 //	(any) → Error (with reason; an annotation retries)
 //
-// +kubebuilder:validation:Enum=Registering;Inspecting;Available;Provisioning;Provisioned;Deprovisioning;Error
+// Only a Host whose agent confirmed that it runs no former consumer's Plan becomes Available
+// (condition Wiped); basalt.dev/confirm-wiped is the operator's override for an Unwiped Host.
+//
+// +kubebuilder:validation:Enum=Registering;Inspecting;Available;Provisioning;Provisioned;Deprovisioning;Unwiped;Error
 type HostState string
 
 // Host states.
@@ -94,6 +122,7 @@ const (
 	HostStateProvisioning   HostState = "Provisioning"
 	HostStateProvisioned    HostState = "Provisioned"
 	HostStateDeprovisioning HostState = "Deprovisioning"
+	HostStateUnwiped        HostState = "Unwiped"
 	HostStateError          HostState = "Error"
 )
 
@@ -471,6 +500,16 @@ type AgentStatus struct {
 	// disk from then on. Cleared by the next report that does not carry it.
 	// +optional
 	Written *AgentRoot `json:"written,omitempty"`
+	// wiped is a root image the agent has just wiped from the local disk it ran from (reported
+	// before its reboot into the network): the proof that a released Host's disk holds nothing of
+	// its former node. Cleared by the next report that does not carry it.
+	// +optional
+	Wiped *AgentRoot `json:"wiped,omitempty"`
+	// planHash is the hash of the last Plan the agent applied completely, as it reports it;
+	// empty before its first. A Host is wiped when it is empty or the hash of the empty Plan.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	PlanHash string `json:"planHash,omitempty"`
 }
 
 // AgentRoot is a root filesystem image Basalt wrote to a local disk.
@@ -514,6 +553,11 @@ type HostProvisioning struct {
 	// on the host's network boot hands over to its local disk.
 	// +optional
 	WrittenAt *metav1.Time `json:"writtenAt,omitempty"`
+	// wipedAt is when the agent reported the image wiped from the disk after a release; until
+	// then a whole-disk Host being released boots from its disk, so that the agent there wipes
+	// it even after a power loss.
+	// +optional
+	WipedAt *metav1.Time `json:"wipedAt,omitempty"`
 	// provisionedAt is when the agent first reported running from the image on disk.
 	// +optional
 	ProvisionedAt *metav1.Time `json:"provisionedAt,omitempty"`

@@ -40,6 +40,11 @@ type Plan struct {
 	Format string `json:"format"`
 	// Host is the name of the Host the Plan is for; the agent refuses a Plan for another host.
 	Host string `json:"host"`
+	// Cluster is the Cluster whose node the Plan makes of the host; nil for a Plan that belongs
+	// to no Cluster (the empty Plan, the Host's own root-image Plan). An agent whose host still
+	// holds the state of another Cluster's Plan (by UID) applies the empty Plan first, so a new
+	// Cluster never starts on the old one's etcd data, certificates or kubelet state.
+	Cluster *ClusterRef `json:"cluster,omitempty"`
 	// Files to write.
 	Files []File `json:"files,omitempty"`
 	// Artifacts to fetch and place.
@@ -63,6 +68,33 @@ type Plan struct {
 	// to makes the agent wipe that disk and reboot into the network: what provisioning wrote is
 	// gone. Hosts reached over SSH never get OS.
 	OS *OSImage `json:"os,omitempty"`
+}
+
+// ClusterRef identifies a Cluster object for as long as it exists: a Cluster deleted and
+// created again with the same name has another UID.
+type ClusterRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+}
+
+// String is namespace/name (uid).
+func (c *ClusterRef) String() string {
+	if c == nil {
+		return "no Cluster"
+	}
+	return fmt.Sprintf("%s/%s (uid %s)", c.Namespace, c.Name, c.UID)
+}
+
+// Empty is the Plan of a host that runs nothing of Basalt's: applying it stops every service
+// and removes every file a former Plan wrote. The manager serves it to a host with no Plan
+// stored; its hash is the one a wiped host reports.
+func Empty(host string) *Plan { return &Plan{Format: FormatVersion, Host: host} }
+
+// IsEmpty says whether p writes, runs and programs nothing (an Empty Plan, perhaps with OS).
+func (p *Plan) IsEmpty() bool {
+	return len(p.Files) == 0 && len(p.Artifacts) == 0 && len(p.Services) == 0 && len(p.Routes) == 0 &&
+		len(p.Images) == 0 && len(p.LoadBalancers) == 0
 }
 
 // OSImage is a root filesystem image and the disk it is written to.
@@ -401,6 +433,9 @@ func (p *Plan) Validate() error {
 	}
 	if p.Host == "" {
 		errs = append(errs, errors.New("host: must name the Host the Plan is for"))
+	}
+	if c := p.Cluster; c != nil && (c.Namespace == "" || c.Name == "" || c.UID == "") {
+		errs = append(errs, errors.New("cluster: namespace, name and uid are all required"))
 	}
 	if p.OS != nil {
 		if err := p.OS.Validate(); err != nil {

@@ -123,6 +123,9 @@ func (a *fakeAgents) step(ctx context.Context) error {
 			ip := netip.MustParseAddr(h.Spec.SSH.Address)
 			_, _ = a.etcd.Start(m.Name, topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip))
 		}
+		if err := a.reportHost(ctx, h, hash); err != nil {
+			return err
+		}
 		if err := a.report(ctx, m, hash, p); err != nil {
 			return err
 		}
@@ -165,6 +168,18 @@ func (a *fakeAgents) report(ctx context.Context, m *basaltv1.Machine, hash strin
 	before := m.DeepCopy()
 	m.Status.PlanHash, m.Status.Components, m.Status.FailedSteps = hash, comps, nil
 	return env.Client.Status().Patch(ctx, m, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+}
+
+// reportHost is the agent API's record of a report on the Host (the agent is connected and
+// applied hash), which the Host controller needs to see before it takes a released Host back.
+func (a *fakeAgents) reportHost(ctx context.Context, h *basaltv1.Host, hash string) error {
+	if last := h.Status.Agent.LastSeen; h.Status.Agent.PlanHash == hash && last != nil && time.Since(last.Time) < 10*time.Second {
+		return nil
+	}
+	before := h.DeepCopy()
+	now := metav1.Now()
+	h.Status.Agent.LastSeen, h.Status.Agent.PlanHash = &now, hash
+	return client.IgnoreNotFound(env.Client.Status().Patch(ctx, h, client.MergeFrom(before)))
 }
 
 func cmpString(a, b string) int {

@@ -341,6 +341,16 @@ func TestClusterComesUp(t *testing.T) {
 	if got, want := serviceNames(wPlan), []string{"containerd", "kube-proxy", "kubelet"}; !slices.Equal(got, want) {
 		t.Errorf("worker Plan runs %v, want %v", got, want)
 	}
+	// Each Plan names its Cluster by UID, so an agent that holds another Cluster's state wipes it
+	// before applying.
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*plan.Plan{cpPlan, wPlan} {
+		if want := (plan.ClusterRef{Namespace: ns, Name: c.Name, UID: string(c.UID)}); p.Cluster == nil || *p.Cluster != want {
+			t.Errorf("Plan of %s names Cluster %v, want %v", p.Host, p.Cluster, want)
+		}
+	}
 	for _, tc := range []struct {
 		p     *plan.Plan
 		route plan.Route
@@ -761,6 +771,7 @@ func TestFailuresShowOnMachineAndCluster(t *testing.T) {
 	waitClusterReady(t, c, wait)
 
 	// The worker's agent goes silent.
+	agents.Hold(wName)
 	env.UpdateHostStatus(t, w0, func(h *basaltv1.Host) {
 		old := metav1.NewTime(time.Now().Add(-time.Hour))
 		h.Status.Agent.LastSeen = &old

@@ -88,6 +88,9 @@ type scope struct {
 	netBoot bool
 	// diskReason and diskMessage say what the root filesystem on disk waits for.
 	diskReason, diskMessage string
+	// wiped is the reason the Host became Available after a release this reconcile
+	// (WipeConfirmed, WipeOverridden); empty otherwise.
+	wiped string
 }
 
 // hostKind tells the reconcile skeleton how to read a Host.
@@ -115,7 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // reconcile is the body of Reconcile: deletion, or one step of the state machine, then the
-// requests that apply in every state (reprovision, power cycle, power state).
+// requests that apply in every state (reprovision, wipe confirmation, power cycle, power state).
 func (r *Reconciler) reconcile(ctx context.Context, s *scope) (ctrl.Result, error) {
 	host := s.host
 	if err := r.observeConsumer(ctx, s); err != nil {
@@ -138,6 +141,7 @@ func (r *Reconciler) reconcile(ctx context.Context, s *scope) (ctrl.Result, erro
 	if wait, ok := r.reprovision(ctx, s); ok {
 		res = ctrl.Result{RequeueAfter: wait}
 	}
+	r.overrideWipe(ctx, s)
 	handler, ok := stateHandlers[host.Status.State]
 	if !ok {
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)

@@ -162,9 +162,19 @@ func writtenReported(h *basaltv1.Host) bool {
 	return p != nil && p.Format == basaltv1.OSImageFormatDisk && w != nil && w.Image == p.Image.SHA256 && w.Disk == p.Disk
 }
 
+// wipedReported says whether the agent's last report says it wiped h's image from its disk (and
+// reboots into the network).
+func wipedReported(h *basaltv1.Host) bool {
+	p, w := h.Status.Provisioning, h.Status.Agent.Wiped
+	return p != nil && w != nil && w.Image == p.Image.SHA256 && w.Disk == p.Disk
+}
+
 // bootsFromDisk says whether h's network boot hands over to its local disk: a whole-disk image
-// is on it and finished (Provisioned, or reported written while Provisioning). A Host being
-// released boots the agent from RAM: the agent on the disk wipes it before it reboots.
+// is on it and finished (Provisioned, or reported written while Provisioning), or the Host is
+// being released and its agent has not reported the image wiped yet: a machine that reboots or
+// loses power before its wipe comes back on its disk, where the agent wipes it (only when it ran
+// from the disk: before that no node ran there). Once the wipe is reported it boots the agent from
+// RAM.
 func bootsFromDisk(h *basaltv1.Host) bool {
 	p := h.Status.Provisioning
 	if p == nil || p.Format != basaltv1.OSImageFormatDisk {
@@ -175,25 +185,43 @@ func bootsFromDisk(h *basaltv1.Host) bool {
 		return true
 	case basaltv1.HostStateProvisioning:
 		return p.WrittenAt != nil || writtenReported(h)
+	case basaltv1.HostStateDeprovisioning, basaltv1.HostStateUnwiped:
+		return p.ProvisionedAt != nil && p.WipedAt == nil && !wipedReported(h)
 	}
 	return false
 }
 
-// wipeDisk waits, in Deprovisioning, until the agent runs from the network again: the Plan
-// without OS (the Machine's empty Plan) has it wipe the disk and reboot. Then nothing is on the
-// disk and status.provisioning goes.
+// wipeDisk waits, once the Host is released, until the agent on the disk reported that it wiped
+// the image (the Plan without OS, the Machine's empty Plan, has it wipe the disk and reboot into
+// the network) and runs from the network again. An agent that merely runs from the network proves
+// nothing: the machine may have been off during the wipe and booted the network since. Then
+// nothing is on the disk and status.provisioning goes.
 func (r *Reconciler) wipeDisk(_ context.Context, s *scope) bool {
 	h := s.host
-	if h.Status.Provisioning == nil {
+	p := h.Status.Provisioning
+	if p == nil {
 		return true
 	}
-	if h.Status.Agent.Root != nil {
+	if p.WipedAt == nil && wipedReported(h) {
+		now := metav1.Now()
+		p.WipedAt = &now
+		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "DiskWiped", "Deprovision", "The agent wiped image %s from %s and boots from the network", p.Image.Name, p.Disk)
+	}
+	switch {
+	case h.Status.Agent.Root != nil:
 		s.diskReason = basaltv1.ReasonWipingDisk
-		s.diskMessage = fmt.Sprintf("waiting for the agent to wipe %s and boot from the network", h.Status.Provisioning.Disk)
+		s.diskMessage = fmt.Sprintf("waiting for the agent to wipe %s and boot from the network", describeDisk(p))
+		return false
+	case p.WipedAt == nil && p.ProvisionedAt == nil:
+		// Released before the host ever ran from its disk: no node ran there, and what
+		// provisioning may have written carries its claim, so the next provisioning overwrites it.
+	case p.WipedAt == nil:
+		s.diskReason = basaltv1.ReasonWipingDisk
+		s.diskMessage = fmt.Sprintf("the agent runs from the network but never reported wiping image %s from %s (the machine was off or lost power before the wipe): "+
+			"boot it from that disk, where its agent wipes it, or erase the disk and annotate %s", p.Image.Name, describeDisk(p), basaltv1.AnnotationConfirmWiped)
 		return false
 	}
 	h.Status.Provisioning = nil
-	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "DiskWiped", "Deprovision", "The root image is wiped; the agent runs from the network")
 	return true
 }
 

@@ -157,6 +157,16 @@ func agentRunsFrom(t *testing.T, h *basaltv1.Host, root *basaltv1.AgentRoot) {
 	})
 }
 
+// agentWipes stands for the agent's last report from the disk before its reboot: it wiped root.
+func agentWipes(t *testing.T, h *basaltv1.Host, root *basaltv1.AgentRoot) {
+	t.Helper()
+	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		h.Status.Agent.LastSeen = &metav1.Time{Time: time.Now()}
+		h.Status.Agent.Root = root
+		h.Status.Agent.Wiped = root
+	})
+}
+
 // TestRootOnDiskLifecycle: with a root image, a claimed network-booted Host stays Provisioning
 // (DiskProvisioned False/WritingImage) with a Plan that has only OS, on the smallest disk that
 // holds the image, until its agent reports running from that image on that disk; then it is
@@ -240,12 +250,21 @@ func TestRootOnDiskLifecycle(t *testing.T) {
 		return nil
 	})
 
-	// Released: Deprovisioning until the agent runs from the network again.
+	// Released: Deprovisioning until the agent reported the wipe and runs from the network
+	// again. An agent that merely runs from the network (the machine was off during the wipe
+	// and booted without its root) proves nothing: the Host stays out of the pool.
 	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) { h.Status.ConsumerRef = nil })
 	hostIs(t, h, basaltv1.HostStateDeprovisioning,
 		basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWipingDisk)
 	agentRunsFrom(t, h, nil)
-	hostIs(t, h, basaltv1.HostStateAvailable, basaltv1.ConditionReady, "True", basaltv1.ReasonReady)
+	time.Sleep(time.Second)
+	hostIs(t, h, basaltv1.HostStateDeprovisioning,
+		basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWipingDisk,
+		basaltv1.HostWiped, "False", basaltv1.ReasonWiping)
+	agentWipes(t, h, &basaltv1.AgentRoot{Image: img.Ref.SHA256, Disk: "/dev/sda"})
+	agentRunsFrom(t, h, nil)
+	hostIs(t, h, basaltv1.HostStateAvailable, basaltv1.ConditionReady, "True", basaltv1.ReasonReady,
+		basaltv1.HostWiped, "True", basaltv1.ReasonWipeConfirmed)
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
 		t.Fatal(err)
 	}
@@ -355,15 +374,25 @@ func TestWholeDiskImageLifecycle(t *testing.T) {
 	if s := script(); !strings.Contains(s, "(Provisioned) boots from its local disk") || strings.Contains(s, "basalt.token") {
 		t.Errorf("Provisioned script:\n%s", s)
 	}
-	// Released: the agent on the disk wipes it and reboots into the network, which boots the
-	// agent from RAM with a token.
+	// Released: until the agent on the disk reports the image wiped, the network still hands
+	// the machine over to its disk, so one that reboots or loses power before its wipe comes
+	// back where its agent wipes it.
 	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) { h.Status.ConsumerRef = nil })
 	hostIs(t, h, basaltv1.HostStateDeprovisioning, basaltv1.HostDiskProvisioned, "False", basaltv1.ReasonWipingDisk)
-	if s := script(); !strings.Contains(s, "basalt.token=") || strings.Contains(s, "basalt.root") {
-		t.Errorf("Deprovisioning script:\n%s", s)
+	if s := script(); !strings.Contains(s, "(Deprovisioning) boots from its local disk") || strings.Contains(s, "basalt.token") {
+		t.Errorf("Deprovisioning script before the wipe:\n%s", s)
 	}
+	// It wiped the disk (its last report before the reboot): the network boots the agent from
+	// RAM with a token.
+	agentWipes(t, h, &basaltv1.AgentRoot{Image: img.Ref.SHA256, Disk: "/dev/vda"})
+	envtest.Eventually(t, wait, func() error {
+		if s := script(); !strings.Contains(s, "basalt.token=") || strings.Contains(s, "basalt.root") || strings.Contains(s, "local disk") {
+			return fmt.Errorf("Deprovisioning script after the wipe:\n%s", s)
+		}
+		return nil
+	})
 	agentRunsFrom(t, h, nil)
-	hostIs(t, h, basaltv1.HostStateAvailable)
+	hostIs(t, h, basaltv1.HostStateAvailable, basaltv1.HostWiped, "True", basaltv1.ReasonWipeConfirmed)
 }
 
 // TestRootDeviceHintsToProvisioning: the disk the hints select is recorded by its kernel name

@@ -26,6 +26,7 @@ var stateHandlers = map[basaltv1.HostState]stateHandler{
 	basaltv1.HostStateProvisioning:   (*Reconciler).provision,
 	basaltv1.HostStateProvisioned:    (*Reconciler).provisioned,
 	basaltv1.HostStateDeprovisioning: (*Reconciler).deprovision,
+	basaltv1.HostStateUnwiped:        (*Reconciler).unwiped,
 	basaltv1.HostStateError:          (*Reconciler).watchAgent,
 }
 
@@ -112,6 +113,12 @@ func (r *Reconciler) inspect(ctx context.Context, s *scope) ctrl.Result {
 	if !s.host.Spec.IsAccepted() {
 		return r.watchAgent(ctx, s)
 	}
+	if !runsNoPlan(h) {
+		// The agent still runs a Plan no Machine stands for (a Host reprovisioned, or one
+		// another manager used): it is served the empty Plan; wait until it has applied it.
+		s.host.Status.State = basaltv1.HostStateDeprovisioning
+		return r.deprovision(ctx, s)
+	}
 	s.host.Status.State = basaltv1.HostStateAvailable
 	return r.available(ctx, s)
 }
@@ -159,20 +166,6 @@ func (r *Reconciler) provisioned(ctx context.Context, s *scope) ctrl.Result {
 		return r.deprovision(ctx, s)
 	}
 	return r.watchAgent(ctx, s)
-}
-
-// deprovision waits until the consumer is gone: the Machine controller has its agent apply the
-// empty Plan, which wipes what Basalt wrote, before it releases the Host. Then the Host is
-// Available again.
-func (r *Reconciler) deprovision(ctx context.Context, s *scope) ctrl.Result {
-	if s.host.Status.ConsumerRef != nil {
-		return ctrl.Result{RequeueAfter: waitForConsumer}
-	}
-	if !r.wipeDisk(ctx, s) {
-		return ctrl.Result{RequeueAfter: waitForConsumer}
-	}
-	s.host.Status.State = basaltv1.HostStateAvailable
-	return r.available(ctx, s)
 }
 
 // released says the Host's Machine let it go or is being deleted.

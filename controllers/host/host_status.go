@@ -45,6 +45,9 @@ func updateStatus(s *scope) {
 	if setDiskProvisioned(s) {
 		order = append(order, basaltv1.HostDiskProvisioned)
 	}
+	if setWiped(s) {
+		order = append(order, basaltv1.HostWiped)
+	}
 
 	if !h.DeletionTimestamp.IsZero() && h.Status.ConsumerRef != nil {
 		conditions.False(h, basaltv1.ConditionReady, basaltv1.ReasonDeleting,

@@ -228,7 +228,7 @@ func (r *Reconciler) wipeHost(ctx context.Context, s *scope, h *basaltv1.Host, f
 	case err != nil:
 		stored = nil // unreadable: replace it
 	}
-	empty := &plan.Plan{Format: plan.FormatVersion, Host: h.Name}
+	empty := plan.Empty(h.Name)
 	emptyHash := empty.Hash()
 	if stored == nil || stored.Hash() != emptyHash {
 		if _, _, err := planstore.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, empty); err != nil {

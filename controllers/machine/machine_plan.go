@@ -121,6 +121,7 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		return wait(basaltv1.ReasonPlanInvalid, "%v", err)
 	}
 	p.OS = topology.OSImage(h)
+	p.Cluster = &plan.ClusterRef{Namespace: c.Namespace, Name: c.Name, UID: string(c.UID)}
 	if !s.nodeRegistered {
 		// Once a Plan with the kubelet is stored the kubelet stays, even while the workload
 		// cluster cannot be asked about the Node (an API server down must not stop kubelets).

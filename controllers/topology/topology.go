@@ -255,10 +255,15 @@ func OldestFirst(a, b *basaltv1.Machine) int {
 	return strings.Compare(a.Name, b.Name)
 }
 
-// HostFailure returns the reason and message of the Host's AgentConnected condition when it says
-// the agent cannot be brought onto or heard from the host (an SSH failure, a host key mismatch,
-// an unusable SSH key, a silent agent), and ok false otherwise (connected, or still waiting).
+// HostFailure returns the reason and message of the Host's Wiped condition when the Host is kept
+// out of the pool because nobody confirmed its wipe (WipeNotConfirmed), else of its AgentConnected
+// condition when it says the agent cannot be brought onto or heard from the host (an SSH failure,
+// a host key mismatch, an unusable SSH key, a silent agent), and ok false otherwise (connected, or
+// still waiting).
 func HostFailure(h *basaltv1.Host) (reason, message string, ok bool) {
+	if w := meta.FindStatusCondition(h.Status.Conditions, basaltv1.HostWiped); w != nil && w.Reason == basaltv1.ReasonWipeNotConfirmed {
+		return w.Reason, w.Message, true
+	}
 	c := meta.FindStatusCondition(h.Status.Conditions, basaltv1.HostAgentConnected)
 	if c == nil || c.Status == metav1.ConditionTrue {
 		return "", "", false

@@ -148,3 +148,20 @@ func TestRoutesAndAPIServers(t *testing.T) {
 		t.Errorf("APIServers = %v: a learner runs no API server, a worker none", got)
 	}
 }
+
+// TestHostFailureNamesAnUnconfirmedWipe: a Host kept out of the pool for want of a confirmed wipe
+// says so (its agent is silent too, but the wipe is what the operator must act on).
+func TestHostFailureNamesAnUnconfirmedWipe(t *testing.T) {
+	h := &basaltv1.Host{}
+	h.Status.Conditions = []metav1.Condition{
+		{Type: basaltv1.HostAgentConnected, Status: metav1.ConditionFalse, Reason: basaltv1.ReasonAgentSilent, Message: "silent"},
+		{Type: basaltv1.HostWiped, Status: metav1.ConditionFalse, Reason: basaltv1.ReasonWipeNotConfirmed, Message: "released unwiped"},
+	}
+	if reason, msg, ok := topology.HostFailure(h); !ok || reason != basaltv1.ReasonWipeNotConfirmed || msg != "released unwiped" {
+		t.Errorf("HostFailure = %q %q %v", reason, msg, ok)
+	}
+	h.Status.Conditions[1].Reason = basaltv1.ReasonWiping
+	if reason, _, ok := topology.HostFailure(h); !ok || reason != basaltv1.ReasonAgentSilent {
+		t.Errorf("HostFailure while wiping = %q %v, want the silent agent", reason, ok)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
+	"github.com/basalt-dev/basalt/controllers/hostclaim"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/envtest"
@@ -199,6 +200,88 @@ func TestAgentsOverSSH(t *testing.T) {
 			return etcdFormed(ctx, endpoints, clients, 3)
 		})
 	})
+
+	// Last: it takes host-3's etcd member away.
+	t.Run("a Host released while its agent is stopped is not claimable until the agent wipes it", func(t *testing.T) {
+		h := b.Hosts[2]
+		// A Machine (of no Cluster: the Machine controller claims its Host and leaves the Plan
+		// as it is) runs on host-3, whose agent applied the etcd Plan.
+		ma := &basaltv1.Machine{
+			ObjectMeta: metav1.ObjectMeta{Name: "on-" + h.Name, Namespace: ns},
+			Spec:       basaltv1.MachineSpec{Cluster: "none", Role: basaltv1.RoleWorker, HostRef: &basaltv1.LocalObjectReference{Name: h.Name}},
+		}
+		if err := c.Create(ctx, ma); err != nil {
+			t.Fatal(err)
+		}
+		host := &basaltv1.Host{}
+		framework.Eventually(t, time.Minute, func() error {
+			if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), host); err != nil {
+				return err
+			}
+			if host.Status.State != basaltv1.HostStateProvisioned {
+				return fmt.Errorf("host %s is %s", h.Name, host.Status.State)
+			}
+			return nil
+		})
+		// The machine goes dark (its agent stopped), and the Machine is deleted with
+		// basalt.dev/force-delete: the Host is released with no wipe confirmed.
+		if _, err := h.Run(ctx, "systemctl stop basalt-agent.service"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(ctx, framework.ObjectKey(ns, ma.Name), ma); err != nil {
+			t.Fatal(err)
+		}
+		ma.Annotations = map[string]string{basaltv1.AnnotationForceDelete: "true"}
+		if err := c.Update(ctx, ma); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, ma); err != nil {
+			t.Fatal(err)
+		}
+		released := time.Now()
+		framework.Eventually(t, 5*time.Minute, func() error {
+			if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), host); err != nil {
+				return err
+			}
+			if hostclaim.Available(host) {
+				t.Fatalf("host %s is claimable %s after a release its stopped agent never confirmed", h.Name, time.Since(released).Round(time.Second))
+			}
+			if host.Status.State != basaltv1.HostStateUnwiped {
+				return fmt.Errorf("host %s is %s: %s", h.Name, host.Status.State, framework.ConditionSummary(host.Status.Conditions))
+			}
+			return nil
+		})
+		wiped, err := envtest.Condition(host.Status.Conditions, basaltv1.HostWiped)
+		if err != nil || wiped.Reason != basaltv1.ReasonWipeNotConfirmed {
+			t.Fatalf("Wiped %+v (%v), want reason %s", wiped, err, basaltv1.ReasonWipeNotConfirmed)
+		}
+		t.Logf("Released with its agent stopped: Unwiped after %s (%s)", time.Since(released).Round(time.Second), wiped.Message)
+		if out, _ := h.Run(ctx, "test -d "+etcdDataDir+"/member && echo present"); strings.TrimSpace(out) != "present" {
+			t.Fatalf("the old member's data is already gone (%q): the test would prove nothing", out)
+		}
+
+		// The agent is back: it is served the empty Plan, stops etcd, removes its data and
+		// says so; only then is the Host Available.
+		if _, err := h.Run(ctx, "systemctl start basalt-agent.service"); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		m.WaitHostsAvailable(ctx, t, ns, []string{h.Name}, 3*time.Minute)
+		if err := c.Get(ctx, framework.ObjectKey(ns, h.Name), host); err != nil {
+			t.Fatal(err)
+		}
+		if wiped, err := envtest.Condition(host.Status.Conditions, basaltv1.HostWiped); err != nil || wiped.Reason != basaltv1.ReasonWipeConfirmed || wiped.Status != metav1.ConditionTrue {
+			t.Fatalf("Wiped %+v (%v), want True/%s", wiped, err, basaltv1.ReasonWipeConfirmed)
+		}
+		if want := plan.Empty(h.Name).Hash(); host.Status.Agent.PlanHash != want {
+			t.Errorf("the Host reports Plan %s, want the empty Plan %s", host.Status.Agent.PlanHash, want)
+		}
+		out, err := h.Run(ctx, "test -e "+etcdDataDir+" && echo left; systemctl is-active basalt-etcd.service || true")
+		if err != nil || strings.Contains(out, "left") || strings.TrimSpace(out) == "active" {
+			t.Fatalf("after the confirmed wipe host-3 still has: %q (%v)", out, err)
+		}
+		t.Logf("Agent back → wiped and Available in %s", time.Since(back).Round(time.Second))
+	})
 }
 
 func hostNames(b *bed.Bed) []string {
@@ -229,6 +312,9 @@ type etcdPlanInput struct {
 
 // etcdPlan is a Plan that runs one TLS etcd member of a statically bootstrapped cluster, and a
 // bystander service that reads nothing of etcd's.
+// etcdDataDir is the etcd member's data dir in etcdPlan, a state dir of its service.
+const etcdDataDir = "/var/lib/basalt/etcd"
+
 func etcdPlan(in etcdPlanInput) *plan.Plan {
 	const pkiDir = "/etc/basalt/pki/etcd"
 	ip := in.host.IP
@@ -246,7 +332,7 @@ func etcdPlan(in etcdPlanInput) *plan.Plan {
 			{
 				Name: "etcd",
 				Argv: []string{"/opt/basalt/bin/etcd",
-					"--name=" + in.host.Name, "--data-dir=/var/lib/basalt/etcd",
+					"--name=" + in.host.Name, "--data-dir=" + etcdDataDir,
 					"--listen-peer-urls=https://" + net.JoinHostPort(ip, "2380"), "--initial-advertise-peer-urls=https://" + net.JoinHostPort(ip, "2380"),
 					"--listen-client-urls=https://" + net.JoinHostPort(ip, "2379") + ",https://127.0.0.1:2379",
 					"--advertise-client-urls=https://" + net.JoinHostPort(ip, "2379"),
@@ -256,8 +342,9 @@ func etcdPlan(in etcdPlanInput) *plan.Plan {
 					"--peer-cert-file=" + pkiDir + "/peer.crt", "--peer-key-file=" + pkiDir + "/peer.key",
 					"--peer-trusted-ca-file=" + pkiDir + "/ca.crt", "--peer-client-cert-auth",
 				},
-				Reads: []string{"/opt/basalt/bin/etcd", pkiDir + "/ca.crt", pkiDir + "/server.crt", pkiDir + "/server.key", pkiDir + "/peer.crt", pkiDir + "/peer.key"},
-				Probe: &plan.Probe{TCP: &plan.TCPProbe{Address: net.JoinHostPort(ip, "2379")}},
+				Reads:     []string{"/opt/basalt/bin/etcd", pkiDir + "/ca.crt", pkiDir + "/server.crt", pkiDir + "/server.key", pkiDir + "/peer.crt", pkiDir + "/peer.key"},
+				Probe:     &plan.Probe{TCP: &plan.TCPProbe{Address: net.JoinHostPort(ip, "2379")}},
+				StateDirs: []string{etcdDataDir},
 			},
 			{Name: "bystander", Argv: []string{"/usr/bin/sleep", "infinity"}},
 		},

@@ -9,15 +9,18 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/hostclaim"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/e2e/pxenet"
+	"github.com/basalt-dev/basalt/test/envtest"
 )
 
 // The bare-metal VM's shape.
@@ -36,9 +39,10 @@ const (
 // Debian image (hack/os-image.sh) onto the disk, installs itself with its identity and the
 // Host's static address into it, reports it written and reboots; the network hands over to the
 // disk (iPXE sanboot), GRUB boots Debian with systemd, and the agent there applies the node Plan
-// (systemd runtime). The node is Ready, a pod on it answers from the control-plane host by pod IP
-// and through a Service. Released, the disk is wiped (read back from the VM's disk file) and the
-// Host is Available again; claimed again, the image is written again. Then the manager is
+// (systemd runtime). The node is Ready, a pod on it answers the control-plane host and a pod there by pod IP
+// and through a Service. Released while the VM is off, the Host stays out of the pool; powered on,
+// the VM boots its disk, whose agent wipes it (read back from the VM's disk file), and the Host is
+// Available again; claimed again, the image is written again. Then the manager is
 // stopped and the VM power-cycled: it boots from its disk on its own (no DHCP, no PXE), and its
 // node is Ready again with a new boot ID.
 func TestBareMetalWorker(t *testing.T) {
@@ -120,8 +124,9 @@ func TestBareMetalWorker(t *testing.T) {
 		t.Errorf("node OS %q, want the Debian image", node.Status.NodeInfo.OSImage)
 	}
 
-	// A pod on the VM answers from the control-plane host: by pod IP (routed to the VM) and
-	// through a Service (the control-plane node's kube-proxy).
+	// A pod on the VM answers from the control-plane host and from a pod on the control-plane
+	// node: by pod IP (routed to the VM) and through a Service (the control-plane node's
+	// kube-proxy).
 	podIP := runWebPod(ctx, t, wc, "web-metal", node.Name)
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web-metal", Namespace: "default"},
@@ -143,13 +148,31 @@ func TestBareMetalWorker(t *testing.T) {
 		})
 	}
 	t.Logf("Pod %s on the bare-metal node answers from %s by pod IP and through Service %s", podIP, cp.Name, svc.Spec.ClusterIP)
+	// And from a pod on the other node: the requests leave that pod's own network namespace
+	// (its veth, the node's bridge, the route to the VM's pod range, kube-proxy's rules).
+	cpNode := metalNode(ctx, t, wc, cp.IP)
+	clientIP := runWebPod(ctx, t, wc, "web-cp", cpNode.Name)
+	inPod := "nsenter -t \"$(pgrep -x webserver | head -n 1)\" -n "
+	for _, url := range []string{"http://" + podIP + ":8080/", "http://" + svc.Spec.ClusterIP + "/"} {
+		framework.Eventually(t, 2*time.Minute, func() error {
+			out, err := cp.Run(ctx, inPod+"sh -c 'ip -4 -o addr show eth0; curl -fsS --max-time 3 "+url+"'")
+			if err != nil || !strings.Contains(out, clientIP+"/") || !strings.Contains(out, "podIP="+podIP) {
+				return fmt.Errorf("from pod %s on %s to %s: %q %w", clientIP, cpNode.Name, url, out, err)
+			}
+			return nil
+		})
+	}
+	t.Logf("Pod %s on the bare-metal node answers pod %s on %s by pod IP and through Service %s", podIP, clientIP, cpNode.Name, svc.Spec.ClusterIP)
 
-	// Released (the worker pool scaled to 0): the agent on the disk stops the node, wipes every
-	// signature of the disk (partition tables at both ends, the filesystems) and reboots into the
-	// network, where the agent registers anew from RAM: the Host is Available and the VM's disk
-	// file holds nothing a firmware, a kernel or blkid would recognise. Scaled back to 1, the same
-	// Host is claimed and the image written again: the wiped disk is not refused as one holding
-	// data.
+	// Released while the machine is off (a power loss before its wipe; the worker Machine
+	// force-deleted, so its deletion does not wait for the agent): nothing confirms the wipe, so
+	// the Host is not Available, and the network still hands the machine over to its disk.
+	// Powered on, it boots its disk; the agent there is served the empty Plan, stops the node,
+	// wipes every signature of the disk (partition tables at both ends, the filesystems), says so,
+	// and reboots into the network, where the agent registers anew from RAM: the Host is
+	// Available and the VM's disk file holds nothing a firmware, a kernel or blkid would
+	// recognise. Scaled back to 1, the same Host is claimed and the image written again: the
+	// wiped disk is not refused as one holding data.
 	setWorkers := func(n int32) {
 		framework.Eventually(t, time.Minute, func() error {
 			got := &basaltv1.Cluster{}
@@ -160,18 +183,66 @@ func TestBareMetalWorker(t *testing.T) {
 			return c.Update(ctx, got)
 		})
 	}
+	if err := c.Get(ctx, framework.ObjectKey(ns, metal.Name), h); err != nil || h.Status.ConsumerRef == nil {
+		t.Fatalf("the bare-metal Host has no Machine (%v)", err)
+	}
+	framework.Eventually(t, time.Minute, func() error {
+		wm := &basaltv1.Machine{}
+		if err := c.Get(ctx, framework.ObjectKey(ns, h.Status.ConsumerRef.Name), wm); err != nil {
+			return err
+		}
+		if wm.Annotations == nil {
+			wm.Annotations = map[string]string{}
+		}
+		wm.Annotations[basaltv1.AnnotationForceDelete] = "true"
+		return c.Update(ctx, wm)
+	})
+	if err := vm.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	released := time.Now()
 	setWorkers(0)
-	_, took = m.WaitForHost(ctx, t, framework.WaitForHostInput{
+	m.WaitForHost(ctx, t, framework.WaitForHostInput{
+		Namespace: ns, Name: metal.Name, Timeout: 5 * time.Minute, Console: console,
+		Check: func(h *basaltv1.Host) error {
+			if h.Status.ConsumerRef != nil {
+				return fmt.Errorf("still claimed by %s (%s)", h.Status.ConsumerRef.Name, h.Status.State)
+			}
+			return nil
+		},
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := c.Get(ctx, framework.ObjectKey(ns, metal.Name), h); err != nil {
+			t.Fatal(err)
+		}
+		if hostclaim.Available(h) || h.Status.Provisioning == nil {
+			t.Fatalf("released while off, the Host is %s with provisioning %v: its disk was never wiped", h.Status.State, h.Status.Provisioning)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if w, err := envtest.Condition(h.Status.Conditions, basaltv1.HostWiped); err != nil || w.Status != metav1.ConditionFalse {
+		t.Fatalf("Wiped %+v (%v), want False while the machine is off", w, err)
+	}
+	t.Logf("Released while off: %s, Wiped=False/%s", h.Status.State, meta.FindStatusCondition(h.Status.Conditions, basaltv1.HostWiped).Reason)
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	poweredOn := time.Now()
+	m.WaitForHost(ctx, t, framework.WaitForHostInput{
 		Namespace: ns, Name: metal.Name, Timeout: 10 * time.Minute, Console: console,
 		Check: func(h *basaltv1.Host) error {
 			if h.Status.Provisioning != nil || h.Status.ConsumerRef != nil {
 				return fmt.Errorf("state %s, provisioning %v, consumer %v: %s", h.Status.State, h.Status.Provisioning != nil, h.Status.ConsumerRef, framework.ConditionSummary(h.Status.Conditions))
 			}
+			if w := meta.FindStatusCondition(h.Status.Conditions, basaltv1.HostWiped); w == nil || w.Reason != basaltv1.ReasonWipeConfirmed {
+				return fmt.Errorf("state %s, Wiped %+v", h.Status.State, w)
+			}
 			return hostReadyIn(basaltv1.HostStateAvailable)(h)
 		},
 	})
-	t.Logf("Released → disk wiped, agent back in RAM, Host Available: %s", took.Round(time.Second))
+	took = time.Since(poweredOn)
+	t.Logf("Powered on after the release → booted its disk, wiped it, agent back in RAM, Host Available: %s", took.Round(time.Second))
 	if err := diskSignatures(vm.Disk); err != nil {
 		t.Error(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/hostclaim"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/envtest"
@@ -445,8 +446,24 @@ func TestClusterHA(t *testing.T) {
 		t.Logf("Control-plane Machine %s remediated in %s: etcd has 3 voters without %s", victim.Name, time.Since(began).Round(time.Second), victimHost.IP)
 		api.check(t, "the remediation", 20)
 
+		// Released while it is off: nothing confirms that the old member's data is gone, so the
+		// Host is Unwiped, out of the pool.
+		framework.Eventually(t, time.Minute, func() error {
+			vh := &basaltv1.Host{}
+			if err := c.Get(ctx, framework.ObjectKey(ns, victimHost.Name), vh); err != nil {
+				return err
+			}
+			if hostclaim.Available(vh) {
+				t.Fatalf("host %s, off since its release, is claimable", victimHost.Name)
+			}
+			if vh.Status.State != basaltv1.HostStateUnwiped {
+				return fmt.Errorf("host %s is %s, want Unwiped", victimHost.Name, vh.Status.State)
+			}
+			return nil
+		})
+
 		// The host comes back: its agent gets the empty Plan and stops what it ran for the old
-		// node; the Host is Available again.
+		// node; the Host is Available again once the agent confirmed the wipe.
 		// At boot systemd starts the old node's units before the agent is told to stop them; one
 		// may fail and leave systemd "degraded" until the agent removes it.
 		if err := victimHost.Start(ctx); err != nil && !strings.Contains(err.Error(), "booted degraded") {

@@ -239,6 +239,59 @@ func TestHostReprovision(t *testing.T) {
 	}
 }
 
+// TestHostConfirmWiped: only a Host that waits for its wipe takes the confirmation, stamped with
+// the command's clock; a Host in use or Available is refused with the reason.
+func TestHostConfirmWiped(t *testing.T) {
+	ns := env.Namespace(t)
+	kc := writeKubeconfig(t, env.Config, ns)
+	h := &basaltv1.Host{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rack1-node5"},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.5",
+			PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "ssh", Key: "id"}}},
+	}
+	mustCreate(t, h)
+	setStatus := func(state basaltv1.HostState, consumer string) {
+		t.Helper()
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(h), h); err != nil {
+			t.Fatal(err)
+		}
+		h.Status.State, h.Status.ConsumerRef = state, nil
+		if consumer != "" {
+			h.Status.ConsumerRef = &basaltv1.LocalObjectReference{Name: consumer}
+		}
+		if err := env.Client.Status().Update(context.Background(), h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStatus(basaltv1.HostStateProvisioned, "prod-w-a")
+	if r := run("--kubeconfig", kc, "host", "confirm-wiped", h.Name); r.code != 1 || !strings.Contains(r.errOut, "runs Machine prod-w-a") {
+		t.Fatalf("a Host in use was not refused: exit %d, stderr %q", r.code, r.errOut)
+	}
+	setStatus(basaltv1.HostStateAvailable, "")
+	if r := run("--kubeconfig", kc, "host", "confirm-wiped", h.Name); r.code != 1 || !strings.Contains(r.errOut, "is Available: only an Unwiped Host") {
+		t.Fatalf("an Available Host was not refused: exit %d, stderr %q", r.code, r.errOut)
+	}
+	setStatus(basaltv1.HostStateUnwiped, "")
+	var out, errOut bytes.Buffer
+	o := &cli.Options{Streams: cli.Streams{Out: &out, ErrOut: &errOut},
+		Now: func() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC) }}
+	cmd := cli.NewCommand("basaltctl", o)
+	cmd.SetArgs([]string{"--kubeconfig", kc, "host", "confirm-wiped", h.Name})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("confirm-wiped: %v (%s)", err, errOut.String())
+	}
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	if a := got.Annotations[basaltv1.AnnotationConfirmWiped]; a != "2026-03-01T12:00:00Z" {
+		t.Fatalf("annotation %s = %q, want the request time", basaltv1.AnnotationConfirmWiped, a)
+	}
+	if !strings.Contains(out.String(), "wipe confirmed") {
+		t.Errorf("stdout %q", out.String())
+	}
+}
+
 func TestDisplayName(t *testing.T) {
 	for argv0, want := range map[string]string{
 		"basaltctl":                     "basaltctl",

@@ -118,6 +118,69 @@ func ReprovisionHost(ctx context.Context, c client.Client, namespace, name, valu
 	return nil
 }
 
+func newHostConfirmWiped(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "confirm-wiped NAME",
+		Short: "Vouch that an Unwiped Host was erased, so it becomes Available again",
+		Long: `A Host released while its agent was silent (the machine was off, or its Machine's wipe
+timed out) is Unwiped: nothing confirms that its former node's services, etcd data and keys are
+gone, so no Cluster can claim it. Power the machine on and its agent wipes it by itself. When that
+cannot happen (the disk was replaced, the machine reinstalled by hand), confirm the wipe yourself:
+the Host becomes Available (condition Wiped, reason WipeOverridden). The request is the annotation
+` + basaltv1.AnnotationConfirmWiped + ` (the time of the request); the controller removes it.
+
+Only an Unwiped Host, or one whose agent is still wiping, is accepted. Even then an agent that
+comes back holding another Cluster's Plan wipes that state before it applies a new one.`,
+		Example: `  kubectl get hosts --field-selector status.state=Unwiped   # or: kubectl get hosts
+  basaltctl host confirm-wiped rack1-node4`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ns, err := o.Client()
+			if err != nil {
+				return err
+			}
+			at := o.now().UTC().Format(time.RFC3339)
+			if err := ConfirmHostWiped(cmd.Context(), c, ns, args[0], at); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(o.Out, "Host %s: wipe confirmed (%s=%s); it becomes Available\n", args[0], basaltv1.AnnotationConfirmWiped, at)
+			return err
+		},
+	}
+}
+
+// ConfirmHostWiped sets the confirm-wiped annotation on Host namespace/name to value. Only a Host
+// that waits for its wipe (Unwiped, or Deprovisioning with no consumer) is accepted.
+func ConfirmHostWiped(ctx context.Context, c client.Client, namespace, name, value string) error {
+	h, err := getHost(ctx, c, namespace, name)
+	if err != nil {
+		return err
+	}
+	state := h.Status.State
+	if ref := h.Status.ConsumerRef; ref != nil {
+		return fmt.Errorf("host %s runs Machine %s: there is no wipe to confirm", name, ref.Name)
+	}
+	if state != basaltv1.HostStateUnwiped && state != basaltv1.HostStateDeprovisioning {
+		return fmt.Errorf("host %s is %s: only an Unwiped Host (or one whose agent is still wiping) waits for a wipe", name, stateOrNone(state))
+	}
+	before := h.DeepCopy()
+	if h.Annotations == nil {
+		h.Annotations = map[string]string{}
+	}
+	h.Annotations[basaltv1.AnnotationConfirmWiped] = value
+	if err := c.Patch(ctx, h, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("annotating Host %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+func stateOrNone(s basaltv1.HostState) string {
+	if s == "" {
+		return "new (no state yet)"
+	}
+	return string(s)
+}
+
 func getHost(ctx context.Context, c client.Reader, namespace, name string) (*basaltv1.Host, error) {
 	h := &basaltv1.Host{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, h); err != nil {
