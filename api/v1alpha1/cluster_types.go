@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // ClusterFinalizer is set on every Cluster so that its Machines, etcd membership and Secrets are
@@ -85,6 +86,10 @@ const (
 	// ReasonRemediationBlocked says an unhealthy Machine is not remediated because removing it
 	// would risk etcd quorum, or another Machine is being replaced.
 	ReasonRemediationBlocked = "RemediationBlocked"
+	// ReasonTooManyUnhealthy says more Machines are unhealthy at once than
+	// spec.remediation.maxUnhealthy allows, so none is remediated: that many failing together
+	// points at a network, power or management problem, which replacing machines would worsen.
+	ReasonTooManyUnhealthy = "TooManyUnhealthy"
 	// ReasonRemediationLimitReached says spec.remediation.maxRetries remediations happened within
 	// spec.remediation.retryPeriod; an operator must look.
 	ReasonRemediationLimitReached = "RemediationLimitReached"
@@ -391,6 +396,16 @@ type RemediationSpec struct {
 	// +kubebuilder:default="1h"
 	// +optional
 	RetryPeriod *metav1.Duration `json:"retryPeriod,omitempty"`
+	// maxUnhealthy is how many of the Cluster's Machines may be unhealthy at once (a count, or a
+	// percentage of the Machines, rounded up) for remediation to go on; beyond it Basalt
+	// remediates none and says TooManyUnhealthy, since so many failing together points at a
+	// network, power or management problem that replacing machines would make worse (Cluster
+	// API's MachineHealthCheck maxUnhealthy).
+	// +kubebuilder:default="40%"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="spec.remediation.maxUnhealthy must be a count (0 or more) or a percentage from 0% to 100%, e.g. 40%"
+	// +optional
+	MaxUnhealthy *intstr.IntOrString `json:"maxUnhealthy,omitempty"`
 }
 
 // RemediationStatus records the Cluster's recent remediations.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,16 +53,57 @@ func healthChecks(c *basaltv1.Cluster) []healthCheck {
 	}
 }
 
-// failing returns m's condition of check ch when it says m is unhealthy, nil otherwise.
+// failing returns m's condition of check ch when it says m is unhealthy, nil otherwise. Only what
+// the manager knows counts: a NodeReady that is Unknown (the workload API cannot be read, or the
+// Node was not looked at yet) is no failure, and a silent agent is one only while the Node,
+// read from the workload API, is not Ready: an agent that stopped reporting on a node that works
+// (an outage of the agent API, expired agent certificates, a partition between the manager and
+// its agents) is no reason to replace the machine.
 func (ch healthCheck) failing(m *basaltv1.Machine) *metav1.Condition {
 	cond := meta.FindStatusCondition(m.Status.Conditions, ch.cond)
-	if cond == nil || cond.Status == metav1.ConditionTrue {
+	if cond == nil || cond.Status != metav1.ConditionFalse {
 		return nil
 	}
-	if ch.cond == basaltv1.MachineAgentConnected && cond.Reason != basaltv1.ReasonAgentSilent {
-		return nil
+	if ch.cond == basaltv1.MachineAgentConnected {
+		if cond.Reason != basaltv1.ReasonAgentSilent {
+			return nil
+		}
+		if node := meta.FindStatusCondition(m.Status.Conditions, basaltv1.MachineNodeReady); node == nil || node.Status != metav1.ConditionFalse {
+			return nil
+		}
 	}
 	return cond
+}
+
+// defaultMaxUnhealthy applies when spec.remediation.maxUnhealthy is unset.
+var defaultMaxUnhealthy = intstr.FromString("40%")
+
+// maxUnhealthy is how many of total Machines may be unhealthy at once for remediation to go on:
+// spec.remediation.maxUnhealthy, a percentage rounded up.
+func maxUnhealthy(c *basaltv1.Cluster, total int) int {
+	v := c.Spec.Remediation.MaxUnhealthy
+	if v == nil {
+		v = &defaultMaxUnhealthy
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(v, total, true)
+	if err != nil {
+		n, _ = intstr.GetScaledValueFromIntOrPercent(&defaultMaxUnhealthy, total, true)
+	}
+	return n
+}
+
+// unhealthyNow lists the Machines that ran and fail a check now, past their timeout or not.
+func unhealthyNow(c *basaltv1.Cluster, ms []*basaltv1.Machine) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Spec.HostRef == nil || m.Status.NodeName == "" || upgrading(m) {
+			continue
+		}
+		if !recovered(c, m) {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // recovered says whether no check finds m unhealthy.
@@ -201,6 +244,18 @@ func (r *Reconciler) reconcileRemediation(ctx context.Context, s *scope) (ctrl.R
 	target := sick[0]
 	_, targetCycled := powerCycledAt(target.m)
 	res := ctrl.Result{RequeueAfter: waitRequeue}
+	all := append(slices.Clone(cp), workers...)
+	if failing, limit := unhealthyNow(c, all), maxUnhealthy(c, len(all)); len(failing) > limit {
+		s.remediationReason, s.remediationMessage = basaltv1.ReasonTooManyUnhealthy, fmt.Sprintf(
+			"%d of %d Machines are unhealthy (%s), more than spec.remediation.maxUnhealthy allows (%d): none is remediated, since so many failing at once points at "+
+				"the network, the power or the management side rather than at the machines; fix the cause, or raise maxUnhealthy",
+			len(failing), len(all), strings.Join(failing, ", "), limit)
+		if prev := meta.FindStatusCondition(c.Status.Conditions, basaltv1.ClusterMachinesHealthy); prev == nil || prev.Reason != basaltv1.ReasonTooManyUnhealthy {
+			ctrl.LoggerFrom(ctx).Info("Not remediating: too many Machines are unhealthy at once", "cluster", klog.KObj(c), "unhealthy", failing, "maxUnhealthy", limit, "reason", basaltv1.ReasonTooManyUnhealthy)
+			r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, basaltv1.ReasonTooManyUnhealthy, "Remediate", "%s", s.remediationMessage)
+		}
+		return res, nil
+	}
 	for _, ms := range s.machines {
 		for _, m := range ms {
 			if !m.DeletionTimestamp.IsZero() {

@@ -147,6 +147,12 @@ func setNodeReady(s *scope) {
 		conditions.True(m, basaltv1.MachineNodeReady, "KubeletReady", s.nodeMessage)
 	case s.nodeReason == basaltv1.ReasonWaitingForControlPlane || s.nodeReason == basaltv1.ReasonWorkloadClusterUnreachable:
 		conditions.Unknown(m, basaltv1.MachineNodeReady, s.nodeReason, s.nodeMessage) // the Node cannot be read
+	case s.nodeReason == basaltv1.ReasonWaitingForPodCIDR || s.nodeReason == basaltv1.ReasonNodeNotRegistered:
+		// The kubelet has not reported yet: its readiness is unknown, not false. The condition
+		// turns False (a new transition time) only when the kubelet reports NotReady, so the
+		// remediation timeout counts from then, not from the Node's creation before a slow first
+		// boot.
+		conditions.Unknown(m, basaltv1.MachineNodeReady, s.nodeReason, s.nodeMessage)
 	case s.nodeReason != "":
 		conditions.False(m, basaltv1.MachineNodeReady, s.nodeReason, s.nodeMessage)
 	case s.nodeIPErr != nil:

@@ -20,6 +20,8 @@ var errorReasons = map[string]bool{
 	basaltv1.ReasonInstallFailed:   true,
 	basaltv1.ReasonAgentSilent:     true,
 	basaltv1.ReasonNetBootDisabled: true,
+	// Host wipe
+	basaltv1.ReasonWipeNotConfirmed: true,
 	// Host BMC
 	basaltv1.ReasonBMCCredentialsInvalid: true,
 	basaltv1.ReasonBMCAddressInvalid:     true,
@@ -45,6 +47,7 @@ var errorReasons = map[string]bool{
 	basaltv1.ReasonPodCIDRExhausted:        true,
 	basaltv1.ReasonRemediationBlocked:      true,
 	basaltv1.ReasonRemediationLimitReached: true,
+	basaltv1.ReasonTooManyUnhealthy:        true,
 	basaltv1.ReasonDeletionStalled:         true,
 	etcdcluster.ReasonJoinTimeout:          true,
 	etcdcluster.ReasonPeerURLConflict:      true,
