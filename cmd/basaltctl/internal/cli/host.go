@@ -107,15 +107,7 @@ func ReprovisionHost(ctx context.Context, c client.Client, namespace, name, valu
 	if !h.DeletionTimestamp.IsZero() {
 		return fmt.Errorf("host %s is being deleted", name)
 	}
-	before := h.DeepCopy()
-	if h.Annotations == nil {
-		h.Annotations = map[string]string{}
-	}
-	h.Annotations[basaltv1.AnnotationReprovision] = value
-	if err := c.Patch(ctx, h, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("annotating Host %s/%s: %w", namespace, name, err)
-	}
-	return nil
+	return annotateHost(ctx, c, h, basaltv1.AnnotationReprovision, value)
 }
 
 func newHostConfirmWiped(o *Options) *cobra.Command {
@@ -163,13 +155,19 @@ func ConfirmHostWiped(ctx context.Context, c client.Client, namespace, name, val
 	if state != basaltv1.HostStateUnwiped && state != basaltv1.HostStateDeprovisioning {
 		return fmt.Errorf("host %s is %s: only an Unwiped Host (or one whose agent is still wiping) waits for a wipe", name, stateOrNone(state))
 	}
+	return annotateHost(ctx, c, h, basaltv1.AnnotationConfirmWiped, value)
+}
+
+// annotateHost sets annotation key to value on h with a merge patch (the request of a command
+// the Host controller acts on).
+func annotateHost(ctx context.Context, c client.Client, h *basaltv1.Host, key, value string) error {
 	before := h.DeepCopy()
 	if h.Annotations == nil {
 		h.Annotations = map[string]string{}
 	}
-	h.Annotations[basaltv1.AnnotationConfirmWiped] = value
+	h.Annotations[key] = value
 	if err := c.Patch(ctx, h, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("annotating Host %s/%s: %w", namespace, name, err)
+		return fmt.Errorf("annotating Host %s/%s: %w", h.Namespace, h.Name, err)
 	}
 	return nil
 }
