@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -170,6 +171,16 @@ func TestCreateRejected(t *testing.T) {
 			c.Spec.Upgrade.Strategy = "Rolling"
 			return c
 		}, `supported values: "InPlace", "Replace"`},
+		{"maxUnhealthy over 100%", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Remediation.MaxUnhealthy = &intstr.IntOrString{Type: intstr.String, StrVal: "150%"}
+			return c
+		}, "spec.remediation.maxUnhealthy must be a count (0 or more) or a percentage"},
+		{"maxUnhealthy negative", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Remediation.MaxUnhealthy = &intstr.IntOrString{Type: intstr.Int, IntVal: -1}
+			return c
+		}, "spec.remediation.maxUnhealthy must be a count (0 or more) or a percentage"},
 		{"upgrade strategy Replace, not built", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Upgrade.Strategy = basaltv1.UpgradeReplace
@@ -407,6 +418,7 @@ func TestDefaults(t *testing.T) {
 			AgentSilentTimeout:  &metav1.Duration{Duration: 5 * time.Minute},
 			MaxRetries:          func() *int32 { n := int32(3); return &n }(),
 			RetryPeriod:         &metav1.Duration{Duration: time.Hour},
+			MaxUnhealthy:        &intstr.IntOrString{Type: intstr.String, StrVal: "40%"},
 		},
 	}
 	if !reflect.DeepEqual(c.Spec, want) {
