@@ -616,6 +616,23 @@ type PowerCycleRecord struct {
 	Error string `json:"error,omitempty"`
 }
 
+// RequestRecord is the Host controller's answer to a request annotation (basalt.dev/reprovision,
+// basalt.dev/confirm-wiped). A request is its annotation's value: the annotation may stay on the
+// Host (a GitOps tool keeps it there), and each value is acted on, or refused, once.
+type RequestRecord struct {
+	// request is the annotation's value this record answers.
+	// +kubebuilder:validation:MaxLength=64
+	// +required
+	Request string `json:"request"`
+	// time is when the request was acted on or refused.
+	// +required
+	Time metav1.Time `json:"time"`
+	// error says why the request was refused; empty when it was acted on.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Error string `json:"error,omitempty"`
+}
+
 // HostStatus is the observed state of a Host.
 type HostStatus struct {
 	// state is where the Host is in its life.
@@ -666,6 +683,17 @@ type HostStatus struct {
 	// Host controller answered: done when its error is empty, refused otherwise.
 	// +optional
 	LastPowerCycle *PowerCycleRecord `json:"lastPowerCycle,omitempty"`
+
+	// lastReprovision is the last reprovision request (annotation basalt.dev/reprovision) the
+	// Host controller acted on.
+	// +optional
+	LastReprovision *RequestRecord `json:"lastReprovision,omitempty"`
+
+	// lastWipeConfirmation is the last wipe confirmation (annotation basalt.dev/confirm-wiped)
+	// the Host controller answered: acted on when its error is empty, refused otherwise (the
+	// Host waited for no wipe).
+	// +optional
+	LastWipeConfirmation *RequestRecord `json:"lastWipeConfirmation,omitempty"`
 
 	// errorMessage says why the Host is in Error.
 	// +optional

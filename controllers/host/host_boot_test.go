@@ -556,12 +556,13 @@ func TestReprovision(t *testing.T) {
 	}
 	agentReports(t, h, time.Now())
 	hostIs(t, h, basaltv1.HostStateAvailable)
+	value := time.Now().UTC().Format(time.RFC3339)
 	annotate := func() {
 		got := &basaltv1.Host{}
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
 			t.Fatal(err)
 		}
-		got.Annotations = map[string]string{basaltv1.AnnotationReprovision: time.Now().UTC().Format(time.RFC3339)}
+		got.Annotations = map[string]string{basaltv1.AnnotationReprovision: value}
 		if err := env.Client.Update(ctx, got); err != nil {
 			t.Fatal(err)
 		}
@@ -587,7 +588,8 @@ func TestReprovision(t *testing.T) {
 		t.Fatalf("a Host in use was reprovisioned: state %s, annotation kept %v", got.Status.State, kept)
 	}
 
-	// Released: the request is carried out once.
+	// Released: the request is carried out, recorded in status.lastReprovision; the annotation
+	// stays (a GitOps tool keeps it) and the same value is never acted on again.
 	if err := env.Client.Delete(ctx, m); err != nil {
 		t.Fatal(err)
 	}
@@ -597,14 +599,22 @@ func TestReprovision(t *testing.T) {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
 			return err
 		}
-		if _, kept := got.Annotations[basaltv1.AnnotationReprovision]; kept || got.Status.State != basaltv1.HostStateRegistering ||
+		if last := got.Status.LastReprovision; last == nil || last.Request != value || got.Status.State != basaltv1.HostStateRegistering ||
 			got.Status.Hardware != nil || got.Status.Agent.LastSeen != nil {
-			return fmt.Errorf("annotation kept %v, state %s, hardware %v, lastSeen %v", kept, got.Status.State, got.Status.Hardware != nil, got.Status.Agent.LastSeen)
+			return fmt.Errorf("lastReprovision %+v, state %s, hardware %v, lastSeen %v", last, got.Status.State, got.Status.Hardware != nil, got.Status.Agent.LastSeen)
+		}
+		if got.Annotations[basaltv1.AnnotationReprovision] != value {
+			return fmt.Errorf("the request annotation was changed: %v", got.Annotations)
 		}
 		return nil
 	})
 	agentReports(t, h, time.Now())
 	hostIs(t, h, basaltv1.HostStateAvailable)
+	time.Sleep(2 * time.Second)
+	hostIs(t, h, basaltv1.HostStateAvailable)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil || got.Status.Hardware == nil {
+		t.Fatalf("the kept annotation reprovisioned the Host again (%v)", err)
+	}
 }
 
 // TestInspectionFailureEndsInError: an agent that registers but never reports hardware puts its

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -156,31 +157,39 @@ func (r *Reconciler) reconcile(ctx context.Context, s *scope) (ctrl.Result, erro
 
 // reprovision acts on the annotation basalt.dev/reprovision (basaltctl host reprovision): a Host no
 // Machine uses goes back to Registering with its agent and hardware facts forgotten, so its agent
-// is installed (SSH) or network-booted (BMC) again, registers and is inspected anew; the
-// annotation is removed in the same patch, so a request is acted on once. With no Plan stored, an
-// agent that applied one is served the empty Plan, which wipes what Basalt wrote. A Host still
-// used by a Machine keeps the request until the Machine lets it go (ok true: look again after
-// wait).
+// is installed (SSH) or network-booted (BMC) again, registers and is inspected anew. Each value is
+// acted on once: it is recorded in status.lastReprovision with the reset, and the annotation
+// stays (a GitOps tool may keep it). With no Plan stored, an agent that applied one is served the
+// empty Plan, which wipes what Basalt wrote. A Host still used by a Machine keeps the request
+// until the Machine lets it go (ok true: look again after wait).
 func (r *Reconciler) reprovision(ctx context.Context, s *scope) (wait time.Duration, ok bool) {
 	h := s.host
-	requested, asked := h.Annotations[basaltv1.AnnotationReprovision]
-	if !asked {
+	requested := h.Annotations[basaltv1.AnnotationReprovision]
+	if requested == "" || (h.Status.LastReprovision != nil && h.Status.LastReprovision.Request == requested) {
 		return 0, false
 	}
 	if h.Status.ConsumerRef != nil {
 		ctrl.LoggerFrom(ctx).Info("Reprovisioning waits for the Host's Machine to let it go", "host", klog.KObj(h), "machine", h.Status.ConsumerRef.Name, "requested", requested)
 		return waitForConsumer, true
 	}
-	delete(h.Annotations, basaltv1.AnnotationReprovision)
 	h.Status.State = basaltv1.HostStateRegistering
 	h.Status.ErrorMessage = ""
 	h.Status.Hardware = nil
 	h.Status.Agent.LastSeen = nil
 	h.Status.Agent.InstalledAt = nil
+	h.Status.LastReprovision = &basaltv1.RequestRecord{Request: clip(requested, 64), Time: metav1.Now()}
 	ctrl.LoggerFrom(ctx).Info("Reprovisioning Host", "host", klog.KObj(h), "requested", requested, "reason", "Reprovision")
 	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "Reprovisioning", "Reprovision",
 		"Provisioning the Host again (requested %s): its agent registers and is inspected anew", requested)
 	return 0, false
+}
+
+// clip cuts s to at most n bytes (a request value longer than a status field holds).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 // observeConsumer records whether the Machine named by status.consumerRef still exists. It reads

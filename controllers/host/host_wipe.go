@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -78,21 +79,24 @@ func (r *Reconciler) unwiped(ctx context.Context, s *scope) ctrl.Result {
 
 // overrideWipe acts on basalt.dev/confirm-wiped. On a released Host that waits for its wipe
 // (Deprovisioning without a consumer, or Unwiped) it makes the Host Available and forgets the root
-// image on its disk; in any other state there is nothing to confirm. Either way the annotation is
-// removed in the same patch, so an old word never vouches for a later release. reconcile runs it
-// before the state's handler.
+// image on its disk; in any other state there is nothing to confirm and the request is refused.
+// Each value is answered once, in status.lastWipeConfirmation, and the annotation stays: a value
+// first seen while the Host waits for no wipe never vouches for a later release. reconcile runs
+// it before the state's handler.
 func (r *Reconciler) overrideWipe(ctx context.Context, s *scope) {
 	h := s.host
-	value, asked := h.Annotations[basaltv1.AnnotationConfirmWiped]
-	if !asked {
+	value := h.Annotations[basaltv1.AnnotationConfirmWiped]
+	if value == "" || (h.Status.LastWipeConfirmation != nil && h.Status.LastWipeConfirmation.Request == value) {
 		return
 	}
-	delete(h.Annotations, basaltv1.AnnotationConfirmWiped)
+	record := &basaltv1.RequestRecord{Request: clip(value, 64), Time: metav1.Now()}
+	h.Status.LastWipeConfirmation = record
 	waiting := h.Status.State == basaltv1.HostStateUnwiped || h.Status.State == basaltv1.HostStateDeprovisioning
 	if !waiting || h.Status.ConsumerRef != nil {
-		ctrl.LoggerFrom(ctx).Info("Ignoring a wipe confirmation: the Host waits for no wipe", "host", klog.KObj(h), "state", h.Status.State, "value", value)
+		record.Error = fmt.Sprintf("the Host was %s: it waited for no wipe", h.Status.State)
+		ctrl.LoggerFrom(ctx).Info("Refusing a wipe confirmation: the Host waits for no wipe", "host", klog.KObj(h), "state", h.Status.State, "value", value)
 		r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "ConfirmWipedIgnored", "Deprovision",
-			"Ignored %s=%s: the Host is %s, it waits for no wipe", basaltv1.AnnotationConfirmWiped, value, h.Status.State)
+			"Ignored %s=%s: the Host is %s, it waits for no wipe (a new value is needed once it does)", basaltv1.AnnotationConfirmWiped, value, h.Status.State)
 		return
 	}
 	h.Status.Provisioning = nil

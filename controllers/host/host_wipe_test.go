@@ -60,8 +60,9 @@ func claimAndRelease(t *testing.T, h *basaltv1.Host, machine string, silent bool
 		t.Fatal(err)
 	}
 	env.UpdateHostStatus(t, h, func(h *basaltv1.Host) {
+		now := metav1.Now()
 		h.Status.ConsumerRef = &basaltv1.LocalObjectReference{Name: machine}
-		h.Status.Agent.PlanHash = nodePlanHash
+		h.Status.Agent.PlanHash, h.Status.Agent.LastSeen = nodePlanHash, &now
 	})
 	waitHost(t, h, basaltv1.HostStateProvisioned, "", "")
 	if silent {
@@ -167,39 +168,53 @@ func TestHostReleasedUnwipedStaysOutOfThePool(t *testing.T) {
 }
 
 // TestHostConfirmWipedOverride: basalt.dev/confirm-wiped makes an Unwiped Host Available (reason
-// WipeOverridden) and forgets the root image on its disk; on a Host that waits for no wipe it is
-// ignored. Either way it is removed, so it never vouches for a later release.
+// WipeOverridden) and forgets the root image on its disk; a value first seen on a Host that waits
+// for no wipe is refused. Each value is answered once in status.lastWipeConfirmation and the
+// annotation stays, so a value a GitOps tool keeps never vouches for a later release.
 func TestHostConfirmWipedOverride(t *testing.T) {
 	startController(t)
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	h := env.CreateAvailableHost(t, envtest.AvailableHostInput{Namespace: ns, Name: "h1"})
-
-	annotate(t, h, basaltv1.AnnotationConfirmWiped, "2026-12-06T10:00:00Z")
-	envtest.Eventually(t, wait, func() error {
+	lastConfirmation := func() *basaltv1.RequestRecord {
 		got := &basaltv1.Host{}
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
-			return err
+			t.Fatal(err)
 		}
-		if _, ok := got.Annotations[basaltv1.AnnotationConfirmWiped]; ok {
-			return fmt.Errorf("annotation still on an Available Host")
+		return got.Status.LastWipeConfirmation
+	}
+
+	// On an Available Host: refused, and it stays refused.
+	annotate(t, h, basaltv1.AnnotationConfirmWiped, "2026-12-06T10:00:00Z")
+	envtest.Eventually(t, wait, func() error {
+		if last := lastConfirmation(); last == nil || last.Request != "2026-12-06T10:00:00Z" || !strings.Contains(last.Error, "waited for no wipe") {
+			return fmt.Errorf("lastWipeConfirmation %+v", last)
 		}
 		return nil
 	})
 	if notes, err := hostEvents(ctx, h, "ConfirmWipedIgnored"); err != nil || len(notes) == 0 {
 		t.Errorf("no ConfirmWipedIgnored event (%v)", err)
 	}
-
 	claimAndRelease(t, h, "m1", true)
 	waitHost(t, h, basaltv1.HostStateUnwiped, basaltv1.ReasonWipeNotConfirmed, metav1.ConditionFalse)
+	time.Sleep(2 * time.Second)
+	waitHost(t, h, basaltv1.HostStateUnwiped, basaltv1.ReasonWipeNotConfirmed, metav1.ConditionFalse)
+
+	// A new value while Unwiped: Available, WipeOverridden.
 	annotate(t, h, basaltv1.AnnotationConfirmWiped, "2026-12-06T11:00:00Z")
 	got := waitHost(t, h, basaltv1.HostStateAvailable, basaltv1.ReasonWipeOverridden, metav1.ConditionTrue)
-	if _, ok := got.Annotations[basaltv1.AnnotationConfirmWiped]; ok {
-		t.Error("the annotation was not removed")
+	if last := got.Status.LastWipeConfirmation; last == nil || last.Request != "2026-12-06T11:00:00Z" || last.Error != "" {
+		t.Errorf("lastWipeConfirmation %+v", last)
 	}
 	if notes, err := hostEvents(ctx, h, basaltv1.ReasonWipeOverridden); err != nil || len(notes) == 0 {
 		t.Errorf("no %s event (%v)", basaltv1.ReasonWipeOverridden, err)
 	}
+
+	// Released unwiped again with that value still on the Host: it vouches for nothing new.
+	claimAndRelease(t, h, "m2", true)
+	waitHost(t, h, basaltv1.HostStateUnwiped, basaltv1.ReasonWipeNotConfirmed, metav1.ConditionFalse)
+	time.Sleep(2 * time.Second)
+	waitHost(t, h, basaltv1.HostStateUnwiped, basaltv1.ReasonWipeNotConfirmed, metav1.ConditionFalse)
 }
 
 // TestHostWithAForeignPlanIsNotAvailable: an accepted, inspected Host whose agent still runs a Plan

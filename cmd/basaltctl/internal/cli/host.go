@@ -69,7 +69,7 @@ func newHostReprovision(o *Options) *cobra.Command {
 		Long: `Ask the Host controller to provision a Host again from scratch: it wipes what Basalt
 wrote on the host, installs or PXE-boots the agent again and inspects the hardware anew. The
 request is the annotation ` + basaltv1.AnnotationReprovision + ` (the time of the request); the
-controller removes it once it has started.
+controller acts on each value once (status.lastReprovision).
 
 A Host that runs a Machine is refused unless --force is given: reprovisioning it takes the
 Machine's node out of its cluster.`,
@@ -119,7 +119,8 @@ timed out) is Unwiped: nothing confirms that its former node's services, etcd da
 gone, so no Cluster can claim it. Power the machine on and its agent wipes it by itself. When that
 cannot happen (the disk was replaced, the machine reinstalled by hand), confirm the wipe yourself:
 the Host becomes Available (condition Wiped, reason WipeOverridden). The request is the annotation
-` + basaltv1.AnnotationConfirmWiped + ` (the time of the request); the controller removes it.
+` + basaltv1.AnnotationConfirmWiped + ` (the time of the request); the controller answers each
+value once (status.lastWipeConfirmation).
 
 Only an Unwiped Host, or one whose agent is still wiping, is accepted. Even then an agent that
 comes back holding another Cluster's Plan wipes that state before it applies a new one.`,
