@@ -506,9 +506,11 @@ func convertComponents(in []protocol.ComponentHealth) []basaltv1.ComponentHealth
 	return out
 }
 
-// handleArtifact serves /v1/artifacts/<sha256> to registered agents.
+// handleArtifact serves /v1/artifacts/<sha256> to the agents of Hosts that still exist (with the
+// UID of their certificate): a deleted Host's agent gets no more binaries or images.
 func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authenticate(w, r); !ok {
+	id, ok := s.authenticate(w, r)
+	if !ok || !s.authorizeHost(w, r, id) {
 		return
 	}
 	digest := r.PathValue("digest")

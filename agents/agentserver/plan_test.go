@@ -245,4 +245,8 @@ func TestHostsAreIsolated(t *testing.T) {
 	if code, _ := post(t, a.client, h.url+protocol.PathStatus, protocol.Status{AgentVersion: "stale"}); code != http.StatusForbidden {
 		t.Errorf("old certificate of a re-created Host writing status: %d, want 403", code)
 	}
+	// Nor does it download artifacts (Kubernetes binaries, images) any more.
+	if resp, _ := get(t, a.client, h.url+protocol.PathArtifacts+sum([]byte("any artifact"))); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("old certificate of a re-created Host downloading an artifact: %d, want 403", resp.StatusCode)
+	}
 }
