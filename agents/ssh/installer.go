@@ -125,7 +125,8 @@ type InstallInput struct {
 type InstallResult struct {
 	// HostKey is the key the host presented. It is set whenever the handshake got as far as the
 	// host key check, also when Install returns an error, so that a key seen on first contact can
-	// be recorded (MarshalHostKey) even if a later step failed.
+	// be reported; the Host controller records a key seen on first contact only after a successful
+	// install.
 	HostKey ssh.PublicKey
 	// Init is InitSystemd or InitSupervisor.
 	Init string

@@ -25,6 +25,9 @@ const (
 
 // Host condition reasons.
 const (
+	// ReasonHostKeyNotPinned says the manager requires pinned SSH host keys
+	// (--ssh-require-pinned-host-keys) and the Host has none in spec.ssh.hostKeys.
+	ReasonHostKeyNotPinned = "HostKeyNotPinned"
 	// ReasonHostKeyMismatch says the host presented a key that is neither pinned nor recorded.
 	// Provisioning stops until the key is pinned or the recorded key is cleared.
 	ReasonHostKeyMismatch = "HostKeyMismatch"

@@ -44,6 +44,7 @@ var scenarios = map[string]map[string]any{
 		"extraVolumes":      []any{map[string]any{"name": "artifacts", "hostPath": map[string]any{"path": "/srv/basalt"}}},
 		"extraVolumeMounts": []any{map[string]any{"name": "artifacts", "mountPath": "/artifacts", "readOnly": true}},
 		"manager":           map[string]any{"extraArgs": []any{"--zap-encoder=console"}},
+		"sshProvisioning":   map[string]any{"enabled": true, "requirePinnedHostKeys": true},
 	},
 }
 

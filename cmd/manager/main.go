@@ -48,6 +48,7 @@ func main() {
 	flag.StringVar(&setupOpts.AgentAPIAddr, "agent-api-bind-address", "", "Address the agent API (HTTPS, mTLS) listens on, e.g. :9443; empty disables it and SSH provisioning.")
 	flag.StringVar(&agentAddresses, "agent-api-addresses", "", "Comma-separated IPs or DNS names hosts reach the agent API at; the first goes into bootstraps.")
 	flag.StringVar(&setupOpts.AgentBinary, "agent-binary", "", "Path of the agent executable installed on SSH hosts; empty disables SSH provisioning.")
+	flag.BoolVar(&setupOpts.RequirePinnedHostKeys, "ssh-require-pinned-host-keys", false, "Refuse SSH Hosts without spec.ssh.hostKeys instead of trusting the key they present on first contact.")
 	flag.StringVar(&artifactSets, "artifact-sets", "", "Comma-separated artifact-set folders the artifact cache fetches from.")
 	flag.StringVar(&setupOpts.CacheDir, "artifact-cache-dir", "", "Folder of the sha256-addressed artifact cache (default $BASALT_CACHE/agent-api/artifacts or /var/lib/basalt/cache).")
 	flag.StringVar(&pxeOpts.Interface, "pxe-interface", "", "Provisioning network interface the PXE services (DHCP, TFTP, HTTP boot) serve; empty disables PXE. Needs the agent API.")

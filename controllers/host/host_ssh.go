@@ -43,6 +43,9 @@ type Provisioner struct {
 	// RegisterTimeout is how long to wait for an installed agent to register before installing
 	// again with a fresh token. Default 2 minutes.
 	RegisterTimeout time.Duration
+	// RequirePinnedHostKeys refuses SSH Hosts without spec.ssh.hostKeys (no trust on first use):
+	// their condition says so and nothing is dialled.
+	RequirePinnedHostKeys bool
 }
 
 // Requeue intervals of SSH provisioning.
@@ -72,15 +75,21 @@ func (r *Reconciler) installAgent(ctx context.Context, s *scope) ctrl.Result {
 		return ctrl.Result{RequeueAfter: waitForRegistration}
 	}
 
-	signer, err := r.sshSigner(ctx, h)
-	if err != nil {
-		s.installProblem, s.installMessage = basaltv1.ReasonSSHKeyInvalid, err.Error()
-		return ctrl.Result{RequeueAfter: retryInstall}
-	}
 	pinned, err := agentssh.ParseHostKeys(h.Spec.SSH.HostKeys)
 	if err != nil {
 		s.installProblem, s.installMessage = basaltv1.ReasonHostKeyMismatch, "spec.ssh."+err.Error()
 		return ctrl.Result{}
+	}
+	if len(pinned) == 0 && p.RequirePinnedHostKeys {
+		s.installProblem, s.installMessage = basaltv1.ReasonHostKeyNotPinned,
+			"this manager requires pinned SSH host keys (--ssh-require-pinned-host-keys) and spec.ssh.hostKeys is empty: "+
+				"set it to the host's public keys, read on the host itself or from a trusted inventory (ssh-keyscan alone trusts the network)"
+		return ctrl.Result{}
+	}
+	signer, err := r.sshSigner(ctx, h)
+	if err != nil {
+		s.installProblem, s.installMessage = basaltv1.ReasonSSHKeyInvalid, err.Error()
+		return ctrl.Result{RequeueAfter: retryInstall}
 	}
 	target := agentssh.Target{Address: h.Spec.SSH.Address, Port: int(h.Spec.SSH.Port), User: h.Spec.SSH.User, Signer: signer, PinnedKeys: pinned}
 	if len(pinned) == 0 && h.Status.SSHHostKey != "" {
@@ -96,10 +105,11 @@ func (r *Reconciler) installAgent(ctx context.Context, s *scope) ctrl.Result {
 	}
 	res, err := p.Installer.Install(ctx, agentssh.InstallInput{Target: target, Agent: p.Agent, Bootstrap: boot})
 	var mismatch *agentssh.HostKeyMismatchError
-	if err == nil || (res.HostKey != nil && !errors.As(err, &mismatch)) {
-		// The host proved its key. Record that now, in a write of its own: the agent may
-		// register (and write this Host) before this reconcile's final status patch, which
-		// would then conflict and lose what the install established.
+	if err == nil {
+		// The install went through with the key the host proved. Record that now (a key seen
+		// on first contact only now: a failed install trusts nothing), in a write of its own:
+		// the agent may register (and write this Host) before this reconcile's final status
+		// patch, which would then conflict and lose what the install established.
 		if rerr := r.recordContact(ctx, h, res.HostKey, len(pinned) == 0, err == nil); rerr != nil {
 			s.installProblem, s.installMessage = basaltv1.ReasonInstallFailed, rerr.Error()
 			return ctrl.Result{RequeueAfter: waitForRegistration}

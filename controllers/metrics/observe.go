@@ -15,11 +15,12 @@ import (
 // something that is on its way (WaitingForHosts, Applying, Inspecting, ...).
 var errorReasons = map[string]bool{
 	// Host
-	basaltv1.ReasonHostKeyMismatch: true,
-	basaltv1.ReasonSSHKeyInvalid:   true,
-	basaltv1.ReasonInstallFailed:   true,
-	basaltv1.ReasonAgentSilent:     true,
-	basaltv1.ReasonNetBootDisabled: true,
+	basaltv1.ReasonHostKeyMismatch:  true,
+	basaltv1.ReasonSSHKeyInvalid:    true,
+	basaltv1.ReasonInstallFailed:    true,
+	basaltv1.ReasonHostKeyNotPinned: true,
+	basaltv1.ReasonAgentSilent:      true,
+	basaltv1.ReasonNetBootDisabled:  true,
 	// Host wipe
 	basaltv1.ReasonWipeNotConfirmed: true,
 	// Host BMC

@@ -37,6 +37,9 @@ type Options struct {
 	// AgentBinary is the path of the agent executable to install over SSH. Empty disables SSH
 	// provisioning: SSH Hosts stay Registering and say why.
 	AgentBinary string
+	// RequirePinnedHostKeys refuses SSH Hosts whose spec.ssh.hostKeys is empty instead of trusting
+	// the key they present on first contact.
+	RequirePinnedHostKeys bool
 	// ArtifactSets are artifact-set folders (hack/build-artifacts.sh output) the artifact cache
 	// fetches from; the Machine controller builds Plans from their manifests.
 	ArtifactSets []string
@@ -115,6 +118,8 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 				Installer:    &agentssh.Installer{Log: ctrl.Log.WithName("ssh")},
 				Bootstrapper: parts.AgentAPI,
 				Agent:        bin,
+
+				RequirePinnedHostKeys: o.RequirePinnedHostKeys,
 			}
 		}
 	}

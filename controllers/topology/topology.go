@@ -269,7 +269,7 @@ func HostFailure(h *basaltv1.Host) (reason, message string, ok bool) {
 		return "", "", false
 	}
 	switch c.Reason {
-	case basaltv1.ReasonInstallFailed, basaltv1.ReasonHostKeyMismatch, basaltv1.ReasonSSHKeyInvalid, basaltv1.ReasonAgentSilent:
+	case basaltv1.ReasonInstallFailed, basaltv1.ReasonHostKeyMismatch, basaltv1.ReasonHostKeyNotPinned, basaltv1.ReasonSSHKeyInvalid, basaltv1.ReasonAgentSilent:
 		return c.Reason, c.Message, true
 	}
 	return "", "", false

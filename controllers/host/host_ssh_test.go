@@ -1,0 +1,167 @@
+package host_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	cryptossh "golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/basalt-dev/basalt/agents/protocol"
+	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/controllers/host"
+	"github.com/basalt-dev/basalt/test/envtest"
+)
+
+// scriptedInstaller answers every install with the host key it holds and its error (setErr), and
+// counts calls.
+type scriptedInstaller struct {
+	key   cryptossh.PublicKey
+	calls atomic.Int32
+	mu    sync.Mutex
+	err   error
+}
+
+func (i *scriptedInstaller) setErr(err error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.err = err
+}
+
+func (i *scriptedInstaller) Install(context.Context, agentssh.InstallInput) (agentssh.InstallResult, error) {
+	i.calls.Add(1)
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return agentssh.InstallResult{HostKey: i.key, Init: agentssh.InitSystemd, BootstrapWritten: true}, i.err
+}
+
+type emptyBootstrapper struct{}
+
+func (emptyBootstrapper) Bootstrap(context.Context, *basaltv1.Host) (protocol.Bootstrap, error) {
+	return protocol.Bootstrap{}, nil
+}
+
+func (emptyBootstrapper) RevokeTokens(context.Context, *basaltv1.Host) error { return nil }
+
+// startSSHController runs the Host controller with an SSH provisioner around in, and creates the
+// Secret ssh/id with a usable private key in ns.
+func startSSHController(t *testing.T, ns string, in host.AgentInstaller, requirePinned bool) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := cryptossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: ns}, Data: map[string][]byte{"id": pem.EncodeToMemory(block)}}
+	if err := env.Client.Create(context.Background(), sec); err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := env.NewManager()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
+		Provisioner: &host.Provisioner{Installer: in, Bootstrapper: emptyBootstrapper{}, RequirePinnedHostKeys: requirePinned}}
+	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
+		t.Fatal(err)
+	}
+	envtest.StartManager(t, mgr)
+}
+
+func hostKey(t *testing.T) cryptossh.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := cryptossh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestPinnedHostKeysRequired: with --ssh-require-pinned-host-keys an SSH Host without
+// spec.ssh.hostKeys is refused (HostKeyNotPinned, saying what to set) and nothing is dialled;
+// pinning its key lets the install go on.
+func TestPinnedHostKeysRequired(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	key := hostKey(t)
+	in := &scriptedInstaller{key: key}
+	startSSHController(t, ns, in, true)
+	h := sshHost(ns, "tofu")
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonHostKeyNotPinned)
+	time.Sleep(time.Second)
+	if n := in.calls.Load(); n != 0 {
+		t.Fatalf("a Host without pinned keys was dialled %d times", n)
+	}
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.SSH.HostKeys = []string{agentssh.MarshalHostKey(key)}
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonWaitingForAgent)
+	if in.calls.Load() == 0 {
+		t.Fatal("the pinned Host was not installed")
+	}
+}
+
+// TestFailedInstallTrustsNoHostKey: trust on first use records the key a host presented only
+// when the install through it succeeded.
+func TestFailedInstallTrustsNoHostKey(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	key := hostKey(t)
+	in := &scriptedInstaller{key: key}
+	in.setErr(errors.New("sudo: a password is required"))
+	startSSHController(t, ns, in, false)
+	h := sshHost(ns, "fails")
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonInstallFailed)
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.SSHHostKey != "" {
+		t.Fatalf("a failed install recorded host key %q", got.Status.SSHHostKey)
+	}
+	// The install works now (the operator fixed sudo): the key is recorded with it. The
+	// controller retries after its backoff; a spec change brings it back at once.
+	in.setErr(nil)
+	got.Labels = map[string]string{"retry": "now"}
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	envtest.Eventually(t, wait, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			return err
+		}
+		if want := agentssh.MarshalHostKey(key); got.Status.SSHHostKey != want {
+			return fmt.Errorf("status.sshHostKey %q, want %q", got.Status.SSHHostKey, want)
+		}
+		return nil
+	})
+}
