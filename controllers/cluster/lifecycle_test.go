@@ -2,9 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -13,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -695,7 +691,7 @@ func TestFailuresShowOnMachineAndCluster(t *testing.T) {
 	ns := env.Namespace(t)
 	h := startControllers(t, ns)
 	agents := runAgents(t, ns, h.etcd)
-	createSSHKey(t, ns)
+	env.CreateSSHKeySecret(t, ns)
 
 	// SSH: the only Host of the control plane refuses SSH connections.
 	bad := &basaltv1.Host{
@@ -903,21 +899,4 @@ func keysOf(m map[string][]byte) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// createSSHKey stores an SSH private key in Secret ssh (key id), as Hosts reference it.
-func createSSHKey(t *testing.T, ns string) {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: ns}, Data: map[string][]byte{"id": pem.EncodeToMemory(block)}}
-	if err := env.Client.Create(context.Background(), sec); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	cryptossh "golang.org/x/crypto/ssh"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
@@ -58,18 +55,7 @@ func (emptyBootstrapper) RevokeTokens(context.Context, *basaltv1.Host) error { r
 // Secret ssh/id with a usable private key in ns.
 func startSSHController(t *testing.T, ns string, in host.AgentInstaller, requirePinned bool) {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := cryptossh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: ns}, Data: map[string][]byte{"id": pem.EncodeToMemory(block)}}
-	if err := env.Client.Create(context.Background(), sec); err != nil {
-		t.Fatal(err)
-	}
+	env.CreateSSHKeySecret(t, ns)
 	mgr, err := env.NewManager()
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,13 @@ package envtest
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,4 +66,22 @@ func (e *Env) UpdateHostStatus(t testing.TB, h *basaltv1.Host, mutate func(*basa
 		t.Fatalf("updating the status of Host %s: %v", h.Name, err)
 	}
 	return h
+}
+
+// CreateSSHKeySecret stores a fresh SSH private key in Secret ssh (key id) of namespace ns, as the
+// fixtures' Hosts reference it (spec.ssh.privateKeySecretRef).
+func (e *Env) CreateSSHKeySecret(t testing.TB, ns string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: ns}, Data: map[string][]byte{"id": pem.EncodeToMemory(block)}}
+	if err := e.Client.Create(context.Background(), sec); err != nil {
+		t.Fatal(err)
+	}
 }
