@@ -19,6 +19,8 @@ GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 75m
 FUZZTIME ?= 50000x
+# make test writes the whole go test output here too; on a failure it ends with what failed.
+TEST_LOG ?= $(BASALT_CACHE)/logs/test.log
 
 .PHONY: all
 all: build
@@ -111,8 +113,9 @@ test-artifacts: ## Build (or reuse) the artifact sets the tests run (KUBE_VERSIO
 	hack/os-image.sh >/dev/null
 
 .PHONY: test
-test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing
-	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./...
+test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing (log: TEST_LOG)
+	mkdir -p $(dir $(TEST_LOG))
+	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(TEST_LOG) || { hack/test-failures.sh $(TEST_LOG); exit 1; }
 	$(MAKE) fuzz
 
 .PHONY: test-baremetal-cp
