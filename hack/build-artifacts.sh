@@ -11,7 +11,7 @@
 #   bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy}
 #   bin/{etcd,etcdctl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
 #   bin/cni/{bridge,host-local,loopback,portmap}
-#   images/{pause,webserver}.tar   OCI image layouts for `ctr -n k8s.io images import`
+#   images/{pause,webserver,coredns,metrics-server}.tar  OCI image layouts for `ctr -n k8s.io images import`
 #   manifest.json                  written only when every file of the set is present
 # Progress goes to stderr; the set folder is printed alone on stdout at the end.
 #
@@ -27,6 +27,8 @@
 #   runc            BASALT_RUNC_VERSION        default v1.5.2 (containerd v2.4.2's pinned runc)
 #   cri-tools       BASALT_CRI_TOOLS_VERSION   default v1.37.0
 #   CNI plugins     BASALT_CNI_PLUGINS_VERSION default v1.10.0
+#   CoreDNS         BASALT_COREDNS_VERSION     default v1.14.7 (image basalt.dev/coredns:VERSION)
+#   metrics-server  BASALT_METRICS_SERVER_VERSION default v0.8.0 (image basalt.dev/metrics-server:VERSION)
 # Other environment: BASALT_CACHE, BASALT_GO_BUILD_JOBS (go build -p, default 2), GOPROXY,
 # GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build),
 # BASALT_MIN_FREE_MB (free space each file system must have before a build; see below).
@@ -59,6 +61,10 @@ readonly CRI_TOOLS_VERSION="${BASALT_CRI_TOOLS_VERSION:-v1.37.0}"
 readonly CNI_PLUGINS_VERSION="${BASALT_CNI_PLUGINS_VERSION:-v1.10.0}"
 readonly PAUSE_REF="registry.k8s.io/pause:3.10"
 readonly WEBSERVER_REF="basalt.dev/webserver:v1"
+readonly COREDNS_VERSION="${BASALT_COREDNS_VERSION:-v1.14.7}"
+readonly COREDNS_REF="basalt.dev/coredns:$COREDNS_VERSION"
+readonly METRICS_SERVER_VERSION="${BASALT_METRICS_SERVER_VERSION:-v0.8.0}"
+readonly METRICS_SERVER_REF="basalt.dev/metrics-server:$METRICS_SERVER_VERSION"
 
 # etcd per Kubernetes minor: the newest served patch of the etcd minor the release names in its
 # build/dependencies.yaml (v1.37 names 3.7.0, v1.36 names 3.6.8; etcdctl v3.7.0 is not served).
@@ -74,7 +80,7 @@ etcd_for_minor() {
 # Every artifact of a set, in build order.
 readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
   etcd etcdctl containerd containerd-shim-runc-v2 ctr runc crictl
-  cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver)
+  cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver image-coredns image-metrics-server)
 
 usage() { sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -502,6 +508,42 @@ image() {
 if want image-pause; then image pause "$PAUSE_REF" -user 65535:65535; fi
 if want image-webserver; then image webserver "$WEBSERVER_REF" -user 65532:65532 -port 8080/tcp; fi
 
+# Add-on images built from their Go modules (docs/addons.md), packed like the images above:
+# modimage NAME VERSION MODULE PACKAGE REF LDFLAGS [ociimage flags...]
+modimage() {
+  local name="$1" version="$2" module="$3" pkg="$4" ref="$5" ldflags="$6"
+  shift 6
+  COMPONENT="$name" COMPONENT_VERSION="$version"
+  local moddir="$BUILD/$name-$version" key dir out
+  prepare_module "$moddir" "$(gomod "basalt.local/build/$name" "$(printf '\t%s %s' "$module" "$version")" "" "$pkg")"
+  build "$moddir/bin/$name" "$moddir" "$pkg" 0 "" "$ldflags"
+  key="$(cat "$moddir/bin/$name.key" "$ROOT/hack/ociimage/main.go" <(printf '%s\n' "$GO_VERSION" "$ref" "$*") | sha256sum | cut -c1-16)"
+  dir="$BUILD/images/$name-$key"
+  out="$dir/$name.tar"
+  mkdir -p "$dir"
+  if [[ ! -f $out ]]; then
+    STEP="pack the $name image ($ref)"
+    TMPS+=("$out.tmp-$$")
+    run "$LOGS/image-$name-pack.log" env -C "$ROOT" go run ./hack/ociimage -binary "$moddir/bin/$name" \
+      -path "/$name" -ref "$ref" -os "$GOOS" -arch "$GOARCH" -o "$out.tmp-$$" "$@"
+    mv -f "$out.tmp-$$" "$out"
+  fi
+  place "image-$name" "$out"
+}
+
+# CoreDNS, the cluster DNS, with its default plugins. It runs as root with every capability
+# dropped but NET_BIND_SERVICE (the Deployment's securityContext), as kubeadm's CoreDNS does.
+if want image-coredns; then
+  modimage coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/coredns/coredns "$COREDNS_REF" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=gomod-$COREDNS_VERSION" -port 53/udp -port 53/tcp -port 9153/tcp
+fi
+# metrics-server, the resource metrics API (kubectl top), as a non-root user.
+if want image-metrics-server; then
+  modimage metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server \
+    "$METRICS_SERVER_REF" "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+    -user 65534:65534 -port 10250/tcp
+fi
+
 # ---------------------------------------------------------------------------------------------
 # manifest.json, only for a complete set
 
@@ -518,6 +560,8 @@ version_of() {
     cni-*) echo "$CNI_PLUGINS_VERSION" ;;
     image-pause) echo "${PAUSE_REF##*:}" ;;
     image-webserver) echo "${WEBSERVER_REF##*:}" ;;
+    image-coredns) echo "$COREDNS_VERSION" ;;
+    image-metrics-server) echo "$METRICS_SERVER_VERSION" ;;
   esac
 }
 missing=()
@@ -528,6 +572,8 @@ for name in "${ALL[@]}"; do
   case "$name" in
     image-pause) args+=(-artifact "$name,$(version_of "$name"),image,$p,$PAUSE_REF") ;;
     image-webserver) args+=(-artifact "$name,$(version_of "$name"),image,$p,$WEBSERVER_REF") ;;
+    image-coredns) args+=(-artifact "$name,$(version_of "$name"),image,$p,$COREDNS_REF") ;;
+    image-metrics-server) args+=(-artifact "$name,$(version_of "$name"),image,$p,$METRICS_SERVER_REF") ;;
     *) args+=(-artifact "$name,$(version_of "$name"),binary,$p") ;;
   esac
 done

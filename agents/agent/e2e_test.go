@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -277,7 +278,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	e.expectStarts(1, 1)
 	e.waitStatus("both components healthy", func(s protocol.Status) bool {
 		return len(s.Components) == 2 && s.Components[0].Healthy && s.Components[1].Healthy && s.Hardware != nil && s.Hardware.CPUs == 4 &&
-			s.Hardware.OS != nil && *s.Hardware.OS == protocol.OSFacts{Container: true, SystemdPID1: true, CgroupVersion: 1}
+			s.Hardware.OS != nil && reflect.DeepEqual(*s.Hardware.OS, protocol.OSFacts{Container: true, SystemdPID1: true, CgroupVersion: 1})
 	})
 	e.waitStatus("the first apply reported while it ran", func(s protocol.Status) bool { return s.ApplyingHash == h1 && s.PlanHash == "" })
 	if b, err := os.ReadFile(filepath.Join(e.opts.Root, "/opt/basalt/bin/kube-apiserver")); err != nil || len(b) != int(p.Artifacts[0].Size) {

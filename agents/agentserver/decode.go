@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 
@@ -218,6 +219,17 @@ func validateStatus(st *protocol.Status) error {
 		add(checkText("hardware.system.serial", h.System.Serial, 0, maxNameLen))
 		if o := h.OS; o != nil && o.CgroupVersion != 0 && o.CgroupVersion != 1 && o.CgroupVersion != 2 {
 			add(fmt.Errorf("hardware.os.cgroupVersion: %d; want 1, 2, or 0 when unknown", o.CgroupVersion))
+		}
+		if o := h.OS; o != nil {
+			if len(o.Nameservers) > protocol.MaxNameservers {
+				add(fmt.Errorf("hardware.os.nameservers: %d entries, at most %d", len(o.Nameservers), protocol.MaxNameservers))
+			} else {
+				for i, ns := range o.Nameservers {
+					if a, err := netip.ParseAddr(ns); err != nil || a.Zone() != "" || a.IsLoopback() || a.String() != ns {
+						add(fmt.Errorf("hardware.os.nameservers[%d] %q: not a non-loopback IP address in canonical form", i, truncate(ns)))
+					}
+				}
+			}
 		}
 	}
 	if len(errs) > 10 {

@@ -457,7 +457,8 @@ func convertHardware(h *protocol.Hardware) *basaltv1.Hardware {
 
 // convertOS maps the agent's OS facts to the API type; an unknown cgroup version (0) is left out.
 func convertOS(o *protocol.OSFacts) *basaltv1.OSFacts {
-	return &basaltv1.OSFacts{Container: ptr.To(o.Container), SystemdPID1: ptr.To(o.SystemdPID1), CgroupVersion: int32(o.CgroupVersion)}
+	return &basaltv1.OSFacts{Container: ptr.To(o.Container), SystemdPID1: ptr.To(o.SystemdPID1), CgroupVersion: int32(o.CgroupVersion),
+		Nameservers: slices.Clone(o.Nameservers)}
 }
 
 // Limits of Machine.status.failedSteps (see basaltv1.PlanStepError and the CRD).

@@ -51,6 +51,11 @@ func TestValidateStatusLimits(t *testing.T) {
 	if err := validateStatus(ok()); err != nil {
 		t.Fatalf("a valid report: %v", err)
 	}
+	withDNS := ok()
+	withDNS.Hardware.OS = &protocol.OSFacts{Nameservers: []string{"192.0.2.1", "2001:db8::53"}}
+	if err := validateStatus(withDNS); err != nil {
+		t.Fatalf("a valid report with nameservers: %v", err)
+	}
 	for name, mutate := range map[string]func(*protocol.Status){
 		"long version":  func(s *protocol.Status) { s.AgentVersion = strings.Repeat("v", maxVersionLen+1) },
 		"many steps":    func(s *protocol.Status) { s.Steps = make([]protocol.StepResult, maxSteps+1) },
@@ -61,6 +66,13 @@ func TestValidateStatusLimits(t *testing.T) {
 		"many cpus":     func(s *protocol.Status) { s.Hardware.CPUs = maxCPUs + 1 },
 		"nameless disk": func(s *protocol.Status) { s.Hardware.Disks = []protocol.Disk{{SizeBytes: 1}} },
 		"applying hash": func(s *protocol.Status) { s.ApplyingHash = "ABC" },
+		"loopback nameserver": func(s *protocol.Status) {
+			s.Hardware.OS = &protocol.OSFacts{Nameservers: []string{"127.0.0.53"}}
+		},
+		"nameserver name": func(s *protocol.Status) { s.Hardware.OS = &protocol.OSFacts{Nameservers: []string{"dns.example"}} },
+		"many nameservers": func(s *protocol.Status) {
+			s.Hardware.OS = &protocol.OSFacts{Nameservers: []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"}}
+		},
 	} {
 		s := ok()
 		mutate(s)

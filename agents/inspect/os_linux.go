@@ -19,7 +19,21 @@ func (i Inspector) InspectOS(ctx context.Context) (*protocol.OSFacts, error) {
 		Container:     i.container(),
 		SystemdPID1:   i.systemdPID1(),
 		CgroupVersion: i.cgroupVersion(),
+		Nameservers:   i.nameservers(),
 	}, nil
+}
+
+// nameservers returns the non-loopback nameservers of systemd-resolved's upstream list when the
+// host has one, else of /etc/resolv.conf (see protocol.OSFacts.Nameservers).
+func (i Inspector) nameservers() []string {
+	for _, f := range []string{"run/systemd/resolve/resolv.conf", "etc/resolv.conf"} {
+		b, err := os.ReadFile(i.path(f))
+		if err != nil {
+			continue
+		}
+		return ParseNameservers(string(b))
+	}
+	return nil
 }
 
 // container says whether the host is a container. Only positive evidence counts, so a machine

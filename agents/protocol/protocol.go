@@ -161,7 +161,15 @@ type OSFacts struct {
 	SystemdPID1 bool `json:"systemdPID1"`
 	// CgroupVersion is 2 on the unified hierarchy, 1 on the legacy or hybrid one, 0 when unknown.
 	CgroupVersion int `json:"cgroupVersion,omitempty"`
+	// Nameservers are the DNS servers the host resolves names with that a pod can reach too:
+	// those of systemd-resolved's upstream list (/run/systemd/resolve/resolv.conf) when it
+	// exists, else of /etc/resolv.conf, without loopback addresses (a local stub such as
+	// 127.0.0.53 is the pod's own loopback inside a pod); at most MaxNameservers.
+	Nameservers []string `json:"nameservers,omitempty"`
 }
+
+// MaxNameservers bounds OSFacts.Nameservers, as the resolver library reads at most three.
+const MaxNameservers = 3
 
 // Disk is a block device.
 type Disk struct {

@@ -195,6 +195,12 @@ type ClusterSpec struct {
 	// +optional
 	Remediation RemediationSpec `json:"remediation,omitzero"`
 
+	// addons says what Basalt installs into the cluster besides its nodes: the built-in cluster
+	// DNS and the user's manifests (docs/addons.md).
+	// +kubebuilder:default={}
+	// +optional
+	Addons AddonsSpec `json:"addons,omitzero"`
+
 	// paused stops reconciliation of the Cluster and its Machines. Nothing is created, changed or
 	// deleted while it is true; status still reports what is observed.
 	// +optional
@@ -430,7 +436,7 @@ type ClusterStatus struct {
 	Phase ClusterPhase `json:"phase,omitempty"`
 
 	// conditions: Ready, HostsBound, CertificatesReady, EtcdReady, ControlPlaneReady, WorkersReady,
-	// UpToDate, MachinesHealthy.
+	// UpToDate, MachinesHealthy, AddonsReady.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -473,6 +479,14 @@ type ClusterStatus struct {
 	// remediation records recent remediations, for spec.remediation.maxRetries.
 	// +optional
 	Remediation *RemediationStatus `json:"remediation,omitempty"`
+
+	// addons reports each add-on: the built-in dns first, then spec.addons.manifests in order,
+	// then removed add-ons whose objects are still being pruned.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Addons []AddonStatus `json:"addons,omitempty"`
 }
 
 // ReplicaCounts counts machines of one role or pool.

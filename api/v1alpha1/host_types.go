@@ -197,6 +197,16 @@ type OSFacts struct {
 	// +kubebuilder:validation:Enum=1;2
 	// +optional
 	CgroupVersion int32 `json:"cgroupVersion,omitempty"`
+	// nameservers are the DNS servers the host resolves with that pods can reach (no loopback
+	// stub such as systemd-resolved's 127.0.0.53: its upstream list instead). The cluster DNS
+	// forwards names outside the cluster to the control-plane Hosts' nameservers unless
+	// spec.addons.dns.upstreams of the Cluster names others.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:items:MaxLength=45
+	// +kubebuilder:validation:XValidation:rule="self.all(a, isIP(a) && !ip(a).isLoopback())",message="nameservers must be IP addresses a pod can reach (no loopback such as 127.0.0.53)"
+	// +optional
+	Nameservers []string `json:"nameservers,omitempty"`
 }
 
 // SSHSpec says how to reach a host over SSH.

@@ -54,6 +54,8 @@ const (
 	KubeProxy                = "kube-proxy"
 	ControllerManagerServing = "controller-manager-serving"
 	SchedulerServing         = "scheduler-serving"
+	// MetricsServerServing is the serving certificate of the metrics-server add-on.
+	MetricsServerServing = "metrics-server-serving"
 )
 
 // APIServerName is the name of a control-plane node's kube-apiserver serving certificate.
@@ -274,6 +276,10 @@ func (in Input) leaves() ([]leaf, error) {
 		out = append(out, leaf{req, ca})
 		return nil
 	}
+	req, err := pki.MetricsServerServingCert(in.DNSDomain)
+	if err := add(ClusterCA, req, err); err != nil {
+		return nil, err
+	}
 	for _, n := range in.ControlPlane {
 		req, err := pki.APIServerCert(pki.APIServerNames{NodeNames: []string{n.Name}, NodeIPs: n.IPs,
 			ServiceCIDR: in.ServiceCIDR, DNSDomain: in.DNSDomain, EndpointHost: endpointHost, ExtraSANs: in.ExtraSANs})
@@ -320,6 +326,9 @@ func (in Input) validate() error {
 	}
 	if _, _, err := splitEndpoint(in.Endpoint, in.apiServerPort()); err != nil {
 		return fmt.Errorf("clusterpki: endpoint: %w", err)
+	}
+	if errs := validation.IsDNS1123Subdomain(in.DNSDomain); len(errs) > 0 {
+		return fmt.Errorf("clusterpki: dnsDomain: %q: %s", in.DNSDomain, strings.Join(errs, "; "))
 	}
 	if in.APIServerPort < 0 || in.APIServerPort > 65535 {
 		return fmt.Errorf("clusterpki: apiServerPort: %d is not a TCP port", in.APIServerPort)

@@ -195,6 +195,22 @@ func SchedulerServingCert() CertRequest {
 	return loopbackServingCert("scheduler-serving", "kube-scheduler")
 }
 
+// MetricsServerServingCert is the serving certificate of the metrics-server add-on behind the
+// aggregated metrics.k8s.io API: kube-apiserver reaches it as the Service
+// metrics-server.kube-system and verifies it with the cluster CA (the APIService's caBundle), so
+// no insecureSkipTLSVerify is needed.
+func MetricsServerServingCert(dnsDomain string) (CertRequest, error) {
+	req := CertRequest{Name: "metrics-server-serving", Issuer: ClusterCA, CommonName: "metrics-server", Usage: UsageServer}
+	var sans sanSet
+	for _, n := range []string{"metrics-server.kube-system.svc", "metrics-server.kube-system.svc." + dnsDomain} {
+		if err := sans.addDNS(n); err != nil {
+			return req, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, req.Name, err)
+		}
+	}
+	req.DNSNames = sans.dns
+	return req, req.Validate()
+}
+
 func loopbackServingCert(name, cn string) CertRequest {
 	return CertRequest{Name: name, Issuer: ClusterCA, CommonName: cn, Usage: UsageServer,
 		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv6loopback}}

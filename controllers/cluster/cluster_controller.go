@@ -67,6 +67,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;create;update;delete;deletecollection
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 
 // scope is what one reconcile of a Cluster knows. Phases fill it in; updateStatus reads it.
 type scope struct {
@@ -102,6 +103,11 @@ type scope struct {
 	etcdAction *etcdcluster.Action
 	// workloadProblem says why the workload cluster could not be set up.
 	workloadProblem string
+	// addonsRan is true when reconcileAddons looked at the add-ons this reconcile; addonsReady
+	// says they are all applied and DNS answers, else addonsReason and addonsMessage say why not.
+	addonsRan                   bool
+	addonsReady                 bool
+	addonsReason, addonsMessage string
 	// upgradeReason and upgradeMessage say how the rollout to spec.version goes; empty when no
 	// Machine is behind or the rollout did not run this reconcile.
 	upgradeReason, upgradeMessage string
@@ -144,7 +150,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 		return skeleton.RunPhases(ctx, s, r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
-			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload)
+			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload, r.reconcileAddons)
 	})
 }
 

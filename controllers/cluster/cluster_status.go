@@ -47,6 +47,7 @@ func updateStatus(s *scope) {
 	setUpToDate(s)
 	setMachinesHealthy(s)
 	setVersion(s)
+	setAddonsReady(s)
 
 	switch {
 	case !c.DeletionTimestamp.IsZero():
@@ -73,7 +74,21 @@ func updateStatus(s *scope) {
 		c.Status.Phase = basaltv1.ClusterPhasePending
 	}
 	conditions.SetSummary(c, basaltv1.ClusterHostsBound, basaltv1.ClusterCertificatesReady, basaltv1.ClusterEtcdReady,
-		basaltv1.ClusterControlPlaneReady, basaltv1.ClusterWorkersReady, basaltv1.ClusterUpToDate)
+		basaltv1.ClusterControlPlaneReady, basaltv1.ClusterWorkersReady, basaltv1.ClusterUpToDate, basaltv1.ClusterAddonsReady)
+}
+
+// setAddonsReady reports what reconcileAddons found; it keeps its last value when the add-ons
+// were not looked at this reconcile.
+func setAddonsReady(s *scope) {
+	c := s.cluster
+	switch {
+	case s.addonsReady:
+		conditions.True(c, basaltv1.ClusterAddonsReady, basaltv1.ReasonAddonsApplied, s.addonsMessage)
+	case s.addonsRan:
+		conditions.False(c, basaltv1.ClusterAddonsReady, s.addonsReason, s.addonsMessage)
+	case meta.FindStatusCondition(c.Status.Conditions, basaltv1.ClusterAddonsReady) == nil:
+		conditions.Unknown(c, basaltv1.ClusterAddonsReady, "NotObserved", "the add-ons have not been applied yet")
+	}
 }
 
 // setCertificatesReady reports what reconcileCertificates found.

@@ -18,10 +18,13 @@
 //	                       their join list and member ID are recorded on them
 //	reconcileWorkload      once an API server is up, what a new workload cluster needs (the kubelet
 //	                       API binding of kube-apiserver)
+//	reconcileAddons        once an API server is up, the add-ons applied with server-side apply:
+//	                       the built-in CoreDNS (package bootstrap/addons), then the user's
+//	                       manifests from ConfigMaps and Secrets; status.addons per add-on
 //
 // and derives every condition it owns in updateStatus: HostsBound, CertificatesReady, EtcdReady,
 // ControlPlaneReady and WorkersReady (from the Machines' Ready conditions, carrying the reason of
-// the first Machine that is not Ready), UpToDate (False/NotImplemented when spec.version moves:
-// upgrades are not built), and Ready in that order. On deletion it removes every Machine before
+// the first Machine that is not Ready), UpToDate, MachinesHealthy, AddonsReady (every add-on applied and a CoreDNS
+// server ready behind kube-dns), and Ready from them in that order. On deletion it removes every Machine before
 // letting the Cluster go. docs/lifecycle.md has the decisions behind each step.
 package cluster

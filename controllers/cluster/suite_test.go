@@ -1,12 +1,17 @@
 package cluster_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -105,7 +110,37 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 		t.Fatal(err)
 	}
 	envtest.StartManager(t, mgr)
+	setDNSReady(t, true)
 	return h
+}
+
+// setDNSReady plays the kubelet and the EndpointSlice controller of the workload cluster (the
+// test API server) for the CoreDNS add-on: with ready true a ready endpoint stands behind the
+// kube-dns Service, as when a CoreDNS pod passed its readiness probe; with false it is not ready.
+func setDNSReady(t *testing.T, ready bool) {
+	t.Helper()
+	ctx := context.Background()
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: "kube-dns-test",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "kube-dns"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready)}}},
+	}
+	err := env.Client.Create(ctx, sl.DeepCopy())
+	if err == nil {
+		return
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	got := &discoveryv1.EndpointSlice{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(sl), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Endpoints = sl.Endpoints
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // artifactSets loads the artifact set next to the envtest binaries (KUBEBUILDER_ASSETS is its bin

@@ -50,6 +50,7 @@ var errorReasons = map[string]bool{
 	basaltv1.ReasonRemediationLimitReached: true,
 	basaltv1.ReasonTooManyUnhealthy:        true,
 	basaltv1.ReasonDeletionStalled:         true,
+	basaltv1.ReasonAddonApplyFailed:        true,
 	etcdcluster.ReasonJoinTimeout:          true,
 	etcdcluster.ReasonPeerURLConflict:      true,
 	etcdcluster.ReasonInvalidDesired:       true,

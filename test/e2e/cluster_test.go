@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -118,6 +119,22 @@ func TestClusterLifecycle(t *testing.T) {
 		return nil
 	})
 	t.Logf("Pod %s on %s Running and answering across nodes %s after the Cluster was applied", podIP, workerNode, time.Since(start).Round(time.Second))
+	checkPodLogs(ctx, t, wc, "default", "web")
+
+	// Workload-ready: the built-in DNS add-on is reported applied, and names resolve in pods.
+	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
+		t.Fatal(err)
+	}
+	if !meta.IsStatusConditionTrue(got.Status.Conditions, basaltv1.ClusterAddonsReady) {
+		t.Fatalf("AddonsReady is not True: %s", framework.ConditionSummary(got.Status.Conditions))
+	}
+	if len(got.Status.Addons) != 2 || got.Status.Addons[0].Name != basaltv1.AddonDNS || got.Status.Addons[0].Revision == "" ||
+		got.Status.Addons[1].Name != basaltv1.AddonMetrics || got.Status.Addons[1].Revision == "" {
+		t.Fatalf("status.addons %+v, want the dns and metrics add-ons applied", got.Status.Addons)
+	}
+	checkClusterDNS(ctx, t, wc, b.Hosts[0], podIP, start)
+	checkNodeMetrics(ctx, t, wc, 2)
+	checkManifestAddon(ctx, t, c, wc, got)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
 	// the manager image (built FROM scratch, no registry) imported into the nodes' containerd:

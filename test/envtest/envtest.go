@@ -92,6 +92,9 @@ func Start() (*Env, error) {
 		BinaryAssetsDirectory: assets,
 		Scheme:                scheme,
 	}
+	// The Clusters the tests make use the default service range, and their add-ons apply the
+	// kube-dns Service at its tenth address into this API server (their "workload cluster").
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/12")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)

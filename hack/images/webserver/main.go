@@ -20,6 +20,10 @@ limitations under the License.
 //
 //	GET /         200, text/plain: "hostname=<hostname>\npodIP=<ip>\n"
 //	GET /healthz  200, "ok\n"
+//	GET /lookup?name=N  resolves N as the pod's resolver does (its /etc/resolv.conf: the cluster
+//	              DNS, search domains): 200 "addrs=<ip>,<ip>\n", or 502 with the error
+//	GET /fetch?url=U    GETs the http URL U (by name, through the cluster DNS) and relays the
+//	              answer's body with 200, or 502 with the error; 5 s timeout, 64 KiB at most
 //
 // The pod IP is $POD_IP when set (downward API), else the first global unicast address of the
 // container's interfaces, IPv4 first. SIGTERM and SIGINT shut it down gracefully, exit code 0.
@@ -30,11 +34,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -54,6 +61,42 @@ func main() {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = fmt.Fprintf(w, "hostname=%s\npodIP=%s\n", hostname, podIP())
+	})
+	mux.HandleFunc("GET /lookup", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupHost(ctx, r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		_, _ = fmt.Fprintf(w, "addrs=%s\n", strings.Join(addrs, ","))
+	})
+	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
+		u, err := url.Parse(r.URL.Query().Get("url"))
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			http.Error(w, "url must be an http URL", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			http.Error(w, fmt.Sprintf("%s: status %d, %v", u, resp.StatusCode, err), http.StatusBadGateway)
+			return
+		}
+		_, _ = w.Write(body)
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 

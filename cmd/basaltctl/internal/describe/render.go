@@ -109,6 +109,9 @@ func (t *ClusterTree) tree(now time.Time) *node {
 		}
 		root.notes = append(root.notes, access)
 	}
+	if line := addonsLine(c.Status.Addons); line != "" {
+		root.notes = append(root.notes, line)
+	}
 	root.notes = append(root.notes, conditionNotes(c.Status.Conditions)...)
 
 	for _, g := range t.Groups {
@@ -122,6 +125,25 @@ func (t *ClusterTree) tree(now time.Time) *node {
 		root.children = append(root.children, gn)
 	}
 	return root
+}
+
+// addonsLine is one note for status.addons: each add-on with the revision applied, or its error.
+func addonsLine(addons []basaltv1.AddonStatus) string {
+	if len(addons) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(addons))
+	for _, a := range addons {
+		switch {
+		case a.LastError != "":
+			parts = append(parts, fmt.Sprintf("%s FAILED: %s", a.Name, a.LastError))
+		case a.Revision == "":
+			parts = append(parts, a.Name+" not applied yet")
+		default:
+			parts = append(parts, fmt.Sprintf("%s %s", a.Name, a.Revision))
+		}
+	}
+	return "add-ons: " + strings.Join(parts, ", ")
 }
 
 func groupLine(g Group) string {

@@ -88,3 +88,15 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("Progress() = %q, want %q", got, want)
 	}
 }
+
+func TestAddonsLine(t *testing.T) {
+	if got := addonsLine(nil); got != "" {
+		t.Errorf("no add-ons: %q", got)
+	}
+	got := addonsLine([]basaltv1.AddonStatus{{Name: "dns", Revision: "9b1f0c3e2a7d4c55"}, {Name: "metrics"},
+		{Name: "app", Revision: "51aa07e9c3d2b810", LastError: "ConfigMap app key b.yaml, document 3: an object needs apiVersion and kind"}})
+	want := "add-ons: dns 9b1f0c3e2a7d4c55, metrics not applied yet, app FAILED: ConfigMap app key b.yaml, document 3: an object needs apiVersion and kind"
+	if got != want {
+		t.Errorf("addonsLine:\n got %s\nwant %s", got, want)
+	}
+}

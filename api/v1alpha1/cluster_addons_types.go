@@ -1,0 +1,163 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// ClusterAddonsReady is True when every add-on of the Cluster (the built-in ones that are on and
+// those of spec.addons.manifests) is applied at its current revision, and the cluster DNS has a
+// ready server behind the kube-dns Service. A Cluster is Ready only with it.
+const ClusterAddonsReady = "AddonsReady"
+
+// Add-on reasons (condition AddonsReady and status.addons).
+const (
+	// ReasonAddonsApplied says every add-on is applied at its current revision and ready.
+	ReasonAddonsApplied = "AddonsApplied"
+	// ReasonAddonApplyFailed says an add-on could not be read, rendered or applied; the message
+	// names the add-on and the error.
+	ReasonAddonApplyFailed = "AddonApplyFailed"
+	// ReasonDNSNotReady says the CoreDNS add-on is applied but no CoreDNS server is ready behind
+	// the kube-dns Service yet.
+	ReasonDNSNotReady = "DNSNotReady"
+	// ReasonMetricsNotReady says the metrics-server add-on is applied but the metrics.k8s.io API
+	// is not Available yet.
+	ReasonMetricsNotReady = "MetricsNotReady"
+	// ReasonWaitingForAPIServer says no kube-apiserver of the Cluster is up yet to apply add-ons to.
+	ReasonWaitingForAPIServer = "WaitingForAPIServer"
+)
+
+// Names of the built-in add-ons in status.addons.
+const (
+	// AddonDNS is the cluster DNS (CoreDNS).
+	AddonDNS = "dns"
+	// AddonMetrics is the resource metrics API (metrics-server), for kubectl top and autoscalers.
+	AddonMetrics = "metrics"
+)
+
+// AddonsSpec says what Basalt installs into the cluster besides its nodes: the built-in cluster
+// DNS, and the user's own manifests. See docs/addons.md.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.manifests) || self.manifests.all(m, m.name != 'dns' && m.name != 'metrics')",message="spec.addons.manifests: the names dns and metrics are the built-in add-ons; choose another name"
+type AddonsSpec struct {
+	// dns configures the built-in cluster DNS (CoreDNS) add-on.
+	// +kubebuilder:default={}
+	// +optional
+	DNS DNSAddonSpec `json:"dns,omitzero"`
+
+	// metrics configures the built-in resource metrics (metrics-server) add-on.
+	// +optional
+	Metrics MetricsAddonSpec `json:"metrics,omitzero"`
+
+	// manifests are the user's add-ons: each names a ConfigMap or Secret in the Cluster's
+	// namespace whose data values are Kubernetes manifests (YAML or JSON, several documents per
+	// value allowed), applied into the cluster with server-side apply (field manager
+	// basalt-addons) in the order listed, after the built-in add-ons, and applied again when the
+	// data changes.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Manifests []ManifestAddon `json:"manifests,omitempty"`
+}
+
+// DNSAddonSpec configures the built-in CoreDNS add-on: a Deployment in kube-system behind the
+// kube-dns Service on the cluster DNS address (the tenth address of spec.network.serviceCIDR),
+// serving spec.network.dnsDomain.
+type DNSAddonSpec struct {
+	// disabled turns the built-in DNS off: Basalt applies nothing for it, does not wait for it to
+	// be Ready, and leaves what it applied before in place. Bring your own DNS on the cluster DNS
+	// address.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// replicas is the number of CoreDNS pods, spread over nodes, with a PodDisruptionBudget that
+	// keeps all but one available during drains.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// upstreams are the DNS servers names outside the cluster domain are forwarded to: IP
+	// addresses, optionally with a port (192.0.2.53, 192.0.2.53:5353, [2001:db8::53]:53). When
+	// empty, the nameservers of the control-plane Hosts (their status.os.nameservers, as the
+	// agents read them from the hosts' resolver configuration, loopback stubs left out); with
+	// none known, names outside the cluster domain do not resolve.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.all(u, isIP(u) || (u.matches('^[0-9.]+:[0-9]{1,5}$') && isIP(u.split(':')[0])) || (u.matches('^\\\\[[0-9a-fA-F:.]+\\\\]:[0-9]{1,5}$') && isIP(u.substring(1, u.lastIndexOf(']')))))",message="spec.addons.dns.upstreams must be IP addresses, optionally with a port: 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:53"
+	// +optional
+	Upstreams []string `json:"upstreams,omitempty"`
+}
+
+// MetricsAddonSpec configures the built-in metrics-server add-on: the metrics.k8s.io API behind
+// kubectl top and the autoscalers, served with a certificate of the cluster CA and reading every
+// kubelet over TLS verified with that CA.
+type MetricsAddonSpec struct {
+	// disabled turns the built-in metrics-server off: Basalt applies nothing for it, does not wait
+	// for it, and leaves what it applied before in place.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+}
+
+// ManifestAddon is one user add-on: the manifests held in a ConfigMap or a Secret.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.configMapRef) != has(self.secretRef)",message="an add-on of spec.addons.manifests names exactly one of configMapRef and secretRef"
+type ManifestAddon struct {
+	// name of the add-on, a DNS label, as reported in status.addons.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="add-on name must be a DNS label: lowercase letters, digits and '-'"
+	// +required
+	Name string `json:"name"`
+
+	// configMapRef names a ConfigMap in the Cluster's namespace; every data value is manifests.
+	// +optional
+	ConfigMapRef *LocalObjectReference `json:"configMapRef,omitempty"`
+
+	// secretRef names a Secret in the Cluster's namespace; every data value is manifests (for
+	// add-ons that carry credentials).
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+
+	// prune deletes from the cluster the objects this add-on applied before and no longer holds
+	// (also all of them when the add-on is removed from the list). Without it they stay.
+	// +optional
+	Prune bool `json:"prune,omitempty"`
+}
+
+// AddonStatus is what Basalt applied of one add-on.
+type AddonStatus struct {
+	// name of the add-on: dns for the built-in cluster DNS, else the name in spec.addons.manifests.
+	Name string `json:"name"`
+	// revision is a digest of the rendered manifests last applied in full.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// appliedAt is when that revision was applied.
+	// +optional
+	AppliedAt *metav1.Time `json:"appliedAt,omitempty"`
+	// objects lists what that revision holds.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Objects []AddonObject `json:"objects,omitempty"`
+	// prune is the add-on's prune setting when it was last applied.
+	// +optional
+	Prune bool `json:"prune,omitempty"`
+	// lastError is why the last attempt to read, render or apply the add-on failed; empty when it
+	// succeeded.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+}
+
+// AddonObject names one object an add-on applied.
+type AddonObject struct {
+	// apiVersion of the object, e.g. apps/v1.
+	APIVersion string `json:"apiVersion"`
+	// kind of the object, e.g. Deployment.
+	Kind string `json:"kind"`
+	// namespace of the object; empty when it is cluster-scoped.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// name of the object.
+	Name string `json:"name"`
+}

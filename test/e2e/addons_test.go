@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+
+	"github.com/basalt-dev/basalt/test/e2e/bed"
+	"github.com/basalt-dev/basalt/test/e2e/framework"
+)
+
+// checkClusterDNS proves the cluster DNS of a Cluster Basalt made, from the test web server pod
+// at clientIP (reached from host `from`): the API's Service name resolves to its ClusterIP, a
+// Service of another namespace resolves by its short name and answers through it, CoreDNS runs
+// the replicas asked for, and a drain of a node that holds a CoreDNS pod (its eviction through
+// the PodDisruptionBudget) leaves names resolving throughout. It returns how long after start
+// the first name resolved.
+func checkClusterDNS(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, from *bed.Host, clientIP string, start time.Time) time.Duration {
+	t.Helper()
+	get := func(path string) (string, error) {
+		out, err := from.Run(ctx, "curl -sS --max-time 8 'http://"+clientIP+":8080"+path+"'")
+		return strings.TrimSpace(out), err
+	}
+	lookup := func(name string) (string, error) {
+		out, err := get("/lookup?name=" + url.QueryEscape(name))
+		if err != nil || !strings.HasPrefix(out, "addrs=") {
+			return "", fmt.Errorf("looking up %s from the pod: %q %w", name, out, err)
+		}
+		return strings.TrimPrefix(out, "addrs="), nil
+	}
+	var resolvedAfter time.Duration
+	framework.Eventually(t, 2*time.Minute, func() error {
+		addrs, err := lookup("kubernetes.default.svc.cluster.local")
+		if err != nil {
+			return err
+		}
+		if addrs != "10.96.0.1" {
+			return fmt.Errorf("kubernetes.default.svc.cluster.local is %s, want 10.96.0.1", addrs)
+		}
+		resolvedAfter = time.Since(start)
+		return nil
+	})
+
+	// A Service in another namespace, by its short name (the pod's search path adds .svc.cluster.local).
+	if _, err := wc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	shopPod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop-web", Namespace: "shop", Labels: map[string]string{"app": "shop"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever,
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 2}}}},
+	}
+	if _, err := wc.CoreV1().Pods("shop").Create(ctx, shopPod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "storefront", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "shop"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	created, err := wc.CoreV1().Services("shop").Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 3*time.Minute, func() error {
+		addrs, err := lookup("storefront.shop")
+		if err != nil {
+			return err
+		}
+		if addrs != created.Spec.ClusterIP {
+			return fmt.Errorf("storefront.shop is %s, want its ClusterIP %s", addrs, created.Spec.ClusterIP)
+		}
+		out, err := get("/fetch?url=" + url.QueryEscape("http://storefront.shop/"))
+		if err != nil || !strings.Contains(out, "hostname=shop-web") {
+			return fmt.Errorf("http://storefront.shop/ from the pod: %q %w", out, err)
+		}
+		return nil
+	})
+	if _, err := lookup("no-such-service.shop.svc.cluster.local"); err == nil {
+		t.Error("a Service that does not exist resolved")
+	}
+	t.Logf("Cluster DNS: kubernetes.default resolved %s after the Cluster was applied; storefront.shop resolves across namespaces and answers through its name",
+		resolvedAfter.Round(time.Second))
+
+	// CoreDNS: the replicas asked for, a budget, and names resolving through a drain.
+	pods, err := wc.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-dns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 {
+		t.Fatalf("%d CoreDNS pods, want 2", len(pods.Items))
+	}
+	if pdb, err := wc.PolicyV1().PodDisruptionBudgets("kube-system").Get(ctx, "coredns", metav1.GetOptions{}); err != nil || pdb.Spec.MaxUnavailable.IntValue() != 1 {
+		t.Fatalf("CoreDNS PodDisruptionBudget: %+v %v", pdb, err)
+	}
+	framework.Eventually(t, 2*time.Minute, func() error {
+		pdb, err := wc.PolicyV1().PodDisruptionBudgets("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if pdb.Status.DisruptionsAllowed != 1 {
+			return fmt.Errorf("the CoreDNS budget allows %d disruptions (%d healthy)", pdb.Status.DisruptionsAllowed, pdb.Status.CurrentHealthy)
+		}
+		return nil
+	})
+	victim := pods.Items[0]
+	node := victim.Spec.NodeName
+	cordon(ctx, t, wc, node, true)
+	defer cordon(context.WithoutCancel(ctx), t, wc, node, false)
+	stop := make(chan struct{})
+	failures := make(chan []string, 1)
+	go func() {
+		var failed []string
+		for {
+			select {
+			case <-stop:
+				failures <- failed
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			if _, err := lookup("storefront.shop.svc.cluster.local"); err != nil {
+				failed = append(failed, err.Error())
+			}
+		}
+	}()
+	// Every CoreDNS pod of the node goes by eviction, as a drain does: the budget lets one go at
+	// a time, the next waits until the replacement is ready (429 until then).
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != node {
+			continue
+		}
+		framework.Eventually(t, 3*time.Minute, func() error {
+			err := wc.PolicyV1().Evictions(p.Namespace).Evict(ctx, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace}})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("evicting %s: %w", p.Name, err)
+			}
+			return nil
+		})
+	}
+	framework.Eventually(t, 3*time.Minute, func() error {
+		list, err := wc.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-dns"})
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for _, p := range list.Items {
+			if p.Spec.NodeName == node && p.DeletionTimestamp == nil {
+				return fmt.Errorf("CoreDNS pod %s still on the drained node %s", p.Name, node)
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil {
+					ready++
+				}
+			}
+		}
+		if ready != 2 {
+			return fmt.Errorf("%d CoreDNS pods ready after the drain, want 2", ready)
+		}
+		return nil
+	})
+	close(stop)
+	if failed := <-failures; len(failed) > 0 {
+		t.Errorf("%d lookups failed while node %s was drained of CoreDNS: %s", len(failed), node, strings.Join(failed, "; "))
+	}
+	t.Logf("Node %s drained of CoreDNS through its budget; names resolved throughout", node)
+	return resolvedAfter
+}
+
+// cordon marks a node unschedulable (or schedulable again).
+func cordon(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, node string, on bool) {
+	t.Helper()
+	framework.Eventually(t, time.Minute, func() error {
+		n, err := wc.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n.Spec.Unschedulable = on
+		_, err = wc.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// checkPodLogs proves the API server reaches the kubelet for kubectl logs: the web server's first
+// log line comes back.
+func checkPodLogs(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, ns, pod string) {
+	t.Helper()
+	framework.Eventually(t, time.Minute, func() error {
+		rc, err := wc.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{}).Stream(ctx)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+		if err != nil || !strings.Contains(string(b), "Serving on :8080") {
+			return fmt.Errorf("logs of %s/%s: %q %w", ns, pod, b, err)
+		}
+		return nil
+	})
+}
+
+// checkManifestAddon proves a user add-on from a ConfigMap: applied into the cluster and
+// reported, applied again when the ConfigMap changes, and what it no longer holds pruned.
+func checkManifestAddon(ctx context.Context, t *testing.T, c client.Client, wc *kubernetes.Clientset, cl *basaltv1.Cluster) {
+	t.Helper()
+	manifests := func(msg string, extra bool) string {
+		y := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: addon-demo\n---\n" +
+			"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: greeting\n  namespace: addon-demo\ndata:\n  msg: " + msg + "\n"
+		if extra {
+			y += "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n  namespace: addon-demo\n"
+		}
+		return y
+	}
+	src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cl.Namespace, Name: "demo-addon"}, Data: map[string]string{"app.yaml": manifests("hello", true)}}
+	if err := c.Create(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(cl.DeepCopy())
+	cl.Spec.Addons.Manifests = []basaltv1.ManifestAddon{{Name: "demo", ConfigMapRef: &basaltv1.LocalObjectReference{Name: src.Name}, Prune: true}}
+	if err := c.Patch(ctx, cl, patch); err != nil {
+		t.Fatal(err)
+	}
+	applied := time.Now()
+	var first string
+	wait := func(msg string, extraWanted bool) {
+		framework.Eventually(t, 4*time.Minute, func() error {
+			got := &basaltv1.Cluster{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(cl), got); err != nil {
+				return err
+			}
+			var st *basaltv1.AddonStatus
+			for i := range got.Status.Addons {
+				if got.Status.Addons[i].Name == "demo" {
+					st = &got.Status.Addons[i]
+				}
+			}
+			if st == nil || st.Revision == "" || st.LastError != "" || st.Revision == first {
+				return fmt.Errorf("status.addons demo: %+v", st)
+			}
+			cm, err := wc.CoreV1().ConfigMaps("addon-demo").Get(ctx, "greeting", metav1.GetOptions{})
+			if err != nil || cm.Data["msg"] != msg {
+				return fmt.Errorf("addon-demo/greeting in the cluster: %v %w, want msg %s", cm.Data, err, msg)
+			}
+			_, err = wc.CoreV1().ConfigMaps("addon-demo").Get(ctx, "extra", metav1.GetOptions{})
+			if extraWanted != (err == nil) {
+				return fmt.Errorf("addon-demo/extra in the cluster: %w (wanted: %v)", err, extraWanted)
+			}
+			if first == "" {
+				first = st.Revision
+			}
+			return nil
+		})
+	}
+	wait("hello", true)
+	t.Logf("User add-on from ConfigMap %s applied %s after it was named in the Cluster", src.Name, time.Since(applied).Round(time.Second))
+	src.Data["app.yaml"] = manifests("hi", false)
+	if err := c.Update(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	wait("hi", false)
+	t.Logf("Changed ConfigMap applied and the object it dropped pruned %s after the change", time.Since(changed).Round(time.Second))
+}
+
+// checkNodeMetrics is `kubectl top nodes` through the aggregated metrics.k8s.io API that the
+// metrics-server add-on serves: every node is listed with its CPU and memory usage.
+func checkNodeMetrics(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, nodes int) {
+	t.Helper()
+	framework.Eventually(t, 2*time.Minute, func() error {
+		raw, err := wc.RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes").DoRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("GET /apis/metrics.k8s.io/v1beta1/nodes: %w", err)
+		}
+		var list struct {
+			Items []struct {
+				Metadata struct{ Name string } `json:"metadata"`
+				Usage    map[string]string     `json:"usage"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return err
+		}
+		if len(list.Items) != nodes {
+			return fmt.Errorf("node metrics for %d nodes, want %d: %s", len(list.Items), nodes, raw)
+		}
+		for _, it := range list.Items {
+			if it.Usage["cpu"] == "" || it.Usage["memory"] == "" {
+				return fmt.Errorf("node %s has no cpu/memory usage: %v", it.Metadata.Name, it.Usage)
+			}
+		}
+		t.Logf("Node metrics (kubectl top nodes): %d nodes, e.g. %s cpu=%s memory=%s", len(list.Items), list.Items[0].Metadata.Name, list.Items[0].Usage["cpu"], list.Items[0].Usage["memory"])
+		return nil
+	})
+}
