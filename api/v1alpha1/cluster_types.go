@@ -225,6 +225,15 @@ type ControlPlaneSpec struct {
 	// them. When empty, the first control-plane host's address is used.
 	// +optional
 	Endpoint *APIEndpoint `json:"endpoint,omitempty"`
+
+	// schedulable says whether ordinary pods may run on the control-plane nodes. false taints
+	// them node-role.kubernetes.io/control-plane:NoSchedule (the built-in add-ons tolerate it);
+	// true leaves them untainted. Unset: tainted when the Cluster has worker replicas, untainted
+	// when it has none, so a small cluster of control-plane nodes only runs workloads. Basalt keeps
+	// the taint in step when this or the worker count changes (taking it off or putting it on;
+	// NoSchedule evicts nothing that already runs).
+	// +optional
+	Schedulable *bool `json:"schedulable,omitempty"`
 }
 
 // APIEndpoint is a host and port where the Kubernetes API is served.
@@ -263,6 +272,62 @@ type WorkerPool struct {
 	// hostSelector selects the Hosts this pool's machines may be bound to. Empty selects all.
 	// +optional
 	HostSelector metav1.LabelSelector `json:"hostSelector,omitzero"`
+
+	// nodeLabels are put on the Nodes of the pool, besides the labels Basalt always sets
+	// (node-role.kubernetes.io/worker and basalt.dev/pool), and kept in sync: a label removed here
+	// is removed from the Nodes. Keys in the kubernetes.io and k8s.io namespaces (but
+	// node-role.kubernetes.io/<role>) and in basalt.dev are refused: they belong to Kubernetes
+	// and to Basalt. (A list rather than a map so that admission can bound and check every key.)
+	// +listType=map
+	// +listMapKey=key
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	NodeLabels []NodeLabel `json:"nodeLabels,omitempty"`
+
+	// nodeTaints are put on the Nodes of the pool and kept in sync, so only pods that tolerate
+	// them run there (a pool of GPU or storage machines). A taint removed here is removed from
+	// the Nodes; taints others put (cordon, the node lifecycle controller) are left alone.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(x, x.key == t.key && x.effect == t.effect))",message="spec.workers[].nodeTaints: one taint per key and effect"
+	// +optional
+	NodeTaints []NodeTaint `json:"nodeTaints,omitempty"`
+}
+
+// NodeLabel is a label Basalt keeps on a pool's Nodes.
+type NodeLabel struct {
+	// key of the label: an optional DNS prefix and '/', then a name (e.g. example.com/tier).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')",message="node label key must be a label key: an optional DNS prefix and '/', then a name of up to 63 letters, digits, '-', '_' or '.'"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('/') || self.startsWith('node-role.kubernetes.io/') || !(self.split('/')[0] == 'kubernetes.io' || self.split('/')[0].endsWith('.kubernetes.io') || self.split('/')[0] == 'k8s.io' || self.split('/')[0].endsWith('.k8s.io') || self.split('/')[0] == 'basalt.dev' || self.split('/')[0].endsWith('.basalt.dev'))",message="node label keys in the kubernetes.io, k8s.io and basalt.dev namespaces are reserved (node-role.kubernetes.io/<role> is allowed)"
+	// +required
+	Key string `json:"key"`
+	// value of the label; may be empty.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$')",message="node label value must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+	// +optional
+	Value string `json:"value,omitempty"`
+}
+
+// NodeTaint is a taint Basalt keeps on a pool's Nodes.
+type NodeTaint struct {
+	// key of the taint, a label key (e.g. example.com/gpu).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$')",message="taint key must be a label key such as example.com/gpu"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('/') || self.startsWith('node-role.kubernetes.io/') || !(self.split('/')[0] == 'kubernetes.io' || self.split('/')[0].endsWith('.kubernetes.io') || self.split('/')[0] == 'k8s.io' || self.split('/')[0].endsWith('.k8s.io') || self.split('/')[0] == 'basalt.dev' || self.split('/')[0].endsWith('.basalt.dev'))",message="taint keys in the kubernetes.io, k8s.io and basalt.dev namespaces are reserved: Kubernetes and Basalt set those (node-role.kubernetes.io/<role> is allowed)"
+	// +required
+	Key string `json:"key"`
+	// value of the taint, a label value; may be empty.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$')",message="taint value must be a label value: at most 63 letters, digits, '-', '_' or '.'"
+	// +optional
+	Value string `json:"value,omitempty"`
+	// effect is NoSchedule, PreferNoSchedule or NoExecute.
+	// +kubebuilder:validation:Enum=NoSchedule;PreferNoSchedule;NoExecute
+	// +required
+	Effect string `json:"effect"`
 }
 
 // NetworkSpec configures the cluster network.

@@ -270,6 +270,41 @@ func TestCreateRejected(t *testing.T) {
 			m.Spec.Version = "latest"
 			return m
 		}, "spec.version must look like v1.37.2"},
+		{"node label key with two slashes", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeLabels = []basaltv1.NodeLabel{{Key: "a/b/c"}}
+			return c
+		}, "node label key must be a label key"},
+		{"reserved node label key", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeLabels = []basaltv1.NodeLabel{{Key: "kubernetes.io/hostname", Value: "x"}}
+			return c
+		}, "node label keys in the kubernetes.io, k8s.io and basalt.dev namespaces are reserved"},
+		{"Basalt's own node label", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeLabels = []basaltv1.NodeLabel{{Key: "basalt.dev/pool", Value: "x"}}
+			return c
+		}, "are reserved"},
+		{"node label value with a space", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeLabels = []basaltv1.NodeLabel{{Key: "tier", Value: "a b"}}
+			return c
+		}, "node label value must be a label value"},
+		{"taint effect", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeTaints = []basaltv1.NodeTaint{{Key: "example.com/gpu", Effect: "Never"}}
+			return c
+		}, "Unsupported value: \"Never\""},
+		{"reserved taint key", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeTaints = []basaltv1.NodeTaint{{Key: "node.kubernetes.io/unschedulable", Effect: "NoSchedule"}}
+			return c
+		}, "taint keys in the kubernetes.io, k8s.io and basalt.dev namespaces are reserved"},
+		{"taint twice", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Workers[0].NodeTaints = []basaltv1.NodeTaint{{Key: "example.com/gpu", Effect: "NoSchedule"}, {Key: "example.com/gpu", Value: "b", Effect: "NoSchedule"}}
+			return c
+		}, "one taint per key and effect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,8 +23,8 @@ const (
 	nodeReadyRequeue = time.Minute
 )
 
-// LabelControlPlaneRole is the role label Basalt puts on a control-plane Node when it creates it
-// (a kubelet may not set node-role labels on itself).
+// LabelControlPlaneRole is the role label Basalt puts on a control-plane Node (a kubelet may not
+// set node-role labels on itself); machine_nodemeta.go has the others.
 const LabelControlPlaneRole = "node-role.kubernetes.io/control-plane"
 
 // reconcileNode keeps the Machine's Node in the workload cluster: once an API server of the
@@ -67,9 +67,8 @@ func (r *Reconciler) reconcileNode(ctx context.Context, s *scope) (ctrl.Result, 
 			ObjectMeta: metav1.ObjectMeta{Name: m.Name, Labels: map[string]string{}},
 			Spec:       corev1.NodeSpec{PodCIDR: m.Status.PodCIDR, PodCIDRs: []string{m.Status.PodCIDR}},
 		}
-		if m.Spec.Role == basaltv1.RoleControlPlane {
-			n.Labels[LabelControlPlaneRole] = ""
-		}
+		// Labels and taints from the start: no pod lands on a control-plane node before its taint.
+		applyNodeMeta(n, desiredNodeMeta(c, m))
 		if err = wc.Create(ctx, n); err == nil {
 			ctrl.LoggerFrom(ctx).Info("Created the workload Node with its pod range", "machine", klog.KObj(m), "node", n.Name, "podCIDR", m.Status.PodCIDR)
 		} else if apierrors.IsAlreadyExists(err) {
@@ -92,6 +91,12 @@ func (r *Reconciler) reconcileNode(ctx context.Context, s *scope) (ctrl.Result, 
 	default:
 		return wait(basaltv1.ReasonPodCIDRConflict, "Node %s has spec.podCIDR %s, not this Machine's %s; delete the Node to let Basalt create it again",
 			n.Name, n.Spec.PodCIDR, m.Status.PodCIDR)
+	}
+	if before := n.DeepCopy(); applyNodeMeta(n, desiredNodeMeta(c, m)) {
+		if err := wc.Patch(ctx, n, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return unreachable(fmt.Errorf("setting the labels and taints of Node %s: %w", n.Name, err))
+		}
+		ctrl.LoggerFrom(ctx).Info("Set the labels and taints of the workload Node", "machine", klog.KObj(m), "node", n.Name, "taints", describeTaints(n.Spec.Taints))
 	}
 	s.nodeRegistered = true
 	if v := n.Status.NodeInfo.KubeletVersion; v != "" {

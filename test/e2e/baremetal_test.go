@@ -356,13 +356,19 @@ func metalNode(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, ip s
 	return nil
 }
 
-// runWebPod runs the artifact set's webserver on node and returns its pod IP once it runs.
+// tolerateControlPlane lets a test pod run on a control-plane node, which a Cluster with workers
+// taints node-role.kubernetes.io/control-plane:NoSchedule.
+var tolerateControlPlane = []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+
+// runWebPod runs the artifact set's webserver on node (control-plane nodes included) and returns
+// its pod IP once it runs.
 func runWebPod(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, name, node string) string {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": node},
+			Tolerations:  tolerateControlPlane,
 			Containers:   []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever}},
 		},
 	}

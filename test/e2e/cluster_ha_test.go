@@ -122,6 +122,8 @@ func TestClusterHA(t *testing.T) {
 						Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
 						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labelsWeb}}},
+					// Any node, control planes included, so the pods have somewhere to go while workers scale.
+					Tolerations: tolerateControlPlane,
 				},
 			},
 		},
@@ -202,6 +204,7 @@ func TestClusterHA(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: "default"},
 		Spec: corev1.PodSpec{
 			NodeSelector: map[string]string{"kubernetes.io/hostname": nodeName(nl.Items, third.IP)},
+			Tolerations:  tolerateControlPlane,
 			Containers:   []corev1.Container{{Name: "client", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever}},
 		},
 	}

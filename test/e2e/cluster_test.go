@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,8 @@ func TestClusterLifecycle(t *testing.T) {
 		Spec: basaltv1.ClusterSpec{
 			Version:      etcdTestVersion,
 			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}},
-			Workers:      []basaltv1.WorkerPool{{Name: "pool", Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}}}},
+			Workers: []basaltv1.WorkerPool{{Name: "pool", Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}},
+				NodeLabels: []basaltv1.NodeLabel{{Key: "example.com/tier", Value: "web"}}}},
 		},
 	}
 	start := time.Now()
@@ -84,8 +86,20 @@ func TestClusterLifecycle(t *testing.T) {
 		if !nodeReady(n) {
 			t.Fatalf("node %s is not Ready", n.Name)
 		}
-		if n.Labels["node-role.kubernetes.io/control-plane"] == "" {
-			workerNode = n.Name
+		if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp {
+			// A Cluster with workers keeps ordinary pods off its control plane.
+			if !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+				return t.Key == "node-role.kubernetes.io/control-plane" && t.Effect == corev1.TaintEffectNoSchedule
+			}) {
+				t.Errorf("control-plane node %s is not tainted: %v", n.Name, n.Spec.Taints)
+			}
+			continue
+		}
+		workerNode = n.Name
+		for k, v := range map[string]string{"node-role.kubernetes.io/worker": "", "basalt.dev/pool": "pool", "example.com/tier": "web"} {
+			if got, ok := n.Labels[k]; !ok || got != v {
+				t.Errorf("worker node %s label %s=%q (%v), want %q", n.Name, k, got, ok, v)
+			}
 		}
 	}
 	pod := &corev1.Pod{
