@@ -77,10 +77,33 @@ func TestRemediationBrakes(t *testing.T) {
 	}
 
 	// 2. Three of four Machines NotReady at once (a switch died, say): more than maxUnhealthy.
+	// Each Machine notices its Node at its own poll (up to a minute apart): with a long
+	// nodeNotReadyTimeout until all three have, the Cluster controller sees them turn unhealthy
+	// together, as it would the nodes behind one dead switch, and not the first one alone (which
+	// it would rightly remediate).
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Hour}
+	})
 	for _, m := range []basaltv1.Machine{a, b, d} {
 		agents.Hold(m.Name)
 		setNodeReady(t, m.Name, corev1.ConditionFalse)
 	}
+	envtest.Eventually(t, 2*wait, func() error {
+		for _, m := range []basaltv1.Machine{a, b, d} {
+			mm := &basaltv1.Machine{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&m), mm); err != nil {
+				return err
+			}
+			if nr := meta.FindStatusCondition(mm.Status.Conditions, basaltv1.MachineNodeReady); nr == nil || nr.Status != metav1.ConditionFalse {
+				touch(t, mm)
+				return fmt.Errorf("Machine %s has not seen its Node NotReady yet: %+v", m.Name, nr)
+			}
+		}
+		return nil
+	})
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Second}
+	})
 	envtest.Eventually(t, 3*wait, func() error {
 		got, err := get(ctx, c)
 		if err != nil {
@@ -108,11 +131,32 @@ func TestRemediationBrakes(t *testing.T) {
 		t.Fatalf("remediation went on with 3 of 4 Machines unhealthy: %v", err)
 	}
 
-	// 3. Two recover: one unhealthy is within the limit, and it is replaced.
+	// 3. Two recover: one unhealthy is within the limit, and it is replaced. (The long timeout
+	// again until both Machines have seen their Nodes Ready: with one of them still NotReady, two
+	// unhealthy of four are within 40% too, and that one could be replaced first.)
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Hour}
+	})
 	for _, m := range []basaltv1.Machine{b, d} {
 		agents.Release(m.Name)
 		setNodeReady(t, m.Name, corev1.ConditionTrue)
 	}
+	envtest.Eventually(t, 2*wait, func() error {
+		for _, m := range []basaltv1.Machine{b, d} {
+			mm := &basaltv1.Machine{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&m), mm); err != nil {
+				return err
+			}
+			if nr := meta.FindStatusCondition(mm.Status.Conditions, basaltv1.MachineNodeReady); nr == nil || nr.Status != metav1.ConditionTrue {
+				touch(t, mm)
+				return fmt.Errorf("Machine %s has not seen its Node Ready yet: %+v", m.Name, nr)
+			}
+		}
+		return nil
+	})
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Second}
+	})
 	envtest.Eventually(t, 3*wait, func() error {
 		m := &basaltv1.Machine{}
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(&a), m)
