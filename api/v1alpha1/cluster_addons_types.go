@@ -1,6 +1,9 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
 
 // ClusterAddonsReady is True when every add-on of the Cluster (the built-in ones that are on and
 // those of spec.addons.manifests) is applied at its current revision, and the cluster DNS has a
@@ -36,6 +39,7 @@ const (
 // DNS, and the user's own manifests. See docs/addons.md.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.manifests) || self.manifests.all(m, m.name != 'dns' && m.name != 'metrics')",message="spec.addons.manifests: the names dns and metrics are the built-in add-ons; choose another name"
+// +kubebuilder:validation:XValidation:rule="!has(self.charts) || self.charts.all(c, c.name != 'dns' && c.name != 'metrics' && (!has(self.manifests) || self.manifests.all(m, m.name != c.name)))",message="spec.addons.charts: a chart add-on needs a name of its own, not dns or metrics (the built-in add-ons) nor that of a manifests add-on"
 type AddonsSpec struct {
 	// dns configures the built-in cluster DNS (CoreDNS) add-on.
 	// +kubebuilder:default={}
@@ -56,6 +60,64 @@ type AddonsSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	Manifests []ManifestAddon `json:"manifests,omitempty"`
+
+	// charts are Helm charts installed into the cluster as releases with the Helm SDK, after
+	// the manifests, and upgraded when the chart or its values change.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Charts []ChartAddon `json:"charts,omitempty"`
+}
+
+// ChartAddon is a Helm chart installed as a release named after the add-on.
+type ChartAddon struct {
+	// name of the add-on and of its Helm release, a DNS label.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=53
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="chart add-on name must be a DNS label of at most 53 characters (a Helm release name)"
+	// +required
+	Name string `json:"name"`
+
+	// namespace the release is installed into, created when missing.
+	// +kubebuilder:default=default
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="chart add-on namespace must be a DNS label"
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// chart says where the packaged chart is (the .tgz `helm package` writes).
+	// +required
+	Chart ChartSource `json:"chart"`
+
+	// values are the chart's values, as `helm install --values` takes them.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Values *runtime.RawExtension `json:"values,omitempty"`
+
+	// prune uninstalls the release when the add-on is removed from the list. Without it the
+	// release stays.
+	// +optional
+	Prune bool `json:"prune,omitempty"`
+}
+
+// ChartSource is a packaged Helm chart held in a ConfigMap (binaryData) or a Secret of the
+// Cluster's namespace: no chart repository is needed.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.configMapRef) != has(self.secretRef)",message="a chart names exactly one of configMapRef and secretRef"
+type ChartSource struct {
+	// configMapRef names a ConfigMap whose binaryData holds the chart.
+	// +optional
+	ConfigMapRef *LocalObjectReference `json:"configMapRef,omitempty"`
+	// secretRef names a Secret whose data holds the chart.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// key of the chart archive in the ConfigMap's binaryData or the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Key string `json:"key"`
 }
 
 // DNSAddonSpec configures the built-in CoreDNS add-on: a Deployment in kube-system behind the
@@ -143,6 +205,9 @@ type AddonStatus struct {
 	// prune is the add-on's prune setting when it was last applied.
 	// +optional
 	Prune bool `json:"prune,omitempty"`
+	// release is the Helm release of a chart add-on, as last installed or upgraded.
+	// +optional
+	Release *AddonRelease `json:"release,omitempty"`
 	// lastError is why the last attempt to read, render or apply the add-on failed; empty when it
 	// succeeded.
 	// +optional
@@ -160,4 +225,15 @@ type AddonObject struct {
 	Namespace string `json:"namespace,omitempty"`
 	// name of the object.
 	Name string `json:"name"`
+}
+
+// AddonRelease is the Helm release of a chart add-on.
+type AddonRelease struct {
+	// namespace of the release.
+	Namespace string `json:"namespace"`
+	// version is the release's revision number in Helm's history.
+	Version int32 `json:"version"`
+	// chart is the chart's name and version, e.g. podinfo-6.5.0.
+	// +optional
+	Chart string `json:"chart,omitempty"`
 }

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -368,4 +369,108 @@ func checkMetricsServing(t *testing.T, ns, cluster string) {
 	if _, err := tls.X509KeyPair(sec.Data["tls.crt"], sec.Data["tls.key"]); err != nil {
 		t.Errorf("metrics-server's key pair: %v", err)
 	}
+}
+
+// TestChartAddon: a Helm chart from a ConfigMap is installed as a release with its values,
+// upgraded when the values or the chart change, reported (release version, chart), a broken
+// archive is reported without touching the release, and the release is uninstalled when the
+// pruning add-on is removed.
+func TestChartAddon(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	h := startControllers(t, ns)
+	runAgents(t, ns, h.etcd)
+	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.9.10", inspected: true})
+	relNS := "chart-" + ns
+	src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "greeter-chart"},
+		BinaryData: map[string][]byte{"greeter.tgz": envtest.GreeterChart(t, "0.1.0")}}
+	if err := env.Client.Create(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(ns, "charts", 1, 0)
+	c.Spec.Addons.Charts = []basaltv1.ChartAddon{{Name: "greeter", Namespace: relNS, Prune: true,
+		Chart:  basaltv1.ChartSource{ConfigMapRef: &basaltv1.LocalObjectReference{Name: src.Name}, Key: "greeter.tgz"},
+		Values: &runtime.RawExtension{Raw: []byte(`{"msg":"hi from values"}`)}}}
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitRelease := func(version int32, msg, chartVersion string) string {
+		t.Helper()
+		var rev string
+		envtest.Eventually(t, wait, func() error {
+			got, err := get(ctx, c)
+			if err != nil {
+				return err
+			}
+			st := addonStatus(got, "greeter")
+			if st == nil || st.LastError != "" || st.Release == nil || st.Release.Version != version || st.Release.Namespace != relNS || st.Release.Chart != "greeter-"+chartVersion {
+				if st != nil {
+					return fmt.Errorf("status.addons greeter: %+v (release %+v)", st, st.Release)
+				}
+				return fmt.Errorf("status.addons %s", addonNames(got))
+			}
+			cm := &corev1.ConfigMap{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: relNS, Name: "greeter-greeting"}, cm); err != nil {
+				return err
+			}
+			if cm.Data["msg"] != msg || cm.Data["chart"] != chartVersion {
+				return fmt.Errorf("the release's ConfigMap: %v", cm.Data)
+			}
+			rev = st.Revision
+			return conditionIs(got.Status.Conditions, basaltv1.ConditionReady, metav1.ConditionTrue, "")
+		})
+		return rev
+	}
+	first := waitRelease(1, "hi from values", "0.1.0")
+
+	// New values: an upgrade, release version 2.
+	updateCluster(t, c, func(c *basaltv1.Cluster) {
+		c.Spec.Addons.Charts[0].Values = &runtime.RawExtension{Raw: []byte(`{"msg":"changed"}`)}
+	})
+	second := waitRelease(2, "changed", "0.1.0")
+	if second == first {
+		t.Error("new values, same revision")
+	}
+	// A new chart version in the ConfigMap: another upgrade.
+	src.BinaryData["greeter.tgz"] = envtest.GreeterChart(t, "0.2.0")
+	if err := env.Client.Update(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, c)
+	waitRelease(3, "changed", "0.2.0")
+
+	// A broken archive: reported, the release left as it is.
+	src.BinaryData["greeter.tgz"] = []byte("not a chart")
+	if err := env.Client.Update(ctx, src); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, c)
+	envtest.Eventually(t, wait, func() error {
+		got, err := get(ctx, c)
+		if err != nil {
+			return err
+		}
+		st := addonStatus(got, "greeter")
+		if st == nil || !strings.Contains(st.LastError, "loading the chart archive greeter.tgz") || st.Release == nil || st.Release.Version != 3 {
+			return fmt.Errorf("status.addons greeter: %+v", st)
+		}
+		return conditionIs(got.Status.Conditions, basaltv1.ClusterAddonsReady, metav1.ConditionFalse, basaltv1.ReasonAddonApplyFailed)
+	})
+
+	// Removed from the list: uninstalled.
+	updateCluster(t, c, func(c *basaltv1.Cluster) { c.Spec.Addons.Charts = nil })
+	envtest.Eventually(t, wait, func() error {
+		got, err := get(ctx, c)
+		if err != nil {
+			return err
+		}
+		if addonStatus(got, "greeter") != nil {
+			return fmt.Errorf("status.addons %s", addonNames(got))
+		}
+		err = env.Client.Get(ctx, client.ObjectKey{Namespace: relNS, Name: "greeter-greeting"}, &corev1.ConfigMap{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the uninstalled release's ConfigMap: %w", err)
+		}
+		return nil
+	})
 }

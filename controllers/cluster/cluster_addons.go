@@ -46,6 +46,8 @@ type desiredAddon struct {
 	name  string
 	objs  []*unstructured.Unstructured
 	prune bool
+	// chart is set for a chart add-on, which Helm installs instead of objs.
+	chart *chartAddon
 	// err says why the add-on could not be read or rendered; objs is nil then.
 	err error
 }
@@ -95,7 +97,20 @@ func (r *Reconciler) reconcileAddons(ctx context.Context, s *scope) (ctrl.Result
 		st := prev[name]
 		// Turning a built-in add-on off leaves it running: the cluster's pods depend on the DNS
 		// until the user's own takes the address over, autoscalers on the metrics API.
-		if !st.Prune || len(st.Objects) == 0 || name == basaltv1.AddonDNS || name == basaltv1.AddonMetrics {
+		if !st.Prune || name == basaltv1.AddonDNS || name == basaltv1.AddonMetrics {
+			continue
+		}
+		if st.Release != nil {
+			if err := r.helmUninstall(ctx, c, name, st.Release); err != nil {
+				st.LastError = "uninstalling the removed add-on: " + err.Error()
+				failed = append(failed, fmt.Sprintf("%s: %s", st.Name, st.LastError))
+				out = append(out, st)
+				continue
+			}
+			r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "AddonRemoved", "Uninstall", "Uninstalled the Helm release of removed add-on %s", name)
+			continue
+		}
+		if len(st.Objects) == 0 {
 			continue
 		}
 		left, err := deleteObjects(ctx, wc, st.Objects)
@@ -114,7 +129,7 @@ func (r *Reconciler) reconcileAddons(ctx context.Context, s *scope) (ctrl.Result
 
 	// Looked at again to apply every addonResync, and sooner to notice changed sources.
 	res := ctrl.Result{RequeueAfter: addonResync}
-	if len(c.Spec.Addons.Manifests) > 0 {
+	if len(c.Spec.Addons.Manifests) > 0 || len(c.Spec.Addons.Charts) > 0 {
 		res.RequeueAfter = addonRecheck
 	}
 	if len(failed) > 0 {
@@ -152,6 +167,9 @@ func (r *Reconciler) applyAddon(ctx context.Context, wc client.Client, c *basalt
 		}
 		st.LastError = a.err.Error()
 		return st
+	}
+	if a.chart != nil {
+		return r.applyChart(ctx, c, a, st, now)
 	}
 	revision := addons.Revision(a.objs)
 	due := st.Revision != revision || st.LastError != "" || st.AppliedAt == nil || now.Sub(st.AppliedAt.Time) >= addonResync || st.Prune != a.prune
@@ -191,6 +209,29 @@ func (r *Reconciler) applyAddon(ctx context.Context, wc client.Client, c *basalt
 	return st
 }
 
+// applyChart installs or upgrades a chart add-on's release when its revision changed or the last
+// try failed. Unlike manifests, a chart is not applied again every addonResync: each Helm upgrade
+// is a new release revision, and Helm's own three-way merge is what keeps a release's objects.
+func (r *Reconciler) applyChart(ctx context.Context, c *basaltv1.Cluster, a desiredAddon, st basaltv1.AddonStatus, now time.Time) basaltv1.AddonStatus {
+	if st.Revision == a.chart.revision && st.LastError == "" && st.Release != nil && st.Release.Namespace == a.chart.namespace {
+		st.Prune = a.prune
+		return st
+	}
+	rel, err := r.helmRelease(ctx, c, a.name, a.chart)
+	if err != nil {
+		if st.LastError != err.Error() {
+			r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "AddonFailed", "Helm", "Add-on %s: %v", a.name, err)
+		}
+		st.LastError = err.Error()
+		return st
+	}
+	r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "AddonApplied", "Helm", "Applied add-on %s revision %s as Helm release %s version %d (chart %s)",
+		a.name, a.chart.revision, a.name, rel.Version, rel.Chart)
+	st.Revision, st.Release, st.Prune, st.LastError, st.Objects = a.chart.revision, rel, a.prune, "", nil
+	st.AppliedAt = &metav1.Time{Time: now}
+	return st
+}
+
 // desiredAddons renders the built-in add-ons and reads the user's, in the order they apply.
 func (r *Reconciler) desiredAddons(ctx context.Context, s *scope) []desiredAddon {
 	c := s.cluster
@@ -208,6 +249,11 @@ func (r *Reconciler) desiredAddons(ctx context.Context, s *scope) []desiredAddon
 	for _, m := range s.cluster.Spec.Addons.Manifests {
 		a := desiredAddon{name: m.Name, prune: m.Prune}
 		a.objs, a.err = r.readManifests(ctx, c.Namespace, m)
+		out = append(out, a)
+	}
+	for _, ch := range c.Spec.Addons.Charts {
+		a := desiredAddon{name: ch.Name, prune: ch.Prune}
+		a.chart, a.err = r.readChart(ctx, c.Namespace, ch)
 		out = append(out, a)
 	}
 	return out

@@ -88,7 +88,7 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 		defer h.mu.Unlock()
 		h.servers[cfg.Host] = true
 		return wclient, nil
-	}}
+	}, RewriteConfig: func(*rest.Config) *rest.Config { return rest.CopyConfig(wcfg) }}
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),

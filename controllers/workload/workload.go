@@ -42,6 +42,9 @@ type Clients struct {
 	New func(cfg *rest.Config) (client.Client, error)
 	// Timeout bounds each request; zero means DefaultTimeout.
 	Timeout time.Duration
+	// RewriteConfig, when set, changes the configs RESTConfig returns. Tests point every
+	// workload cluster at a test API server with it, as with New.
+	RewriteConfig func(cfg *rest.Config) *rest.Config
 
 	mu    sync.Mutex
 	cache map[types.UID]cached
@@ -65,15 +68,10 @@ func (w *Clients) For(ctx context.Context, c *basaltv1.Cluster) (client.Client, 
 	if e, ok := w.cache[c.UID]; ok && e.sum == sum {
 		return e.c, nil
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	cfg, err := w.restConfig(c, kc)
 	if err != nil {
-		return nil, fmt.Errorf("the admin kubeconfig of Cluster %s: %w", c.Name, err)
+		return nil, err
 	}
-	cfg.Timeout = w.Timeout
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	cfg.UserAgent = "basalt-manager"
 	NoEvictionRetry(cfg)
 	newClient := w.New
 	if newClient == nil {
@@ -88,6 +86,36 @@ func (w *Clients) For(ctx context.Context, c *basaltv1.Cluster) (client.Client, 
 	}
 	w.cache[c.UID] = cached{sum: sum, c: cl}
 	return cl, nil
+}
+
+// RESTConfig returns a REST config of c's workload cluster, from its admin kubeconfig, for
+// clients other than controller-runtime's (the Helm SDK). It is not cached.
+func (w *Clients) RESTConfig(ctx context.Context, c *basaltv1.Cluster) (*rest.Config, error) {
+	kc, err := pkisecrets.Kubeconfig(ctx, w.Reader, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := w.restConfig(c, kc)
+	if err != nil {
+		return nil, err
+	}
+	if w.RewriteConfig != nil {
+		cfg = w.RewriteConfig(cfg)
+	}
+	return cfg, nil
+}
+
+func (w *Clients) restConfig(c *basaltv1.Cluster, kubeconfig []byte) (*rest.Config, error) {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("the admin kubeconfig of Cluster %s: %w", c.Name, err)
+	}
+	cfg.Timeout = w.Timeout
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	cfg.UserAgent = "basalt-manager"
+	return cfg, nil
 }
 
 // Forget drops the client of the Cluster with this UID (the Cluster is gone).

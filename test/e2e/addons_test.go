@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
+	"github.com/basalt-dev/basalt/test/envtest"
 )
 
 // checkClusterDNS proves the cluster DNS of a Cluster Basalt made, from the test web server pod
@@ -229,11 +232,51 @@ func checkManifestAddon(ctx context.Context, t *testing.T, c client.Client, wc *
 	if err := c.Create(ctx, src); err != nil {
 		t.Fatal(err)
 	}
+	chartSrc := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cl.Namespace, Name: "greeter-chart"},
+		BinaryData: map[string][]byte{"greeter.tgz": envtest.GreeterChart(t, "0.1.0")}}
+	if err := c.Create(ctx, chartSrc); err != nil {
+		t.Fatal(err)
+	}
 	patch := client.MergeFrom(cl.DeepCopy())
 	cl.Spec.Addons.Manifests = []basaltv1.ManifestAddon{{Name: "demo", ConfigMapRef: &basaltv1.LocalObjectReference{Name: src.Name}, Prune: true}}
+	cl.Spec.Addons.Charts = []basaltv1.ChartAddon{{Name: "greeter", Namespace: "greeter", Prune: true,
+		Chart:  basaltv1.ChartSource{ConfigMapRef: &basaltv1.LocalObjectReference{Name: chartSrc.Name}, Key: "greeter.tgz"},
+		Values: &runtime.RawExtension{Raw: []byte(`{"msg":"from Basalt"}`)}}}
 	if err := c.Patch(ctx, cl, patch); err != nil {
 		t.Fatal(err)
 	}
+	chartApplied := func(version int32, msg string) {
+		t.Helper()
+		framework.Eventually(t, 4*time.Minute, func() error {
+			got := &basaltv1.Cluster{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(cl), got); err != nil {
+				return err
+			}
+			for _, st := range got.Status.Addons {
+				if st.Name != "greeter" {
+					continue
+				}
+				if st.LastError != "" || st.Release == nil || st.Release.Version != version || st.Release.Chart != "greeter-0.1.0" {
+					return fmt.Errorf("status.addons greeter: %+v", st)
+				}
+				cm, err := wc.CoreV1().ConfigMaps("greeter").Get(ctx, "greeter-greeting", metav1.GetOptions{})
+				if err != nil || cm.Data["msg"] != msg {
+					return fmt.Errorf("greeter/greeter-greeting in the cluster: %v %w, want msg %s", cm.Data, err, msg)
+				}
+				return nil
+			}
+			return errors.New("no status.addons entry for greeter")
+		})
+	}
+	chartApplied(1, "from Basalt")
+	t.Logf("Helm chart add-on installed as release greeter (version 1) from ConfigMap %s", chartSrc.Name)
+	patch = client.MergeFrom(cl.DeepCopy())
+	cl.Spec.Addons.Charts[0].Values = &runtime.RawExtension{Raw: []byte(`{"msg":"upgraded"}`)}
+	if err := c.Patch(ctx, cl, patch); err != nil {
+		t.Fatal(err)
+	}
+	chartApplied(2, "upgraded")
+	t.Logf("New values upgraded the release to version 2")
 	applied := time.Now()
 	var first string
 	wait := func(msg string, extraWanted bool) {
