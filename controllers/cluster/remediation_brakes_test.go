@@ -88,19 +88,7 @@ func TestRemediationBrakes(t *testing.T) {
 		agents.Hold(m.Name)
 		setNodeReady(t, m.Name, corev1.ConditionFalse)
 	}
-	envtest.Eventually(t, 2*wait, func() error {
-		for _, m := range []basaltv1.Machine{a, b, d} {
-			mm := &basaltv1.Machine{}
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&m), mm); err != nil {
-				return err
-			}
-			if nr := meta.FindStatusCondition(mm.Status.Conditions, basaltv1.MachineNodeReady); nr == nil || nr.Status != metav1.ConditionFalse {
-				touch(t, mm)
-				return fmt.Errorf("Machine %s has not seen its Node NotReady yet: %+v", m.Name, nr)
-			}
-		}
-		return nil
-	})
+	waitNodeReadySeen(t, metav1.ConditionFalse, a, b, d)
 	updateCluster(t, c, func(c *basaltv1.Cluster) {
 		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Second}
 	})
@@ -141,19 +129,7 @@ func TestRemediationBrakes(t *testing.T) {
 		agents.Release(m.Name)
 		setNodeReady(t, m.Name, corev1.ConditionTrue)
 	}
-	envtest.Eventually(t, 2*wait, func() error {
-		for _, m := range []basaltv1.Machine{b, d} {
-			mm := &basaltv1.Machine{}
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(&m), mm); err != nil {
-				return err
-			}
-			if nr := meta.FindStatusCondition(mm.Status.Conditions, basaltv1.MachineNodeReady); nr == nil || nr.Status != metav1.ConditionTrue {
-				touch(t, mm)
-				return fmt.Errorf("Machine %s has not seen its Node Ready yet: %+v", m.Name, nr)
-			}
-		}
-		return nil
-	})
+	waitNodeReadySeen(t, metav1.ConditionTrue, b, d)
 	updateCluster(t, c, func(c *basaltv1.Cluster) {
 		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Second}
 	})
@@ -172,4 +148,23 @@ func TestRemediationBrakes(t *testing.T) {
 	if err := notDeleted(b.Name, d.Name); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitNodeReadySeen waits until every Machine's NodeReady condition has status, nudging the
+// Machines that have not polled their Node yet.
+func waitNodeReadySeen(t *testing.T, status metav1.ConditionStatus, ms ...basaltv1.Machine) {
+	t.Helper()
+	envtest.Eventually(t, 2*wait, func() error {
+		for _, m := range ms {
+			mm := &basaltv1.Machine{}
+			if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(&m), mm); err != nil {
+				return err
+			}
+			if nr := meta.FindStatusCondition(mm.Status.Conditions, basaltv1.MachineNodeReady); nr == nil || nr.Status != status {
+				touch(t, mm)
+				return fmt.Errorf("Machine %s has not seen NodeReady %s yet: %+v", m.Name, status, nr)
+			}
+		}
+		return nil
+	})
 }
