@@ -372,6 +372,12 @@ type NetworkSpec struct {
 
 // ArtifactsSpec says where Kubernetes binaries and images come from. The manager fetches each
 // artifact once, checks its sha256 and serves it to every host from its cache.
+//
+// Reserved: a per-Cluster mirror and overrides are not built yet, and are refused at admission
+// rather than accepted and ignored. The manager serves the artifact sets named by its
+// --artifact-sets flag (chart value artifacts.sets); docs/artifacts.md.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.mirror) && !has(self.overrides)",message="spec.artifacts.mirror and spec.artifacts.overrides are not built yet (they would fetch a version's artifacts from a mirror per Cluster): leave them out; the manager serves the artifact sets of its --artifact-sets flag (chart value artifacts.sets), where a new version's set is added"
 type ArtifactsSpec struct {
 	// mirror is a base URL that replaces the default upstream for every artifact.
 	// +kubebuilder:validation:MaxLength=2048

@@ -156,6 +156,16 @@ func TestCreateRejected(t *testing.T) {
 			c.Spec.Artifacts.Mirror = "ftp://mirror.example.com/"
 			return c
 		}, "spec.artifacts.mirror must be an http or https URL"},
+		{"artifact mirror, not built yet", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Artifacts.Mirror = "https://mirror.example.com/basalt"
+			return c
+		}, "spec.artifacts.mirror and spec.artifacts.overrides are not built yet"},
+		{"artifact override, not built yet", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Artifacts.Overrides = []basaltv1.ArtifactOverride{{Name: "etcd", URL: "https://x.example.com/etcd", SHA256: strings.Repeat("a", 64)}}
+			return c
+		}, "spec.artifacts.mirror and spec.artifacts.overrides are not built yet"},
 		{"artifact override with a bad sha256", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Artifacts.Overrides = []basaltv1.ArtifactOverride{{Name: "etcd", URL: "https://x.example.com/etcd", SHA256: "abc"}}
