@@ -49,10 +49,12 @@ type HealthChecker interface {
 	Check(ctx context.Context, svc plan.Service) protocol.ComponentHealth
 }
 
-// RouteProgrammer adds and removes node routes.
+// RouteProgrammer adds and removes node routes, and deletes network interfaces.
 type RouteProgrammer interface {
 	Replace(ctx context.Context, r plan.Route) error
 	Delete(ctx context.Context, r plan.Route) error
+	// DeleteLink deletes a network interface; one that does not exist is no error.
+	DeleteLink(ctx context.Context, name string) error
 }
 
 // Runner runs a command (ctr, for images).
@@ -193,7 +195,7 @@ func (a *Applier) Apply(ctx context.Context, p *plan.Plan) ([]protocol.StepResul
 		r.importImages(ctx)
 	}
 	if ctx.Err() == nil && !r.failed {
-		r.removeStalePaths()
+		r.removeStalePaths(ctx)
 	}
 	if err := ctx.Err(); err != nil {
 		r.steps = append(r.steps, protocol.StepResult{Step: "apply", Error: "interrupted: " + err.Error()})
@@ -261,10 +263,34 @@ func (r *run) programRoutes(ctx context.Context) {
 	}
 }
 
+// removeStaleLinks deletes the network interfaces of services no longer in the Plan (they are
+// stopped by now) and returns the links still owned.
+func (r *run) removeStaleLinks(ctx context.Context, links []string) []string {
+	desired := map[string]bool{}
+	for _, s := range r.plan.Services {
+		for _, l := range s.Links {
+			desired[l] = true
+		}
+	}
+	var keep []string
+	for _, l := range links {
+		if desired[l] {
+			keep = append(keep, l)
+			continue
+		}
+		err := r.Routes.DeleteLink(ctx, l)
+		r.step("link:"+l+" (removed)", err, err == nil)
+		if err != nil {
+			keep = append(keep, l)
+		}
+	}
+	return keep
+}
+
 // removeStalePaths removes the files and artifacts an earlier Plan wrote and this one does not.
 // It runs only after every other step succeeded, so no service still running an old definition
 // loses a file it reads.
-func (r *run) removeStalePaths() {
+func (r *run) removeStalePaths(ctx context.Context) {
 	want := r.owned.union(r.plan)
 	desired := map[string]bool{}
 	for _, f := range r.plan.Files {
@@ -297,6 +323,7 @@ func (r *run) removeStalePaths() {
 	}
 	want.Paths = keep
 	want.StateDirs = slices.DeleteFunc(want.StateDirs, func(d string) bool { return !slices.Contains(keep, d) })
+	want.Links = r.removeStaleLinks(ctx, want.Links)
 	if err := r.saveOwned(want); err != nil {
 		r.step("state", err, false)
 	}

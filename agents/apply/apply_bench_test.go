@@ -20,6 +20,7 @@ type benchRoutes struct{}
 
 func (benchRoutes) Replace(context.Context, plan.Route) error { return nil }
 func (benchRoutes) Delete(context.Context, plan.Route) error  { return nil }
+func (benchRoutes) DeleteLink(context.Context, string) error  { return nil }
 
 // benchFiles are the 30 files of a control-plane node's Plan, at their real sizes: 12
 // certificates, 12 private keys, 6 configuration files and kubeconfigs.

@@ -246,6 +246,31 @@ func TestStaleFilesAndRoutesAreRemoved(t *testing.T) {
 	}
 }
 
+// TestLinksGoWithTheirService: the CNI bridge containerd's pods hang off is deleted once
+// containerd leaves the Plan (a wipe), and only then; a bridge that is already gone is no error.
+func TestLinksGoWithTheirService(t *testing.T) {
+	e := newEnv(t)
+	p := basePlan(e)
+	p.Services[0].Links = []string{"cni0"}
+	e.mustApply(t, p)
+	e.mustApply(t, p)
+	if got := e.run.take(); len(got) != 0 {
+		t.Errorf("a link deleted while its service stays: %q", got)
+	}
+	steps := e.mustApply(t, &plan.Plan{Host: p.Host})
+	if d := cmp.Diff([]string{"ip link delete cni0"}, e.run.take()); d != "" {
+		t.Errorf("commands (-want +got):\n%s", d)
+	}
+	if s, ok := stepErr(steps, "link:cni0 (removed)"); !ok || !s.OK {
+		t.Errorf("no link removal step: %+v", steps)
+	}
+	// Applied again: nothing left to delete.
+	e.mustApply(t, &plan.Plan{Host: p.Host})
+	if got := e.run.take(); len(got) != 0 {
+		t.Errorf("the link is deleted again: %q", got)
+	}
+}
+
 // TestInterruptedApplyConverges cancels an apply in the middle of a download, then applies a
 // newer Plan that no longer has that artifact: the half-written download leaves nothing behind,
 // and what the interrupted Plan did write is removed because it was recorded first.

@@ -31,6 +31,9 @@ type owned struct {
 	// StateDirs are the paths of Paths that are service state dirs: mounts below them are
 	// undone before they are removed.
 	StateDirs []string `json:"stateDirs,omitempty"`
+	// Links are the network interfaces of services (plan.Service.Links), kept until the service
+	// has left the Plan and they were deleted.
+	Links []string `json:"links,omitempty"`
 }
 
 // union returns o plus everything p writes or programs, sorted and without duplicates.
@@ -43,6 +46,7 @@ func (o owned) union(p *plan.Plan) owned {
 		u.Paths = append(u.Paths, a.Path)
 	}
 	u.StateDirs = slices.Clone(o.StateDirs)
+	u.Links = slices.Clone(o.Links)
 	if len(o.Leaves) > 0 {
 		u.Leaves = map[string][]string{}
 		for k, v := range o.Leaves {
@@ -52,6 +56,7 @@ func (o owned) union(p *plan.Plan) owned {
 	for _, s := range p.Services {
 		u.Paths = append(u.Paths, s.StateDirs...)
 		u.StateDirs = append(u.StateDirs, s.StateDirs...)
+		u.Links = append(u.Links, s.Links...)
 		if len(s.Leaves) > 0 {
 			if u.Leaves == nil {
 				u.Leaves = map[string][]string{}
@@ -63,6 +68,8 @@ func (o owned) union(p *plan.Plan) owned {
 	u.Paths = slices.Compact(u.Paths)
 	slices.Sort(u.StateDirs)
 	u.StateDirs = slices.Compact(u.StateDirs)
+	slices.Sort(u.Links)
+	u.Links = slices.Compact(u.Links)
 	for _, r := range p.Routes {
 		if !containsRoute(u.Routes, r) {
 			u.Routes = append(u.Routes, r)

@@ -83,3 +83,13 @@ func family(p netip.Prefix) string {
 	}
 	return "-6"
 }
+
+// DeleteLink deletes the network interface name (ip link delete); one that does not exist is
+// no error (deleted before a crash, or never made: no pod ever ran).
+func (p Programmer) DeleteLink(ctx context.Context, name string) error {
+	out, err := p.Run.Run(ctx, p.ip(), "link", "delete", name)
+	if err != nil && (strings.Contains(string(out), "Cannot find device") || strings.Contains(err.Error(), "Cannot find device")) {
+		return nil
+	}
+	return err
+}

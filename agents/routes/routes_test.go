@@ -83,3 +83,36 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// links is a fake ip command that knows some links.
+type links struct{ names map[string]bool }
+
+func (l *links) Run(_ context.Context, name string, args ...string) ([]byte, error) {
+	if name != "ip" || len(args) != 3 || args[0] != "link" || args[1] != "delete" {
+		return nil, errors.New("unexpected command")
+	}
+	if args[2] == "lo" {
+		return []byte("RTNETLINK answers: Operation not supported\n"), errors.New("exit status 2")
+	}
+	if !l.names[args[2]] {
+		return []byte("Cannot find device \"" + args[2] + "\"\n"), errors.New("exit status 1")
+	}
+	delete(l.names, args[2])
+	return nil, nil
+}
+
+func TestDeleteLink(t *testing.T) {
+	l := &links{names: map[string]bool{"cni0": true}}
+	p := Programmer{Run: l}
+	for range 2 { // the second time it is gone already: no error
+		if err := p.DeleteLink(context.Background(), "cni0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.names["cni0"] {
+		t.Error("not deleted")
+	}
+	if err := p.DeleteLink(context.Background(), "lo"); err == nil {
+		t.Error("another failure than a missing device is no error")
+	}
+}

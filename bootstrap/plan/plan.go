@@ -288,6 +288,11 @@ type Service struct {
 	// removes them, with everything in them, once the service is no longer in the Plan, so a
 	// host that leaves a cluster keeps nothing of it.
 	StateDirs []string `json:"stateDirs,omitempty"`
+	// Links are network interfaces the service's processes create on the host (the CNI bridge
+	// containerd's pods hang off). The agent deletes them once the service is no longer in the
+	// Plan: a bridge left with the address of an old pod range would make every pod sandbox of
+	// the host's next cluster fail ("cni0 already has an IP address different from ...").
+	Links []string `json:"links,omitempty"`
 	// Leaves are the executables (absolute paths, artifacts of the Plan) of processes the
 	// service starts that outlive it: containerd's shims keep containers running after
 	// containerd stops. When the service leaves the Plan, the agent kills the processes running
@@ -483,6 +488,11 @@ func (p *Plan) Validate() error {
 		if len(s.Argv) == 0 || !path.IsAbs(s.Argv[0]) {
 			errs = append(errs, fmt.Errorf("%s: argv[0] must be an absolute path", field))
 		}
+		for _, l := range s.Links {
+			if !validLinkName(l) {
+				errs = append(errs, fmt.Errorf("%s: link %q must be a Linux interface name (1 to 15 letters, digits, '-', '_' or '.')", field, l))
+			}
+		}
 		for _, d := range s.StateDirs {
 			if !path.IsAbs(d) || path.Clean(d) != d || protectedDirs[d] || strings.Count(d, "/") < 2 {
 				errs = append(errs, fmt.Errorf("%s: state dir %q must be an absolute clean path below a system directory, e.g. /var/lib/etcd", field, d))
@@ -656,4 +666,16 @@ func validServiceName(s string) bool {
 		}
 	}
 	return true
+}
+
+// validLinkName says whether name is a Linux network interface name Basalt would make: 1 to 15
+// characters of letters, digits, '-', '_' and '.', not "." or "..".
+func validLinkName(name string) bool {
+	if len(name) == 0 || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	return strings.IndexFunc(name, func(c rune) bool {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		return !letter && (c < '0' || c > '9') && c != '-' && c != '_' && c != '.'
+	}) < 0
 }

@@ -159,6 +159,8 @@ func TestValidate(t *testing.T) {
 		"state dir /var/lib":     {func(p *Plan) { p.Services[1].StateDirs = []string{"/var/lib"} }, "state dir \"/var/lib\" must be"},
 		"state dir root":         {func(p *Plan) { p.Services[1].StateDirs = []string{"/"} }, "state dir \"/\" must be"},
 		"state dir relative":     {func(p *Plan) { p.Services[1].StateDirs = []string{"var/lib/etcd"} }, "must be an absolute clean path"},
+		"link with a slash":      {func(p *Plan) { p.Services[1].Links = []string{"cni/0"} }, "link \"cni/0\" must be a Linux interface name"},
+		"link too long":          {func(p *Plan) { p.Services[1].Links = []string{"a-very-long-bridge"} }, "must be a Linux interface name"},
 		"leaves not an artifact": {func(p *Plan) { p.Services[1].Leaves = []string{"/usr/bin/containerd-shim-runc-v2"} }, "must be the path of an artifact of the Plan"},
 		"leaves a base name":     {func(p *Plan) { p.Services[1].Leaves = []string{"containerd-shim-runc-v2"} }, "must be the path of an artifact of the Plan"},
 		"route host bits":        {func(p *Plan) { p.Routes[0].Destination = "10.244.2.1/24" }, "routes[0]: destination \"10.244.2.1/24\" must be a CIDR"},
