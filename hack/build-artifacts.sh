@@ -11,7 +11,7 @@
 #   bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy}
 #   bin/{etcd,etcdctl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
 #   bin/cni/{bridge,host-local,loopback,portmap}
-#   images/{pause,webserver,coredns,metrics-server}.tar  OCI image layouts for `ctr -n k8s.io images import`
+#   images/{pause,webserver,coredns,metrics-server,local-path-provisioner,volume-helper}.tar  OCI image layouts for `ctr -n k8s.io images import`
 #   manifest.json                  written only when every file of the set is present
 # Progress goes to stderr; the set folder is printed alone on stdout at the end.
 #
@@ -29,6 +29,7 @@
 #   CNI plugins     BASALT_CNI_PLUGINS_VERSION default v1.10.0
 #   CoreDNS         BASALT_COREDNS_VERSION     default v1.14.7 (image basalt.dev/coredns:VERSION)
 #   metrics-server  BASALT_METRICS_SERVER_VERSION default v0.8.0 (image basalt.dev/metrics-server:VERSION)
+#   local-path-provisioner BASALT_LOCAL_PATH_VERSION default v0.0.30 (image basalt.dev/local-path-provisioner:VERSION)
 # Other environment: BASALT_CACHE, BASALT_GO_BUILD_JOBS (go build -p, default 2), GOPROXY,
 # GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build),
 # BASALT_MIN_FREE_MB (free space each file system must have before a build; see below).
@@ -65,6 +66,9 @@ readonly COREDNS_VERSION="${BASALT_COREDNS_VERSION:-v1.14.7}"
 readonly COREDNS_REF="basalt.dev/coredns:$COREDNS_VERSION"
 readonly METRICS_SERVER_VERSION="${BASALT_METRICS_SERVER_VERSION:-v0.8.0}"
 readonly METRICS_SERVER_REF="basalt.dev/metrics-server:$METRICS_SERVER_VERSION"
+readonly LOCAL_PATH_VERSION="${BASALT_LOCAL_PATH_VERSION:-v0.0.30}"
+readonly LOCAL_PATH_REF="basalt.dev/local-path-provisioner:$LOCAL_PATH_VERSION"
+readonly VOLUME_HELPER_REF="basalt.dev/volume-helper:v1"
 
 # etcd per Kubernetes minor: the newest served patch of the etcd minor the release names in its
 # build/dependencies.yaml (v1.37 names 3.7.0, v1.36 names 3.6.8; etcdctl v3.7.0 is not served).
@@ -80,7 +84,8 @@ etcd_for_minor() {
 # Every artifact of a set, in build order.
 readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
   etcd etcdctl containerd containerd-shim-runc-v2 ctr runc crictl
-  cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver image-coredns image-metrics-server)
+  cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver image-coredns image-metrics-server
+  image-local-path-provisioner image-volume-helper)
 
 usage() { sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -507,6 +512,9 @@ image() {
 
 if want image-pause; then image pause "$PAUSE_REF" -user 65535:65535; fi
 if want image-webserver; then image webserver "$WEBSERVER_REF" -user 65532:65532 -port 8080/tcp; fi
+# The local storage add-on's helper pod: makes and removes volume folders on the node (root: the
+# folders' parent belongs to root).
+if want image-volume-helper; then image volume-helper "$VOLUME_HELPER_REF"; fi
 
 # Add-on images built from their Go modules (docs/addons.md), packed like the images above:
 # modimage NAME VERSION MODULE PACKAGE REF LDFLAGS [ociimage flags...]
@@ -543,6 +551,11 @@ if want image-metrics-server; then
     "$METRICS_SERVER_REF" "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
     -user 65534:65534 -port 10250/tcp
 fi
+# local-path-provisioner, the default StorageClass's provisioner (its helper is volume-helper).
+if want image-local-path-provisioner; then
+  modimage local-path-provisioner "$LOCAL_PATH_VERSION" github.com/rancher/local-path-provisioner \
+    github.com/rancher/local-path-provisioner "$LOCAL_PATH_REF" "-s -w"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # manifest.json, only for a complete set
@@ -562,6 +575,8 @@ version_of() {
     image-webserver) echo "${WEBSERVER_REF##*:}" ;;
     image-coredns) echo "$COREDNS_VERSION" ;;
     image-metrics-server) echo "$METRICS_SERVER_VERSION" ;;
+    image-local-path-provisioner) echo "$LOCAL_PATH_VERSION" ;;
+    image-volume-helper) echo "${VOLUME_HELPER_REF##*:}" ;;
   esac
 }
 missing=()
@@ -574,6 +589,8 @@ for name in "${ALL[@]}"; do
     image-webserver) args+=(-artifact "$name,$(version_of "$name"),image,$p,$WEBSERVER_REF") ;;
     image-coredns) args+=(-artifact "$name,$(version_of "$name"),image,$p,$COREDNS_REF") ;;
     image-metrics-server) args+=(-artifact "$name,$(version_of "$name"),image,$p,$METRICS_SERVER_REF") ;;
+    image-local-path-provisioner) args+=(-artifact "$name,$(version_of "$name"),image,$p,$LOCAL_PATH_REF") ;;
+    image-volume-helper) args+=(-artifact "$name,$(version_of "$name"),image,$p,$VOLUME_HELPER_REF") ;;
     *) args+=(-artifact "$name,$(version_of "$name"),binary,$p") ;;
   esac
 done

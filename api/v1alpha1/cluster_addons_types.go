@@ -23,6 +23,9 @@ const (
 	// ReasonMetricsNotReady says the metrics-server add-on is applied but the metrics.k8s.io API
 	// is not Available yet.
 	ReasonMetricsNotReady = "MetricsNotReady"
+	// ReasonStorageNotReady says the storage add-on is applied but its provisioner is not
+	// available yet.
+	ReasonStorageNotReady = "StorageNotReady"
 	// ReasonWaitingForAPIServer says no kube-apiserver of the Cluster is up yet to apply add-ons to.
 	ReasonWaitingForAPIServer = "WaitingForAPIServer"
 )
@@ -33,13 +36,15 @@ const (
 	AddonDNS = "dns"
 	// AddonMetrics is the resource metrics API (metrics-server), for kubectl top and autoscalers.
 	AddonMetrics = "metrics"
+	// AddonStorage is the default StorageClass on node-local volumes (local-path-provisioner).
+	AddonStorage = "storage"
 )
 
 // AddonsSpec says what Basalt installs into the cluster besides its nodes: the built-in cluster
 // DNS, and the user's own manifests. See docs/addons.md.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.manifests) || self.manifests.all(m, m.name != 'dns' && m.name != 'metrics')",message="spec.addons.manifests: the names dns and metrics are the built-in add-ons; choose another name"
-// +kubebuilder:validation:XValidation:rule="!has(self.charts) || self.charts.all(c, c.name != 'dns' && c.name != 'metrics' && (!has(self.manifests) || self.manifests.all(m, m.name != c.name)))",message="spec.addons.charts: a chart add-on needs a name of its own, not dns or metrics (the built-in add-ons) nor that of a manifests add-on"
+// +kubebuilder:validation:XValidation:rule="!has(self.manifests) || self.manifests.all(m, m.name != 'dns' && m.name != 'metrics' && m.name != 'storage')",message="spec.addons.manifests: the names dns, metrics and storage are the built-in add-ons; choose another name"
+// +kubebuilder:validation:XValidation:rule="!has(self.charts) || self.charts.all(c, c.name != 'dns' && c.name != 'metrics' && c.name != 'storage' && (!has(self.manifests) || self.manifests.all(m, m.name != c.name)))",message="spec.addons.charts: a chart add-on needs a name of its own, not dns, metrics or storage (the built-in add-ons) nor that of a manifests add-on"
 type AddonsSpec struct {
 	// dns configures the built-in cluster DNS (CoreDNS) add-on.
 	// +kubebuilder:default={}
@@ -49,6 +54,11 @@ type AddonsSpec struct {
 	// metrics configures the built-in resource metrics (metrics-server) add-on.
 	// +optional
 	Metrics MetricsAddonSpec `json:"metrics,omitzero"`
+
+	// storage configures the built-in local storage add-on: a StorageClass on node-local volumes.
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageAddonSpec `json:"storage,omitzero"`
 
 	// manifests are the user's add-ons: each names a ConfigMap or Secret in the Cluster's
 	// namespace whose data values are Kubernetes manifests (YAML or JSON, several documents per
@@ -159,6 +169,23 @@ type MetricsAddonSpec struct {
 	// for it, and leaves what it applied before in place.
 	// +optional
 	Disabled bool `json:"disabled,omitempty"`
+}
+
+// StorageAddonSpec configures the built-in local storage add-on: local-path-provisioner and the
+// local-path StorageClass, whose volumes are folders under /var/lib/basalt-volumes on the node a
+// volume's first pod runs on. They survive reboots, stay on their node (a pod using one is
+// scheduled there), and are wiped with the node when its Host is released.
+type StorageAddonSpec struct {
+	// disabled turns the built-in storage off: Basalt applies nothing for it, does not wait for
+	// it, and leaves what it applied before in place (bring a CSI driver as an add-on instead).
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// defaultClass makes local-path the cluster's default StorageClass, so a claim that names no
+	// class binds from it.
+	// +kubebuilder:default=true
+	// +optional
+	DefaultClass *bool `json:"defaultClass,omitempty"`
 }
 
 // ManifestAddon is one user add-on: the manifests held in a ConfigMap or a Secret.

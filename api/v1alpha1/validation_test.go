@@ -465,7 +465,7 @@ func TestDefaults(t *testing.T) {
 			RetryPeriod:         &metav1.Duration{Duration: time.Hour},
 			MaxUnhealthy:        &intstr.IntOrString{Type: intstr.String, StrVal: "40%"},
 		},
-		Addons: basaltv1.AddonsSpec{DNS: basaltv1.DNSAddonSpec{Replicas: 2}},
+		Addons: basaltv1.AddonsSpec{DNS: basaltv1.DNSAddonSpec{Replicas: 2}, Storage: basaltv1.StorageAddonSpec{DefaultClass: func() *bool { b := true; return &b }()}},
 	}
 	if !reflect.DeepEqual(c.Spec, want) {
 		got, _ := json.Marshal(c.Spec)

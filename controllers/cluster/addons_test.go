@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -123,6 +124,29 @@ func TestAddons(t *testing.T) {
 	})
 	checkMetricsServing(t, ns, c.Name)
 	updateCluster(t, c, func(c *basaltv1.Cluster) { c.Spec.Addons.Metrics.Disabled = true })
+	waitClusterReady(t, c, wait)
+
+	// Local storage: the provisioner and the default StorageClass are applied, and the Cluster
+	// waits for the provisioner (never available here: no pods run on the test API server).
+	updateCluster(t, c, func(c *basaltv1.Cluster) { c.Spec.Addons.Storage.Disabled = false })
+	envtest.Eventually(t, wait, func() error {
+		got, err := get(ctx, c)
+		if err != nil {
+			return err
+		}
+		if st := addonStatus(got, basaltv1.AddonStorage); st == nil || st.Revision == "" || st.LastError != "" {
+			return fmt.Errorf("status.addons storage: %+v", st)
+		}
+		return conditionIs(got.Status.Conditions, basaltv1.ClusterAddonsReady, metav1.ConditionFalse, basaltv1.ReasonStorageNotReady)
+	})
+	sc := &storagev1.StorageClass{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "local-path"}, sc); err != nil {
+		t.Fatal(err)
+	}
+	if sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" || sc.VolumeBindingMode == nil || *sc.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
+		t.Errorf("StorageClass local-path: %v %v", sc.Annotations, sc.VolumeBindingMode)
+	}
+	updateCluster(t, c, func(c *basaltv1.Cluster) { c.Spec.Addons.Storage.Disabled = true })
 	waitClusterReady(t, c, wait)
 
 	// spec.addons.dns.upstreams wins over the Hosts' nameservers; a new Corefile rolls the pods.
@@ -286,7 +310,7 @@ func TestAddonsAdmission(t *testing.T) {
 	}{
 		"reserved name": {func(c *basaltv1.Cluster) {
 			c.Spec.Addons.Manifests = []basaltv1.ManifestAddon{{Name: "dns", ConfigMapRef: &basaltv1.LocalObjectReference{Name: "x"}}}
-		}, "the names dns and metrics are the built-in add-ons"},
+		}, "the names dns, metrics and storage are the built-in add-ons"},
 		"two sources": {func(c *basaltv1.Cluster) {
 			c.Spec.Addons.Manifests = []basaltv1.ManifestAddon{{Name: "a", ConfigMapRef: &basaltv1.LocalObjectReference{Name: "x"}, SecretRef: &basaltv1.LocalObjectReference{Name: "y"}}}
 		}, "exactly one of configMapRef and secretRef"},

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +20,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/addons"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
+	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
 )
 
 // addonFieldOwner is the server-side apply field manager of everything the add-ons apply.
@@ -39,6 +41,8 @@ const addonWait = 5 * time.Second
 const (
 	imageCoreDNS       = "image-coredns"
 	imageMetricsServer = "image-metrics-server"
+	imageLocalPath     = "image-local-path-provisioner"
+	imageVolumeHelper  = "image-volume-helper"
 )
 
 // desiredAddon is one add-on as this reconcile wants it applied.
@@ -97,7 +101,7 @@ func (r *Reconciler) reconcileAddons(ctx context.Context, s *scope) (ctrl.Result
 		st := prev[name]
 		// Turning a built-in add-on off leaves it running: the cluster's pods depend on the DNS
 		// until the user's own takes the address over, autoscalers on the metrics API.
-		if !st.Prune || name == basaltv1.AddonDNS || name == basaltv1.AddonMetrics {
+		if !st.Prune || name == basaltv1.AddonDNS || name == basaltv1.AddonMetrics || name == basaltv1.AddonStorage {
 			continue
 		}
 		if st.Release != nil {
@@ -150,6 +154,13 @@ func (r *Reconciler) reconcileAddons(ctx context.Context, s *scope) (ctrl.Result
 			return ctrl.Result{RequeueAfter: addonWait}, nil
 		}
 		ready = append(ready, "metrics API")
+	}
+	if !c.Spec.Addons.Storage.Disabled {
+		if msg := deploymentAvailable(ctx, wc, "local-path-storage", "local-path-provisioner"); msg != "" {
+			s.addonsReason, s.addonsMessage = basaltv1.ReasonStorageNotReady, msg
+			return ctrl.Result{RequeueAfter: addonWait}, nil
+		}
+		ready = append(ready, "storage")
 	}
 	s.addonsReady = true
 	s.addonsMessage = fmt.Sprintf("%d add-ons applied", len(out))
@@ -246,6 +257,11 @@ func (r *Reconciler) desiredAddons(ctx context.Context, s *scope) []desiredAddon
 		a.objs, a.err = r.metricsAddon(c, s.material)
 		out = append(out, a)
 	}
+	if !c.Spec.Addons.Storage.Disabled {
+		a := desiredAddon{name: basaltv1.AddonStorage, prune: true}
+		a.objs, a.err = r.storageAddon(c)
+		out = append(out, a)
+	}
 	for _, m := range s.cluster.Spec.Addons.Manifests {
 		a := desiredAddon{name: m.Name, prune: m.Prune}
 		a.objs, a.err = r.readManifests(ctx, c.Namespace, m)
@@ -322,6 +338,25 @@ func (r *Reconciler) metricsAddon(c *basaltv1.Cluster, material clusterpki.Mater
 		return nil, err
 	}
 	return addons.Decode([]addons.Source{{Key: "metrics-server", Data: y}})
+}
+
+// storageAddon renders local-path-provisioner and the local-path StorageClass, with the images
+// of the artifact set (as dnsAddon).
+func (r *Reconciler) storageAddon(c *basaltv1.Cluster) ([]*unstructured.Unstructured, error) {
+	provisioner, err := r.addonImage(c, imageLocalPath, "local-path-provisioner")
+	if err != nil {
+		return nil, err
+	}
+	helper, err := r.addonImage(c, imageVolumeHelper, "volume-helper")
+	if err != nil {
+		return nil, err
+	}
+	y, err := addons.LocalStorage(addons.StorageParams{ProvisionerImage: provisioner, HelperImage: helper,
+		Path: builder.LocalVolumesDir, Default: c.Spec.Addons.Storage.DefaultClass == nil || *c.Spec.Addons.Storage.DefaultClass})
+	if err != nil {
+		return nil, err
+	}
+	return addons.Decode([]addons.Source{{Key: "local-storage", Data: y}})
 }
 
 // addonImage is the reference of an add-on's image in the artifact set of the version every
@@ -495,4 +530,17 @@ func metricsReady(ctx context.Context, wc client.Client) string {
 		}
 	}
 	return "the metrics.k8s.io API is not available yet"
+}
+
+// deploymentAvailable says why a Deployment of the workload cluster has no available replica, or
+// "" when it has one.
+func deploymentAvailable(ctx context.Context, wc client.Client, ns, name string) string {
+	d := &appsv1.Deployment{}
+	if err := wc.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+		return fmt.Sprintf("reading Deployment %s/%s: %v", ns, name, err)
+	}
+	if d.Status.AvailableReplicas < 1 {
+		return fmt.Sprintf("Deployment %s/%s has no available replica yet", ns, name)
+	}
+	return ""
 }

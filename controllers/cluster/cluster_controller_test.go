@@ -21,9 +21,10 @@ var (
 	workerLabels = map[string]string{"role": "worker"}
 )
 
-// newCluster is a Cluster of the tests. Its metrics add-on is off: the test API server, which
-// plays every workload cluster, has no metrics-server behind the aggregated metrics.k8s.io API,
-// so it never becomes Available (TestAddons covers the add-on up to that point, the e2e beyond).
+// newCluster is a Cluster of the tests. Its metrics and storage add-ons are off: the test API
+// server, which plays every workload cluster, runs no pods, so the metrics.k8s.io API never
+// becomes Available nor the provisioner's Deployment (TestAddons covers both add-ons up to that
+// point, the e2e beyond).
 func newCluster(ns, name string, cp, workers int32) *basaltv1.Cluster {
 	return &basaltv1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -31,7 +32,8 @@ func newCluster(ns, name string, cp, workers int32) *basaltv1.Cluster {
 			Version:      "v1.37.2",
 			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: cp, HostSelector: metav1.LabelSelector{MatchLabels: cpLabels}},
 			Workers:      []basaltv1.WorkerPool{{Name: "pool", Replicas: workers, HostSelector: metav1.LabelSelector{MatchLabels: workerLabels}}},
-			Addons:       basaltv1.AddonsSpec{Metrics: basaltv1.MetricsAddonSpec{Disabled: true}},
+			Addons: basaltv1.AddonsSpec{Metrics: basaltv1.MetricsAddonSpec{Disabled: true},
+				Storage: basaltv1.StorageAddonSpec{Disabled: true}},
 		},
 	}
 }

@@ -14,10 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
@@ -348,4 +350,82 @@ func checkNodeMetrics(ctx context.Context, t *testing.T, wc *kubernetes.Clientse
 		t.Logf("Node metrics (kubectl top nodes): %d nodes, e.g. %s cpu=%s memory=%s", len(list.Items), list.Items[0].Metadata.Name, list.Items[0].Usage["cpu"], list.Items[0].Usage["memory"])
 		return nil
 	})
+}
+
+// checkLocalStorage proves the default StorageClass: a claim naming no class binds once its pod
+// is scheduled, the pod writes to the volume, the pod is deleted and made again (on the same
+// node: the volume's node affinity puts it there) and reads the data back.
+func checkLocalStorage(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, from *bed.Host) {
+	t.Helper()
+	start := time.Now()
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: "default"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}},
+	}
+	if _, err := wc.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "store", Namespace: "default"},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "web", Image: "basalt.dev/webserver:v1", ImagePullPolicy: corev1.PullNever,
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}},
+		},
+	}
+	run := func() (ip, node string) {
+		t.Helper()
+		framework.Eventually(t, time.Minute, func() error {
+			_, err := wc.CoreV1().Pods("default").Create(ctx, pod.DeepCopy(), metav1.CreateOptions{})
+			return err
+		})
+		framework.Eventually(t, 4*time.Minute, func() error {
+			p, err := wc.CoreV1().Pods("default").Get(ctx, "store", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+				claim, _ := wc.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+				return fmt.Errorf("pod store: %s %s; claim %s", p.Status.Phase, podMessage(p), claim.Status.Phase)
+			}
+			ip, node = p.Status.PodIP, p.Spec.NodeName
+			return nil
+		})
+		return ip, node
+	}
+	ip, node := run()
+	claim, err := wc.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+	if err != nil || claim.Status.Phase != corev1.ClaimBound || claim.Spec.StorageClassName == nil || *claim.Spec.StorageClassName != "local-path" {
+		t.Fatalf("claim data: %+v %v", claim.Status, err)
+	}
+	t.Logf("Claim bound from the default StorageClass local-path (volume %s) and its pod Running on %s %s after the claim was made",
+		claim.Spec.VolumeName, node, time.Since(start).Round(time.Second))
+	const note = "kept across pods"
+	if out, err := from.Run(ctx, "curl -fsS --max-time 8 -X PUT --data-binary '"+note+"' http://"+ip+":8080/data/note"); err != nil {
+		t.Fatalf("writing to the volume: %q %v", out, err)
+	}
+	if err := wc.CoreV1().Pods("default").Delete(ctx, "store", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 2*time.Minute, func() error {
+		_, err := wc.CoreV1().Pods("default").Get(ctx, "store", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("pod store still there (%w)", err)
+	})
+	ip2, node2 := run()
+	if node2 != node {
+		t.Errorf("the new pod runs on %s, the volume is on %s", node2, node)
+	}
+	framework.Eventually(t, time.Minute, func() error {
+		out, err := from.Run(ctx, "curl -fsS --max-time 8 http://"+ip2+":8080/data/note")
+		if err != nil || strings.TrimSpace(out) != note {
+			return fmt.Errorf("reading the volume from the new pod: %q %w", out, err)
+		}
+		return nil
+	})
+	t.Logf("The new pod on %s read back what the first one wrote", node2)
 }

@@ -142,12 +142,14 @@ func TestClusterLifecycle(t *testing.T) {
 	if !meta.IsStatusConditionTrue(got.Status.Conditions, basaltv1.ClusterAddonsReady) {
 		t.Fatalf("AddonsReady is not True: %s", framework.ConditionSummary(got.Status.Conditions))
 	}
-	if len(got.Status.Addons) != 2 || got.Status.Addons[0].Name != basaltv1.AddonDNS || got.Status.Addons[0].Revision == "" ||
-		got.Status.Addons[1].Name != basaltv1.AddonMetrics || got.Status.Addons[1].Revision == "" {
-		t.Fatalf("status.addons %+v, want the dns and metrics add-ons applied", got.Status.Addons)
+	if len(got.Status.Addons) != 3 || got.Status.Addons[0].Name != basaltv1.AddonDNS || got.Status.Addons[0].Revision == "" ||
+		got.Status.Addons[1].Name != basaltv1.AddonMetrics || got.Status.Addons[1].Revision == "" ||
+		got.Status.Addons[2].Name != basaltv1.AddonStorage || got.Status.Addons[2].Revision == "" {
+		t.Fatalf("status.addons %+v, want the dns, metrics and storage add-ons applied", got.Status.Addons)
 	}
 	checkClusterDNS(ctx, t, wc, b.Hosts[0], podIP, start)
 	checkNodeMetrics(ctx, t, wc, 2)
+	checkLocalStorage(ctx, t, wc, b.Hosts[0])
 	checkManifestAddon(ctx, t, c, wc, got)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
@@ -229,11 +231,13 @@ func TestClusterLifecycle(t *testing.T) {
 			if strings.TrimSpace(procs) != "" {
 				return fmt.Errorf("host %s still runs processes: %s", h.Name, strings.Join(strings.Fields(procs), " "))
 			}
-			// Every file of the Plans is gone, and so is etcd's data (a service state dir).
+			// Every file of the Plans is gone, and so is etcd's data (a service state dir), the local
+			// volumes and the pods' bridge (a next cluster's pod range would clash with its address).
 			// Nor the node's state: etcd's data, the kubelet's and containerd's (kept as empty
 			// mount points: they are volumes on the bed), CNI allocations.
 			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/cni/net.d -type f 2>/dev/null; "+
-				"find /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/cni -mindepth 1 -maxdepth 1 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; true")
+				"find /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/cni /var/lib/basalt-volumes -mindepth 1 -maxdepth 1 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; "+
+				"ip link show cni0 >/dev/null 2>&1 && echo 'link cni0'; true")
 			if strings.TrimSpace(left) != "" {
 				return fmt.Errorf("host %s still has %s", h.Name, strings.Join(strings.Fields(left), " "))
 			}

@@ -324,12 +324,12 @@ func TestWorkerPlan(t *testing.T) {
 	if _, err := Build(func() Input { in := worker(t); in.APIServers = nil; return in }()); !isField(err, "apiServers") {
 		t.Errorf("worker without API servers: %v", err)
 	}
-	// What a wipe removes: the kubelet's and containerd's state, and the containers containerd's
-	// shim (Basalt's, by path) leaves running.
+	// What a wipe removes: the kubelet's state and the local volumes, containerd's state, and the
+	// containers containerd's shim (Basalt's, by path) leaves running.
 	for _, s := range p.Services {
 		switch s.Name {
 		case "kubelet":
-			if diff := cmp.Diff([]string{KubeletRootDir}, s.StateDirs); diff != "" {
+			if diff := cmp.Diff([]string{LocalVolumesDir, KubeletRootDir}, s.StateDirs); diff != "" {
 				t.Errorf("kubelet state dirs (-want +got):\n%s", diff)
 			}
 		case "containerd":

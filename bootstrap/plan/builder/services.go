@@ -68,6 +68,14 @@ func (b *planBuilder) runtime() error {
 	// snapshots and mounts: a host that leaves the cluster keeps none of them.
 	svc := &b.p.Services[len(b.p.Services)-1]
 	svc.StateDirs = []string{b.r.paths.ContainerdRoot, b.r.paths.ContainerdState, CNIStateDir}
+	if b.r.Network.CNI == CNIBridge {
+		// The bridge plugin makes it for the pods; it goes with containerd (docs/lifecycle.md).
+		bridge := b.r.params.Runtime.BridgeName
+		if bridge == "" {
+			bridge = components.DefaultBridgeName
+		}
+		svc.Links = []string{bridge}
+	}
 	svc.Leaves = []string{shim}
 	return nil
 }
@@ -77,6 +85,10 @@ func (b *planBuilder) runtime() error {
 const (
 	KubeletRootDir = "/var/lib/kubelet"
 	CNIStateDir    = "/var/lib/cni"
+	// LocalVolumesDir holds the volumes of the local storage add-on (docs/addons.md): on the
+	// node's disk, so they survive reboots, and a state dir of the kubelet, so they are wiped
+	// with the node when its Host is released.
+	LocalVolumesDir = "/var/lib/basalt-volumes"
 )
 
 // node adds the kubelet and kube-proxy, both reaching the API servers through the node-local
@@ -103,7 +115,7 @@ func (b *planBuilder) node() error {
 	reads = append(reads, b.pair(r.paths.KubeletServing(), certs.KubeletServing)...)
 	b.service(kubelet, []string{ServiceContainerd}, reads, &plan.Probe{HTTP: &plan.HTTPProbe{
 		URL: b.url("http", r.ports.KubeletHealthz, "/healthz")}})
-	b.p.Services[len(b.p.Services)-1].StateDirs = []string{KubeletRootDir}
+	b.p.Services[len(b.p.Services)-1].StateDirs = []string{KubeletRootDir, LocalVolumesDir}
 
 	proxy, err := components.KubeProxy(r.params)
 	if err != nil {

@@ -24,6 +24,8 @@ limitations under the License.
 //	              DNS, search domains): 200 "addrs=<ip>,<ip>\n", or 502 with the error
 //	GET /fetch?url=U    GETs the http URL U (by name, through the cluster DNS) and relays the
 //	              answer's body with 200, or 502 with the error; 5 s timeout, 64 KiB at most
+//	PUT /data/{name}    writes the body (64 KiB at most) to $DATA_DIR/name (default /data), 204
+//	GET /data/{name}    reads it back, 200, or 404 when there is no such file
 //
 // The pod IP is $POD_IP when set (downward API), else the first global unicast address of the
 // container's interfaces, IPv4 first. SIGTERM and SIGINT shut it down gracefully, exit code 0.
@@ -41,6 +43,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -97,6 +100,25 @@ func main() {
 			return
 		}
 		_, _ = w.Write(body)
+	})
+	dataDir := os.Getenv("DATA_DIR")
+	if dataDir == "" {
+		dataDir = "/data"
+	}
+	mux.HandleFunc("PUT /data/{name}", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, filepath.Base(r.PathValue("name"))), body, 0o644); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /data/{name}", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, filepath.Join(dataDir, filepath.Base(r.PathValue("name"))))
 	})
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
