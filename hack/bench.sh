@@ -276,6 +276,9 @@ when someone re-measures them with the command beside them and updates the scrip
 | `make demo` to both Hosts `Available`, artifacts, node image and Go build cache warm | 17 s | `make demo` ([docs/demo.md](demo.md)) |
 | one `Cluster` (1 control plane + 1 worker) applied → `Ready` (bind, SSH install, PKI, etcd, control plane, workers) | 30–45 s | `TestClusterLifecycle` |
 | the same Cluster deleted → gone, hosts wiped and `Available` | 5–16 s | `TestClusterLifecycle` |
+| the same Cluster with the built-in add-ons (CoreDNS, metrics-server, local storage) → `Ready` (`AddonsReady`: a CoreDNS pod ready behind kube-dns, the metrics API Available, the provisioner up) / → `kubernetes.default.svc.cluster.local` resolving in a pod | 45–55 s / 46–56 s after the Cluster was applied | `TestClusterLifecycle` ([docs/addons.md](addons.md)) |
+| a claim naming no class → bound from `local-path` and its pod Running | 6 s | `TestClusterLifecycle` |
+| a changed ConfigMap add-on → applied, the object it dropped pruned / a chart add-on (Helm SDK) installed, then upgraded on new values | 2–13 s / not timed separately (each within the test's 4 min bound) | `TestClusterLifecycle` |
 | one `Cluster` of 3 control plane + 2 workers applied → `Ready` (learners joined and promoted one at a time) | 59–72 s (v1.36.3 and v1.37.2) | `TestClusterHA` |
 | in-place upgrade v1.36.3 → v1.37.2 of 3 control plane + 2 workers (one Machine at a time, cordon + drain under a PodDisruptionBudget); requests to the web server through a NodePort every 200 ms | 2m41s, 1 failed of 794; 8m1s, 0 failed of 2375 (a drain held by the budget for its 5m timeout) | `TestClusterHA` |
 | the same upgrade: longest gap in API reads through the endpoint (the endpoint host's own kube-apiserver restarts; no VIP on the bed) | 11–12 s | `TestClusterHA` |
