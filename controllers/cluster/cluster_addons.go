@@ -57,10 +57,12 @@ type desiredAddon struct {
 }
 
 // reconcileAddons applies the Cluster's add-ons into its workload cluster once an API server is
-// up: the built-in DNS (unless spec.addons.dns.disabled), then spec.addons.manifests in order.
-// Each is applied with server-side apply when its rendered revision changed, when it failed
-// before, and every addonResync; objects a pruning add-on no longer holds are deleted. It
-// records status.addons and what updateStatus needs for AddonsReady.
+// up: the built-in dns, metrics and storage (each unless disabled), then spec.addons.manifests
+// and spec.addons.charts in order. Manifests are applied with server-side apply when their
+// rendered revision changed, when they failed before, and every addonResync; objects a pruning
+// add-on no longer holds are deleted. Charts are installed or upgraded with the Helm SDK when
+// their revision changed or they failed (applyChart). It records status.addons and what
+// updateStatus needs for AddonsReady.
 func (r *Reconciler) reconcileAddons(ctx context.Context, s *scope) (ctrl.Result, error) {
 	c := s.cluster
 	if r.Workload == nil || s.material == nil {
