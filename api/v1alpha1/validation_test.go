@@ -367,6 +367,18 @@ func TestUpdateRejected(t *testing.T) {
 			return m
 		}, func(o client.Object) { o.(*basaltv1.Machine).Spec.HostRef.Name = "h2" },
 			"spec.hostRef cannot change once bound"},
+		{"address of a bound host", func() client.Object {
+			h := validSSHHost(ns)
+			h.Name, h.GenerateName = "bound-host", ""
+			return h
+		}, func(o client.Object) {
+			h := o.(*basaltv1.Host)
+			h.Status.ConsumerRef = &basaltv1.LocalObjectReference{Name: "m-1"}
+			if err := env.Client.Status().Update(context.Background(), h); err != nil {
+				panic(err)
+			}
+			h.Spec.SSH.Address = "10.0.0.99"
+		}, "spec.ssh.address cannot change while the Host is bound"},
 		{"bound machine unbound", func() client.Object {
 			m := validMachine(ns)
 			m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
@@ -415,6 +427,31 @@ func TestUpdateAccepted(t *testing.T) {
 	m.Spec.HostRef = &basaltv1.LocalObjectReference{Name: "h1"}
 	if err := env.Client.Update(ctx, m); err != nil {
 		t.Fatalf("binding an unbound Machine: %v", err)
+	}
+	// A Host's address may change while no Machine holds it (and again once released).
+	h := validSSHHost(ns)
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	h.Spec.SSH.Address = "10.0.0.2"
+	if err := env.Client.Update(ctx, h); err != nil {
+		t.Fatalf("changing the address of an unbound Host: %v", err)
+	}
+	h.Status.ConsumerRef = &basaltv1.LocalObjectReference{Name: "m-1"}
+	if err := env.Client.Status().Update(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	h.Labels = map[string]string{"rack": "r1"} // other changes of a bound Host are fine
+	if err := env.Client.Update(ctx, h); err != nil {
+		t.Fatalf("labelling a bound Host: %v", err)
+	}
+	h.Status.ConsumerRef = nil
+	if err := env.Client.Status().Update(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	h.Spec.SSH.Address = "10.0.0.3"
+	if err := env.Client.Update(ctx, h); err != nil {
+		t.Fatalf("changing the address of a released Host: %v", err)
 	}
 }
 
