@@ -7,6 +7,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -204,4 +205,58 @@ func FuzzDecode(f *testing.F) {
 		}
 		_ = Revision(objs)
 	})
+}
+
+// TestMetricsAndStorageManifests: both built-ins render into valid objects, carry their inputs,
+// and refuse what would break their YAML.
+func TestMetricsAndStorageManifests(t *testing.T) {
+	pemBlock := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	y, err := MetricsServer(MetricsParams{Image: "basalt.dev/metrics-server:v0.8.0", CA: pemBlock, Cert: pemBlock, Key: pemBlock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Decode([]Source{{Key: "metrics", Data: y}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	var kinds []string
+	for _, u := range objs {
+		kinds = append(kinds, u.GetKind())
+	}
+	if got := strings.Join(kinds, " "); got != "ServiceAccount ClusterRole ClusterRole RoleBinding ClusterRoleBinding ClusterRoleBinding Secret Service Deployment APIService" {
+		t.Errorf("metrics-server kinds: %s", got)
+	}
+	if _, err := MetricsServer(MetricsParams{Image: "x y", CA: pemBlock, Cert: pemBlock, Key: pemBlock}); err == nil {
+		t.Error("an image with a space rendered")
+	}
+	if _, err := MetricsServer(MetricsParams{Image: "i", CA: []byte("not pem"), Cert: pemBlock, Key: pemBlock}); err == nil {
+		t.Error("a CA that is not PEM rendered")
+	}
+
+	y, err = LocalStorage(StorageParams{ProvisionerImage: "p:1", HelperImage: "h:1", Path: "/var/lib/basalt-volumes", Default: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err = Decode([]Source{{Key: "storage", Data: y}})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y)
+	}
+	for _, u := range objs {
+		if u.GetKind() == "StorageClass" && u.GetAnnotations()["storageclass.kubernetes.io/is-default-class"] != "true" {
+			t.Errorf("StorageClass annotations %v", u.GetAnnotations())
+		}
+		if u.GetKind() == "ConfigMap" {
+			data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+			if !strings.Contains(data["config.json"], `"/var/lib/basalt-volumes"`) || !strings.Contains(data["config.json"], `"setupCommand": "/volume-helper"`) ||
+				!strings.Contains(data["helperPod.yaml"], `image: "h:1"`) {
+				t.Errorf("local-path-config: %v", data)
+			}
+		}
+	}
+	for _, bad := range []StorageParams{{ProvisionerImage: "p", HelperImage: "h", Path: "/data"}, {ProvisionerImage: "p", HelperImage: "h", Path: "var/x/y"},
+		{ProvisionerImage: "", HelperImage: "h", Path: "/var/lib/v"}, {ProvisionerImage: "p", HelperImage: "h\n", Path: "/var/lib/v"}} {
+		if _, err := LocalStorage(bad); err == nil {
+			t.Errorf("%+v rendered", bad)
+		}
+	}
 }

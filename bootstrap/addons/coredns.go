@@ -34,8 +34,8 @@ type DNSParams struct {
 var dnsLabels = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
 func (p DNSParams) validate() error {
-	if p.Image == "" || strings.ContainsAny(p.Image, " \t\n\"'") {
-		return fmt.Errorf("dns: image %q is not an image reference", p.Image)
+	if err := checkImage("dns", p.Image); err != nil {
+		return err
 	}
 	if _, err := netip.ParseAddr(p.ClusterIP); err != nil {
 		return fmt.Errorf("dns: cluster IP %q: %w", p.ClusterIP, err)
@@ -103,16 +103,11 @@ func CoreDNS(p DNSParams) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	err = coreDNSTemplate.Execute(&b, struct {
+	return render(coreDNSTemplate, "dns", struct {
 		DNSParams
 		Corefile     string
 		CorefileHash string
 	}{p, indent(corefile, "    "), digest([]byte(corefile))[:16]})
-	if err != nil {
-		return nil, fmt.Errorf("dns: rendering: %w", err)
-	}
-	return b.Bytes(), nil
 }
 
 func indent(s, by string) string {
@@ -125,7 +120,7 @@ func indent(s, by string) string {
 	return strings.Join(lines, "\n")
 }
 
-var coreDNSTemplate = template.Must(template.New("coredns").Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(`apiVersion: v1
+var coreDNSTemplate = newTemplate("coredns", `apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: coredns
@@ -293,4 +288,26 @@ spec:
   - {name: dns, port: 53, protocol: UDP, targetPort: 53}
   - {name: dns-tcp, port: 53, protocol: TCP, targetPort: 53}
   - {name: metrics, port: 9153, protocol: TCP, targetPort: 9153}
-`))
+`)
+
+// newTemplate parses an add-on's manifests template; quote renders a Go-quoted (YAML-safe) string.
+func newTemplate(name, text string) *template.Template {
+	return template.Must(template.New(name).Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(text))
+}
+
+// render executes an add-on's template; what names the add-on in the error.
+func render(t *template.Template, what string, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := t.Execute(&b, data); err != nil {
+		return nil, fmt.Errorf("%s: rendering: %w", what, err)
+	}
+	return b.Bytes(), nil
+}
+
+// checkImage refuses an empty image reference or one that would break out of its YAML string.
+func checkImage(what, image string) error {
+	if image == "" || strings.ContainsAny(image, " \t\n\"'") {
+		return fmt.Errorf("%s: image %q is not an image reference", what, image)
+	}
+	return nil
+}

@@ -1,13 +1,9 @@
 package addons
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"strconv"
-	"strings"
-	"text/template"
 )
 
 // MetricsParams are the inputs of the metrics-server add-on.
@@ -23,8 +19,8 @@ type MetricsParams struct {
 }
 
 func (p MetricsParams) validate() error {
-	if p.Image == "" || strings.ContainsAny(p.Image, " \t\n\"'") {
-		return fmt.Errorf("metrics: image %q is not an image reference", p.Image)
+	if err := checkImage("metrics", p.Image); err != nil {
+		return err
 	}
 	for name, b := range map[string][]byte{"CA": p.CA, "certificate": p.Cert, "key": p.Key} {
 		if blk, _ := pem.Decode(b); blk == nil {
@@ -44,18 +40,13 @@ func MetricsServer(p MetricsParams) ([]byte, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	err := metricsTemplate.Execute(&b, struct {
+	return render(metricsTemplate, "metrics", struct {
 		MetricsParams
 		CABundle, TLSCert, TLSKey string
 	}{p, base64.StdEncoding.EncodeToString(p.CA), base64.StdEncoding.EncodeToString(p.Cert), base64.StdEncoding.EncodeToString(p.Key)})
-	if err != nil {
-		return nil, fmt.Errorf("metrics: rendering: %w", err)
-	}
-	return b.Bytes(), nil
 }
 
-var metricsTemplate = template.Must(template.New("metrics").Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(`apiVersion: v1
+var metricsTemplate = newTemplate("metrics", `apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: metrics-server
@@ -258,4 +249,4 @@ spec:
     name: metrics-server
     namespace: kube-system
     port: 443
-`))
+`)

@@ -1,13 +1,10 @@
 package addons
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path"
-	"strconv"
 	"strings"
-	"text/template"
 )
 
 // StorageClassName is the name of the built-in local StorageClass.
@@ -26,9 +23,9 @@ type StorageParams struct {
 }
 
 func (p StorageParams) validate() error {
-	for name, img := range map[string]string{"provisioner": p.ProvisionerImage, "helper": p.HelperImage} {
-		if img == "" || strings.ContainsAny(img, " \t\n\"'") {
-			return fmt.Errorf("storage: %s image %q is not an image reference", name, img)
+	for name, img := range map[string]string{"storage: provisioner": p.ProvisionerImage, "storage: helper": p.HelperImage} {
+		if err := checkImage(name, img); err != nil {
+			return err
 		}
 	}
 	if !path.IsAbs(p.Path) || path.Clean(p.Path) != p.Path || strings.Count(p.Path, "/") < 2 || strings.ContainsAny(p.Path, " \t\n\"'\\") {
@@ -54,18 +51,13 @@ func LocalStorage(p StorageParams) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	err = storageTemplate.Execute(&b, struct {
+	return render(storageTemplate, "storage", struct {
 		StorageParams
 		Config, ClassName string
 	}{p, indent(string(config), "    "), StorageClassName})
-	if err != nil {
-		return nil, fmt.Errorf("storage: rendering: %w", err)
-	}
-	return b.Bytes(), nil
 }
 
-var storageTemplate = template.Must(template.New("storage").Funcs(template.FuncMap{"quote": strconv.Quote}).Parse(`apiVersion: v1
+var storageTemplate = newTemplate("storage", `apiVersion: v1
 kind: Namespace
 metadata:
   name: local-path-storage
@@ -221,4 +213,4 @@ metadata:
 provisioner: rancher.io/local-path
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
-`))
+`)
