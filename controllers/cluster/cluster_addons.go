@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -400,26 +401,19 @@ func clusterDNSIP(serviceCIDR string) (string, error) {
 // readManifests reads and decodes the ConfigMap or Secret of a user add-on, straight from the
 // API server (they are not cached by the manager).
 func (r *Reconciler) readManifests(ctx context.Context, ns string, m basaltv1.ManifestAddon) ([]*unstructured.Unstructured, error) {
+	cm, sec, err := r.readSource(ctx, ns, m.ConfigMapRef, m.SecretRef)
+	if err != nil {
+		return nil, err
+	}
 	var sources []addons.Source
-	switch {
-	case m.ConfigMapRef != nil:
-		cm := &corev1.ConfigMap{}
-		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: m.ConfigMapRef.Name}, cm); err != nil {
-			return nil, fmt.Errorf("reading ConfigMap %s: %w", m.ConfigMapRef.Name, err)
-		}
+	if cm != nil {
 		for _, k := range addons.SortedKeys(cm.Data) {
 			sources = append(sources, addons.Source{Key: "ConfigMap " + cm.Name + " key " + k, Data: []byte(cm.Data[k])})
 		}
-	case m.SecretRef != nil:
-		sec := &corev1.Secret{}
-		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: m.SecretRef.Name}, sec); err != nil {
-			return nil, fmt.Errorf("reading Secret %s: %w", m.SecretRef.Name, err)
-		}
+	} else {
 		for _, k := range addons.SortedKeys(sec.Data) {
 			sources = append(sources, addons.Source{Key: "Secret " + sec.Name + " key " + k, Data: sec.Data[k]})
 		}
-	default:
-		return nil, fmt.Errorf("names neither a ConfigMap nor a Secret")
 	}
 	objs, err := addons.Decode(sources)
 	if err != nil {
@@ -429,6 +423,26 @@ func (r *Reconciler) readManifests(ctx context.Context, ns string, m basaltv1.Ma
 		return nil, fmt.Errorf("holds no object")
 	}
 	return objs, nil
+}
+
+// readSource reads the ConfigMap or the Secret (exactly one is named) of an add-on, straight
+// from the API server: add-on sources are not cached by the manager.
+func (r *Reconciler) readSource(ctx context.Context, ns string, cmRef, secRef *basaltv1.LocalObjectReference) (*corev1.ConfigMap, *corev1.Secret, error) {
+	switch {
+	case cmRef != nil:
+		cm := &corev1.ConfigMap{}
+		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: cmRef.Name}, cm); err != nil {
+			return nil, nil, fmt.Errorf("reading ConfigMap %s: %w", cmRef.Name, err)
+		}
+		return cm, nil, nil
+	case secRef != nil:
+		sec := &corev1.Secret{}
+		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: secRef.Name}, sec); err != nil {
+			return nil, nil, fmt.Errorf("reading Secret %s: %w", secRef.Name, err)
+		}
+		return nil, sec, nil
+	}
+	return nil, nil, errors.New("names neither a ConfigMap nor a Secret")
 }
 
 // applyObjects applies objs in order with server-side apply, Namespaces and

@@ -14,7 +14,6 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -22,7 +21,6 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/addons"
@@ -42,29 +40,18 @@ type chartAddon struct {
 
 // readChart reads and loads a chart add-on's archive and values.
 func (r *Reconciler) readChart(ctx context.Context, ns string, a basaltv1.ChartAddon) (*chartAddon, error) {
-	var archive []byte
 	src := a.Chart
-	switch {
-	case src.ConfigMapRef != nil:
-		cm := &corev1.ConfigMap{}
-		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: src.ConfigMapRef.Name}, cm); err != nil {
-			return nil, fmt.Errorf("reading ConfigMap %s: %w", src.ConfigMapRef.Name, err)
-		}
-		archive = cm.BinaryData[src.Key]
-		if archive == nil {
+	cm, sec, err := r.readSource(ctx, ns, src.ConfigMapRef, src.SecretRef)
+	if err != nil {
+		return nil, err
+	}
+	var archive []byte
+	if cm != nil {
+		if archive = cm.BinaryData[src.Key]; archive == nil {
 			return nil, fmt.Errorf("the ConfigMap %s has no binaryData key %s", cm.Name, src.Key)
 		}
-	case src.SecretRef != nil:
-		sec := &corev1.Secret{}
-		if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: ns, Name: src.SecretRef.Name}, sec); err != nil {
-			return nil, fmt.Errorf("reading Secret %s: %w", src.SecretRef.Name, err)
-		}
-		archive = sec.Data[src.Key]
-		if archive == nil {
-			return nil, fmt.Errorf("the Secret %s has no key %s", sec.Name, src.Key)
-		}
-	default:
-		return nil, errors.New("names neither a ConfigMap nor a Secret")
+	} else if archive = sec.Data[src.Key]; archive == nil {
+		return nil, fmt.Errorf("the Secret %s has no key %s", sec.Name, src.Key)
 	}
 	if len(archive) > addons.MaxBytes {
 		return nil, fmt.Errorf("the chart archive holds more than %d bytes", addons.MaxBytes)
