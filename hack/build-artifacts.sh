@@ -12,6 +12,7 @@
 #   bin/{etcd,etcdctl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
 #   bin/cni/{bridge,host-local,loopback,portmap}
 #   images/{pause,webserver,coredns,metrics-server,local-path-provisioner,volume-helper}.tar  OCI image layouts for `ctr -n k8s.io images import`
+#   tools/registry                 a test-bed tool, not part of the set (see TOOLS below)
 #   manifest.json                  written only when every file of the set is present
 # Progress goes to stderr; the set folder is printed alone on stdout at the end.
 #
@@ -30,6 +31,7 @@
 #   CoreDNS         BASALT_COREDNS_VERSION     default v1.14.7 (image basalt.dev/coredns:VERSION)
 #   metrics-server  BASALT_METRICS_SERVER_VERSION default v0.8.0 (image basalt.dev/metrics-server:VERSION)
 #   local-path-provisioner BASALT_LOCAL_PATH_VERSION default v0.0.30 (image basalt.dev/local-path-provisioner:VERSION)
+#   registry (bed tool) BASALT_REGISTRY_VERSION default v3.1.2 (tools/registry, distribution v3)
 # Other environment: BASALT_CACHE, BASALT_GO_BUILD_JOBS (go build -p, default 2), GOPROXY,
 # GOMODCACHE, GOCACHE (the go command's defaults are shared with every other Go build),
 # BASALT_MIN_FREE_MB (free space each file system must have before a build; see below).
@@ -69,6 +71,7 @@ readonly METRICS_SERVER_REF="basalt.dev/metrics-server:$METRICS_SERVER_VERSION"
 readonly LOCAL_PATH_VERSION="${BASALT_LOCAL_PATH_VERSION:-v0.0.30}"
 readonly LOCAL_PATH_REF="basalt.dev/local-path-provisioner:$LOCAL_PATH_VERSION"
 readonly VOLUME_HELPER_REF="basalt.dev/volume-helper:v1"
+readonly REGISTRY_VERSION="${BASALT_REGISTRY_VERSION:-v3.1.2}"
 
 # etcd per Kubernetes minor: the newest served patch of the etcd minor the release names in its
 # build/dependencies.yaml (v1.37 names 3.7.0, v1.36 names 3.6.8; etcdctl v3.7.0 is not served).
@@ -86,6 +89,10 @@ readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube
   etcd etcdctl containerd containerd-shim-runc-v2 ctr runc crictl
   cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver image-coredns image-metrics-server
   image-local-path-provisioner image-volume-helper)
+# Test-bed tools: built like the set's files but not part of the set (no manifest entry, never
+# served to hosts); the e2e runs them on bed hosts. tools/registry is the OCI registry
+# (distribution v3) that nodes pull the registry e2e's image from.
+readonly TOOLS=(tool-registry)
 
 usage() { sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -163,14 +170,14 @@ if [[ -n $ONLY ]]; then
   IFS=',' read -r -a only_list <<<"$ONLY"
   for name in "${only_list[@]}"; do
     [[ -z $name ]] && continue
-    if [[ " ${ALL[*]} " != *" $name "* ]]; then
-      fail "--only: unknown artifact '$name'; known: ${ALL[*]}"
+    if [[ " ${ALL[*]} ${TOOLS[*]} " != *" $name "* ]]; then
+      fail "--only: unknown artifact '$name'; known: ${ALL[*]} ${TOOLS[*]}"
     fi
     WANT[$name]=1
   done
   ((${#WANT[@]})) || fail "--only: no artifact named"
 else
-  for name in "${ALL[@]}"; do WANT[$name]=1; done
+  for name in "${ALL[@]}" "${TOOLS[@]}"; do WANT[$name]=1; done
 fi
 want() { [[ -n ${WANT[$1]:-} ]]; }
 want_any() { local n; for n in "$@"; do want "$n" && return 0; done; return 1; }
@@ -180,6 +187,7 @@ path_of() {
   case "$1" in
     cni-*) echo "bin/cni/${1#cni-}" ;;
     image-*) echo "images/${1#image-}.tar" ;;
+    tool-*) echo "tools/${1#tool-}" ;;
     *) echo "bin/$1" ;;
   esac
 }
@@ -555,6 +563,19 @@ fi
 if want image-local-path-provisioner; then
   modimage local-path-provisioner "$LOCAL_PATH_VERSION" github.com/rancher/local-path-provisioner \
     github.com/rancher/local-path-provisioner "$LOCAL_PATH_REF" "-s -w"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Test-bed tools (not part of the set)
+
+if want tool-registry; then
+  COMPONENT="registry" COMPONENT_VERSION="$REGISTRY_VERSION"
+  moddir="$BUILD/registry-$REGISTRY_VERSION"
+  prepare_module "$moddir" "$(gomod basalt.local/build/registry \
+    "$(printf '\t%s %s' github.com/distribution/distribution/v3 "$REGISTRY_VERSION")" "" \
+    github.com/distribution/distribution/v3/cmd/registry)"
+  build "$moddir/bin/registry" "$moddir" github.com/distribution/distribution/v3/cmd/registry 0 "" "-s -w"
+  place tool-registry "$moddir/bin/registry"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ type ArtifactRef struct {
 	SHA256 string
 	// Size in bytes; 0 when unknown.
 	Size int64
+	// URL, when set, is where the bytes are fetched from (an artifact of a Cluster's mirror,
+	// spec.artifacts.mirror) instead of Upstream.
+	URL string
 }
 
 // Upstream is where the cache gets an artifact it does not hold yet.
@@ -106,6 +109,8 @@ type Cache struct {
 	FetchTimeout time.Duration
 	// Log receives fetch results. Default: discard.
 	Log logr.Logger
+	// MirrorClient fetches artifacts registered with a URL; nil means HTTPUpstream's default.
+	MirrorClient *http.Client
 
 	mu    sync.RWMutex
 	known map[string]ArtifactRef
@@ -134,8 +139,14 @@ func (c *Cache) Register(refs ...ArtifactRef) {
 		if !artifacts.IsSHA256(r.SHA256) {
 			continue
 		}
-		if old, ok := c.known[r.SHA256]; ok && old.Size != 0 && r.Size == 0 {
-			r.Size = old.Size
+		if old, ok := c.known[r.SHA256]; ok {
+			// A Plan's reference knows no more than the set or mirror that registered it first.
+			if old.Size != 0 && r.Size == 0 {
+				r.Size = old.Size
+			}
+			if old.URL != "" && r.URL == "" {
+				r.URL = old.URL
+			}
 		}
 		c.known[r.SHA256] = r
 	}
@@ -198,7 +209,11 @@ func (c *Cache) fetch(ref ArtifactRef) error {
 	if _, err := os.Stat(final); err == nil {
 		return nil // a flight that just ended stored it
 	}
-	if c.Upstream == nil {
+	up := c.Upstream
+	if ref.URL != "" {
+		up = &HTTPUpstream{BaseURL: ref.URL, Client: c.MirrorClient, Exact: true}
+	}
+	if up == nil {
 		return fmt.Errorf("artifact %s (%s) is not cached and no upstream is configured", ref.Name, ref.SHA256)
 	}
 	dir := filepath.Dir(final)
@@ -223,7 +238,7 @@ func (c *Cache) fetch(ref ArtifactRef) error {
 	err := atomicfile.WriteFrom(final, 0o644, atomicfile.Options{TempPattern: "." + ref.SHA256 + ".*.part"}, func(tmp io.Writer) error {
 		h := sha256.New()
 		w := &limitWriter{w: io.MultiWriter(tmp, h), max: limit}
-		if err := c.Upstream.Fetch(ctx, ref, w); err != nil {
+		if err := up.Fetch(ctx, ref, w); err != nil {
 			artifactFetchesTotal.WithLabelValues("error").Inc()
 			if w.over {
 				return c.mismatch(ref, "", w.n)
@@ -393,10 +408,15 @@ type HTTPUpstream struct {
 	BaseURL string
 	// Client makes the requests. Default: a client with a 30s connect and header timeout.
 	Client *http.Client
+	// Exact uses BaseURL as the artifact's URL, as it is.
+	Exact bool
 }
 
 // URL returns where ref is fetched from.
 func (h *HTTPUpstream) URL(ref ArtifactRef) string {
+	if h.Exact {
+		return h.BaseURL
+	}
 	if strings.Contains(h.BaseURL, "{name}") || strings.Contains(h.BaseURL, "{sha256}") {
 		return strings.NewReplacer("{name}", url.PathEscape(ref.Name), "{sha256}", ref.SHA256).Replace(h.BaseURL)
 	}

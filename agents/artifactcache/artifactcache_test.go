@@ -6,9 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -59,5 +63,64 @@ func TestEnsureStoresOnlyVerifiedBytes(t *testing.T) {
 	}
 	if _, err := c.Ensure(context.Background(), strings.Repeat("A", 64)); !errors.Is(err, ErrInvalidDigest) {
 		t.Errorf("upper-case digest: %v, want ErrInvalidDigest", err)
+	}
+}
+
+// An artifact registered with a URL (a Cluster's mirror) is fetched from that URL, not from
+// Upstream, once for concurrent and later requests, and checked like any other; a Plan's later
+// registration of the same sha256 without a URL keeps it.
+func TestEnsureFetchesMirrorURLOnce(t *testing.T) {
+	good := []byte("kubelet from the mirror")
+	sum := sha256.Sum256(good)
+	sha := hex.EncodeToString(sum[:])
+	var hits atomic.Int32
+	body := good
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/v1.37.2/bin/kubelet" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	c := &Cache{Dir: t.TempDir(), Upstream: &FileUpstream{}}
+	c.Register(ArtifactRef{Name: "kubelet", SHA256: sha, Size: int64(len(good)), URL: srv.URL + "/v1.37.2/bin/kubelet"})
+	c.Register(ArtifactRef{Name: "kubelet", SHA256: sha}) // as a stored Plan registers it
+	if ref, _ := c.Lookup(sha); ref.URL == "" || ref.Size != int64(len(good)) {
+		t.Fatalf("a registration without URL lost the mirror's: %+v", ref)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Ensure(context.Background(), sha)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Ensure(context.Background(), sha); err != nil {
+		t.Fatal(err)
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("the mirror was asked %d times, want once", n)
+	}
+
+	// Bytes that do not match are refused.
+	bad := []byte("tampered bytes of the right length!!!")
+	badSum := sha256.Sum256([]byte("what the manifest says"))
+	body = bad
+	c.Register(ArtifactRef{Name: "kubelet", SHA256: hex.EncodeToString(badSum[:]), URL: srv.URL + "/v1.37.2/bin/kubelet"})
+	var mismatch *ChecksumMismatchError
+	if _, err := c.Ensure(context.Background(), hex.EncodeToString(badSum[:])); !errors.As(err, &mismatch) {
+		t.Errorf("tampered mirror bytes: %v, want a ChecksumMismatchError", err)
 	}
 }

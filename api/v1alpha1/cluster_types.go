@@ -201,6 +201,14 @@ type ClusterSpec struct {
 	// +optional
 	Addons AddonsSpec `json:"addons,omitzero"`
 
+	// registries says how every node's container runtime reaches image registries: mirrors, CA
+	// certificates and credentials, one entry per registry host (docs/registries.md).
+	// +listType=map
+	// +listMapKey=host
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Registries []Registry `json:"registries,omitempty"`
+
 	// paused stops reconciliation of the Cluster and its Machines. Nothing is created, changed or
 	// deleted while it is true; status still reports what is observed.
 	// +optional
@@ -373,13 +381,18 @@ type NetworkSpec struct {
 // ArtifactsSpec says where Kubernetes binaries and images come from. The manager fetches each
 // artifact once, checks its sha256 and serves it to every host from its cache.
 //
-// Reserved: a per-Cluster mirror and overrides are not built yet, and are refused at admission
-// rather than accepted and ignored. The manager serves the artifact sets named by its
-// --artifact-sets flag (chart value artifacts.sets); docs/artifacts.md.
+// Without a mirror the manager serves the artifact sets named by its --artifact-sets flag (chart
+// value artifacts.sets). With one it fetches <mirror>/<version>/manifest.json and the files it
+// lists (docs/artifacts.md), so a new Kubernetes version needs no manager restart.
+// Reserved: overrides are not built yet, and are refused at admission rather than accepted and
+// ignored.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.mirror) && !has(self.overrides)",message="spec.artifacts.mirror and spec.artifacts.overrides are not built yet (they would fetch a version's artifacts from a mirror per Cluster): leave them out; the manager serves the artifact sets of its --artifact-sets flag (chart value artifacts.sets), where a new version's set is added"
+// +kubebuilder:validation:XValidation:rule="!has(self.overrides)",message="spec.artifacts.overrides is not built yet (it would replace single artifacts of a set): leave it out; publish a set with the artifact you want at spec.artifacts.mirror instead"
 type ArtifactsSpec struct {
-	// mirror is a base URL that replaces the default upstream for every artifact.
+	// mirror is the base URL of artifact sets laid out as hack/build-artifacts.sh writes them:
+	// <mirror>/<version>/manifest.json and the files it lists, relative to it. The manager
+	// fetches the manifest of the Cluster's version, then each artifact once, and checks it
+	// against the manifest's sha256 before any host gets it.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')",message="spec.artifacts.mirror must be an http or https URL such as https://mirror.example.com/basalt"
 	// +optional

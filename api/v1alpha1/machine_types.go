@@ -54,6 +54,9 @@ const (
 	// ReasonWaitingForControlPlane says no kube-apiserver is known yet for the node-local load
 	// balancer, or the workload cluster's API is not up yet.
 	ReasonWaitingForControlPlane = "WaitingForControlPlane"
+	// ReasonRegistrySecretInvalid says a Secret that spec.registries of the Cluster names is
+	// missing or does not hold a CA bundle or username and password; the message names it.
+	ReasonRegistrySecretInvalid = "RegistrySecretInvalid"
 	// ReasonPlanInvalid says the node's Plan cannot be built from the Cluster, Machine and Host;
 	// the message names the field at fault.
 	ReasonPlanInvalid = "PlanInvalid"

@@ -151,21 +151,43 @@ func TestCreateRejected(t *testing.T) {
 			c.Spec.Certificates = basaltv1.CertificatesSpec{ValidityDays: 30, RenewBeforeDays: 30}
 			return c
 		}, "renewBeforeDays must be less than validityDays"},
+		{"registry host with a path", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Registries = []basaltv1.Registry{{Host: "docker.io/library"}}
+			return c
+		}, "spec.registries[0].host"},
+		{"registry credentials over http", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Registries = []basaltv1.Registry{{Host: "docker.io", Mirrors: []basaltv1.RegistryMirror{{URL: "http://cache.lan",
+				CredentialsSecretRef: &basaltv1.LocalObjectReference{Name: "pull"}}}}}
+			return c
+		}, "credentialsSecretRef needs an https url: credentials are never sent in clear text"},
+		{"registry CA for an http server", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Registries = []basaltv1.Registry{{Host: "r.lan", Server: "http://r.lan",
+				CASecretRef: &basaltv1.SecretKeyReference{Name: "ca", Key: "ca.crt"}}}
+			return c
+		}, "caSecretRef needs an https server"},
+		{"registry mirror not a URL", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Registries = []basaltv1.Registry{{Host: "docker.io", Mirrors: []basaltv1.RegistryMirror{{URL: "mirror.lan:5000"}}}}
+			return c
+		}, "mirrors[].url must be an http or https URL"},
+		{"registry host twice", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.Registries = []basaltv1.Registry{{Host: "docker.io"}, {Host: "docker.io"}}
+			return c
+		}, "Duplicate value"},
 		{"artifact mirror not http", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Artifacts.Mirror = "ftp://mirror.example.com/"
 			return c
 		}, "spec.artifacts.mirror must be an http or https URL"},
-		{"artifact mirror, not built yet", func() client.Object {
-			c := validCluster(ns)
-			c.Spec.Artifacts.Mirror = "https://mirror.example.com/basalt"
-			return c
-		}, "spec.artifacts.mirror and spec.artifacts.overrides are not built yet"},
 		{"artifact override, not built yet", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Artifacts.Overrides = []basaltv1.ArtifactOverride{{Name: "etcd", URL: "https://x.example.com/etcd", SHA256: strings.Repeat("a", 64)}}
 			return c
-		}, "spec.artifacts.mirror and spec.artifacts.overrides are not built yet"},
+		}, "spec.artifacts.overrides is not built yet"},
 		{"artifact override with a bad sha256", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Artifacts.Overrides = []basaltv1.ArtifactOverride{{Name: "etcd", URL: "https://x.example.com/etcd", SHA256: "abc"}}

@@ -229,6 +229,9 @@ type RuntimeParams struct {
 	BridgeName string
 	// MTU of the pod interfaces; 0 leaves the bridge plugin's default.
 	MTU int
+	// Registries say how containerd reaches image registries (mirrors, CAs, credentials); see
+	// Registries. containerd reads them from Paths.RegistryCertsDir() in any case.
+	Registries []Registry
 }
 
 // Paths says where things live on the host.

@@ -24,6 +24,11 @@ state = {{q .State}}
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = {{q .Snapshotter}}
 
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      # One folder per registry host with its hosts.toml (mirrors, CAs, credentials), read at
+      # each pull.
+      config_path = {{q .RegistryDir}}
+
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = {{q .SandboxImage}}
 
@@ -88,7 +93,7 @@ func Containerd(p ClusterParams) (Component, error) {
 	var buf bytes.Buffer
 	err = containerdTemplate.Execute(&buf, map[string]any{
 		"Root": pk.ContainerdRoot, "State": pk.ContainerdState, "Socket": pk.ContainerdSocket,
-		"Snapshotter": rt.Snapshotter, "SandboxImage": rt.SandboxImage,
+		"Snapshotter": rt.Snapshotter, "SandboxImage": rt.SandboxImage, "RegistryDir": pk.RegistryCertsDir(),
 		"ShimPath": path.Join(pk.BinDir, "containerd-shim-runc-v2"), "RuncPath": path.Join(pk.BinDir, "runc"),
 		"SystemdCgroup": r.Node.CgroupDriver == CgroupDriverSystemd,
 		"CNIBinDir":     pk.CNIBinDir, "CNIConfDir": pk.CNIConfDir,

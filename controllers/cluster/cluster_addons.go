@@ -252,17 +252,17 @@ func (r *Reconciler) desiredAddons(ctx context.Context, s *scope) []desiredAddon
 	var out []desiredAddon
 	if !c.Spec.Addons.DNS.Disabled {
 		a := desiredAddon{name: basaltv1.AddonDNS, prune: true}
-		a.objs, a.err = r.dnsAddon(c, dnsUpstreams(s))
+		a.objs, a.err = r.dnsAddon(ctx, c, dnsUpstreams(s))
 		out = append(out, a)
 	}
 	if !c.Spec.Addons.Metrics.Disabled {
 		a := desiredAddon{name: basaltv1.AddonMetrics, prune: true}
-		a.objs, a.err = r.metricsAddon(c, s.material)
+		a.objs, a.err = r.metricsAddon(ctx, c, s.material)
 		out = append(out, a)
 	}
 	if !c.Spec.Addons.Storage.Disabled {
 		a := desiredAddon{name: basaltv1.AddonStorage, prune: true}
-		a.objs, a.err = r.storageAddon(c)
+		a.objs, a.err = r.storageAddon(ctx, c)
 		out = append(out, a)
 	}
 	for _, m := range s.cluster.Spec.Addons.Manifests {
@@ -279,8 +279,8 @@ func (r *Reconciler) desiredAddons(ctx context.Context, s *scope) []desiredAddon
 }
 
 // dnsAddon renders CoreDNS with the image of the artifact set (addonImage).
-func (r *Reconciler) dnsAddon(c *basaltv1.Cluster, upstreams []string) ([]*unstructured.Unstructured, error) {
-	image, err := r.addonImage(c, imageCoreDNS, "CoreDNS")
+func (r *Reconciler) dnsAddon(ctx context.Context, c *basaltv1.Cluster, upstreams []string) ([]*unstructured.Unstructured, error) {
+	image, err := r.addonImage(ctx, c, imageCoreDNS, "CoreDNS")
 	if err != nil {
 		return nil, err
 	}
@@ -330,8 +330,8 @@ func dnsUpstreams(s *scope) []string {
 
 // metricsAddon renders metrics-server with the image of the artifact set (as dnsAddon) and its
 // serving certificate from the cluster's PKI.
-func (r *Reconciler) metricsAddon(c *basaltv1.Cluster, material clusterpki.Material) ([]*unstructured.Unstructured, error) {
-	image, err := r.addonImage(c, imageMetricsServer, "metrics-server")
+func (r *Reconciler) metricsAddon(ctx context.Context, c *basaltv1.Cluster, material clusterpki.Material) ([]*unstructured.Unstructured, error) {
+	image, err := r.addonImage(ctx, c, imageMetricsServer, "metrics-server")
 	if err != nil {
 		return nil, err
 	}
@@ -345,12 +345,12 @@ func (r *Reconciler) metricsAddon(c *basaltv1.Cluster, material clusterpki.Mater
 
 // storageAddon renders local-path-provisioner and the local-path StorageClass, with the images
 // of the artifact set (as dnsAddon).
-func (r *Reconciler) storageAddon(c *basaltv1.Cluster) ([]*unstructured.Unstructured, error) {
-	provisioner, err := r.addonImage(c, imageLocalPath, "local-path-provisioner")
+func (r *Reconciler) storageAddon(ctx context.Context, c *basaltv1.Cluster) ([]*unstructured.Unstructured, error) {
+	provisioner, err := r.addonImage(ctx, c, imageLocalPath, "local-path-provisioner")
 	if err != nil {
 		return nil, err
 	}
-	helper, err := r.addonImage(c, imageVolumeHelper, "volume-helper")
+	helper, err := r.addonImage(ctx, c, imageVolumeHelper, "volume-helper")
 	if err != nil {
 		return nil, err
 	}
@@ -365,21 +365,19 @@ func (r *Reconciler) storageAddon(c *basaltv1.Cluster) ([]*unstructured.Unstruct
 // addonImage is the reference of an add-on's image in the artifact set of the version every
 // Machine runs (status.version; spec.version before the first Machine runs), so an add-on moves
 // to a new image once an upgrade has reached every node, whose containerd has it preloaded.
-func (r *Reconciler) addonImage(c *basaltv1.Cluster, artifact, what string) (string, error) {
+func (r *Reconciler) addonImage(ctx context.Context, c *basaltv1.Cluster, artifact, what string) (string, error) {
 	version := c.Status.Version
 	if version == "" {
 		version = c.Spec.Version
 	}
-	set, ok := r.ArtifactSets[version]
-	if !ok {
-		return "", fmt.Errorf("the manager has no artifact set of %s to take the %s image from", version, what)
+	m, err := r.artifacts().Manifest(ctx, c.Spec.Artifacts.Mirror, version)
+	if err != nil {
+		return "", fmt.Errorf("no %s image: %w", what, err)
 	}
-	for _, a := range set.Manifest.Artifacts {
-		if a.Name == artifact && a.Image != "" {
-			return a.Image, nil
-		}
+	if a, ok := m.Get(artifact); ok && a.Image != "" {
+		return a.Image, nil
 	}
-	return "", fmt.Errorf("the artifact set of %s (%s) has no %s image (%s): rebuild it with hack/build-artifacts.sh %s", version, set.Dir, what, artifact, version)
+	return "", fmt.Errorf("the artifact set of %s has no %s image (%s): rebuild it with hack/build-artifacts.sh %s", version, what, artifact, version)
 }
 
 // clusterDNSIP is the tenth address of the service range, the kubelet's clusterDNS.

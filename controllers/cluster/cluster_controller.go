@@ -16,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/skeleton"
@@ -48,9 +48,10 @@ type Reconciler struct {
 	EtcdClient func(etcdcluster.Config) (etcdcluster.Client, error)
 	// Now is the clock certificates are issued and renewed by; nil means time.Now.
 	Now func() time.Time
-	// ArtifactSets are the artifact sets the manager serves. An upgrade to a version without a
-	// set moves no Machine. Empty means not checked.
-	ArtifactSets artifacts.Sets
+	// Artifacts finds the artifact sets of versions (the manager's own, or a Cluster's mirror).
+	// An upgrade to a version without a set moves no Machine; a manager without local sets and a
+	// Cluster without a mirror are not checked. Nil has no set.
+	Artifacts *artifactsource.Source
 
 	// workloadDone remembers, by Cluster UID, that the workload cluster got what
 	// reconcileWorkload writes.
@@ -207,4 +208,14 @@ func (r *Reconciler) etcdClient() func(etcdcluster.Config) (etcdcluster.Client, 
 		return r.EtcdClient
 	}
 	return NewEtcdClient
+}
+
+// noArtifacts is the Source of a Reconciler without one: no set of any version.
+var noArtifacts = &artifactsource.Source{}
+
+func (r *Reconciler) artifacts() *artifactsource.Source {
+	if r.Artifacts == nil {
+		return noArtifacts
+	}
+	return r.Artifacts
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/components"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/topology"
 	"github.com/basalt-dev/basalt/controllers/workload"
 )
@@ -57,10 +59,13 @@ func (r *Reconciler) reconcileUpgrade(ctx context.Context, s *scope) (ctrl.Resul
 			"spec.version %s cannot be built by this manager (%v); no Machine is moved", target, err)
 		return ctrl.Result{}, nil
 	}
-	if _, ok := r.ArtifactSets[target]; len(r.ArtifactSets) > 0 && !ok {
+	if err := r.artifacts().Available(ctx, c.Spec.Artifacts.Mirror, target); err != nil {
+		var nf *artifactsource.NotFoundError
+		if !errors.As(err, &nf) {
+			return ctrl.Result{}, err
+		}
 		s.upgradeReason, s.upgradeMessage = basaltv1.ReasonArtifactSetNotFound, fmt.Sprintf(
-			"the manager has no artifact set for spec.version %s (it has %s); no Machine is moved until it does",
-			target, strings.Join(r.ArtifactSets.Versions(), ", "))
+			"spec.version %s: %v; no Machine is moved until there is one", target, err)
 		return ctrl.Result{}, nil
 	}
 	if c.Status.Version == "" {

@@ -2,11 +2,17 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +27,7 @@ import (
 
 	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
@@ -884,10 +891,8 @@ func pkiData(t *testing.T, ns, name string) map[string][]byte {
 }
 
 func fileOf(p *plan.Plan, path string) []byte {
-	for _, f := range p.Files {
-		if f.Path == path {
-			return f.Content
-		}
+	if f := fileEntry(p, path); f != nil {
+		return f.Content
 	}
 	return nil
 }
@@ -899,4 +904,185 @@ func keysOf(m map[string][]byte) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestRegistriesReachPlans: spec.registries with a Secret that does not exist holds the Plan with
+// reason RegistrySecretInvalid on the Machine; once the Secret exists every node's Plan carries
+// containerd's hosts.toml with the mirror and its credentials (mode 0600), and a rotated password
+// reaches the Plans with no Machine restarted.
+func TestRegistriesReachPlans(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	h := startControllers(t, ns)
+	runAgents(t, ns, h.etcd)
+	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.6.10", inspected: true})
+	c := newCluster(ns, "mirrored", 1, 0)
+	c.Spec.Registries = []basaltv1.Registry{{Host: "docker.io", Mirrors: []basaltv1.RegistryMirror{{URL: "https://mirror.lan:5000",
+		CredentialsSecretRef: &basaltv1.LocalObjectReference{Name: "pull"}}}}}
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	var m basaltv1.Machine
+	envtest.Eventually(t, wait, func() error {
+		cp, _, err := clusterMachines(ctx, ns, "mirrored")
+		if err != nil || len(cp) != 1 {
+			return fmt.Errorf("%d control-plane Machines (%w)", len(cp), err)
+		}
+		m = cp[0]
+		if err := conditionIs(m.Status.Conditions, basaltv1.MachinePlanApplied, metav1.ConditionFalse, basaltv1.ReasonRegistrySecretInvalid); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(m.Status.Conditions, basaltv1.MachinePlanApplied)
+		if !strings.Contains(cond.Message, "spec.registries[0].mirrors[0].credentialsSecretRef") || !strings.Contains(cond.Message, "does not exist") {
+			return fmt.Errorf("PlanApplied message %q does not name the field and the missing Secret", cond.Message)
+		}
+		return nil
+	})
+	if _, _, err := storedPlan(ctx, &m); !errors.Is(err, planstore.ErrNoPlan) {
+		t.Fatalf("a Plan was stored while a registry Secret is missing (%v)", err)
+	}
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pull"}, Type: corev1.SecretTypeBasicAuth,
+		Data: map[string][]byte{"username": []byte("puller"), "password": []byte("first")}}
+	if err := env.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	waitClusterReady(t, c, wait)
+	const hostsToml = "/etc/basalt/containerd/certs.d/docker.io/hosts.toml"
+	auth := func(pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte("puller:"+pass))
+	}
+	p, _, err := storedPlan(ctx, &m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fileEntry(p, hostsToml)
+	if f == nil || f.Mode != 0o600 || !strings.Contains(string(f.Content), "[host.'https://mirror.lan:5000']") || !strings.Contains(string(f.Content), auth("first")) {
+		t.Fatalf("Plan file %s: %+v", hostsToml, f)
+	}
+	before := map[string]string{}
+	for _, s := range p.Services {
+		before[s.Name], _ = p.ServiceHash(s.Name)
+	}
+
+	secret.Data["password"] = []byte("rotated")
+	if err := env.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, c)
+	envtest.Eventually(t, wait, func() error {
+		p, _, err := storedPlan(ctx, &m)
+		if err != nil {
+			return err
+		}
+		if f := fileEntry(p, hostsToml); f == nil || !strings.Contains(string(f.Content), auth("rotated")) {
+			return fmt.Errorf("the rotated password is not in the Plan yet")
+		}
+		for _, s := range p.Services {
+			if h, _ := p.ServiceHash(s.Name); h != before[s.Name] {
+				return fmt.Errorf("service %s would restart for a rotated registry password", s.Name)
+			}
+		}
+		return nil
+	})
+}
+
+func fileEntry(p *plan.Plan, path string) *plan.File {
+	for i := range p.Files {
+		if p.Files[i].Path == path {
+			return &p.Files[i]
+		}
+	}
+	return nil
+}
+
+// TestArtifactMirror: a manager with no artifact set of its own brings a Cluster up from
+// spec.artifacts.mirror, an HTTP server laid out as hack/build-artifacts.sh writes sets. The
+// Plans name the mirror's artifacts, the cache fetches one from the mirror and checks it, and a
+// version the mirror does not serve holds the Machine with ArtifactSetNotFound naming the URL.
+func TestArtifactMirror(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	sets := artifactSets(t)
+	set := sets["v1.37.2"]
+	var requests sync.Map
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := requests.LoadOrStore(r.URL.Path, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		http.StripPrefix("/sets", http.FileServer(http.Dir(filepath.Dir(set.Dir)))).ServeHTTP(w, r)
+	}))
+	t.Cleanup(mirror.Close)
+	h := startControllersWith(t, ns, nil) // no local set
+	runAgents(t, ns, h.etcd)
+	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.7.10", inspected: true})
+	c := newCluster(ns, "mirrored", 1, 0)
+	c.Spec.Artifacts.Mirror = mirror.URL + "/sets"
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitClusterReady(t, c, wait)
+	cp, _, err := clusterMachines(ctx, ns, "mirrored")
+	if err != nil || len(cp) != 1 {
+		t.Fatalf("%d Machines (%v)", len(cp), err)
+	}
+	p, _, err := storedPlan(ctx, &cp[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := set.Manifest.Get("kubelet")
+	var kubelet *plan.Artifact
+	for i := range p.Artifacts {
+		if p.Artifacts[i].Name == "kubelet" {
+			kubelet = &p.Artifacts[i]
+		}
+	}
+	if kubelet == nil || kubelet.SHA256 != want.SHA256 {
+		t.Fatalf("the Plan's kubelet %+v, want the mirror's %s", kubelet, want.SHA256)
+	}
+	path, err := h.artifacts.Ensure(ctx, want.SHA256)
+	if err != nil {
+		t.Fatalf("the cache could not fetch the kubelet from the mirror: %v", err)
+	}
+	if sum, size, err := artifacts.HashFile(path); err != nil || sum != want.SHA256 || size != want.Size {
+		t.Fatalf("cached kubelet %s (%d bytes, %v), want %s", sum, size, err, want.SHA256)
+	}
+	if _, err := h.artifacts.Ensure(ctx, want.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	countOf := func(p string) int32 {
+		if n, ok := requests.Load(p); ok {
+			return n.(*atomic.Int32).Load()
+		}
+		return 0
+	}
+	if n := countOf("/sets/v1.37.2/" + want.Path); n != 1 {
+		t.Errorf("the mirror served the kubelet %d times, want once", n)
+	}
+	if n := countOf("/sets/v1.37.2/manifest.json"); n < 1 || n > 5 {
+		t.Errorf("the mirror served the manifest %d times while one Cluster came up (it is kept, not fetched per reconcile)", n)
+	}
+
+	// A version the mirror does not serve.
+	missing := newCluster(ns, "missing", 1, 0)
+	missing.Spec.Version = "v1.37.99"
+	missing.Spec.Artifacts.Mirror = mirror.URL + "/sets"
+	createHost(t, ns, hostInput{name: "cp-1", labels: map[string]string{"role": "missing"}, address: "10.0.7.11", inspected: true})
+	missing.Spec.ControlPlane.HostSelector = metav1.LabelSelector{MatchLabels: map[string]string{"role": "missing"}}
+	if err := env.Client.Create(ctx, missing); err != nil {
+		t.Fatal(err)
+	}
+	envtest.Eventually(t, wait, func() error {
+		cp, _, err := clusterMachines(ctx, ns, "missing")
+		if err != nil || len(cp) != 1 {
+			return fmt.Errorf("%d Machines (%w)", len(cp), err)
+		}
+		if err := conditionIs(cp[0].Status.Conditions, basaltv1.MachinePlanApplied, metav1.ConditionFalse, basaltv1.ReasonArtifactSetNotFound); err != nil {
+			return err
+		}
+		msg := meta.FindStatusCondition(cp[0].Status.Conditions, basaltv1.MachinePlanApplied).Message
+		if !strings.Contains(msg, mirror.URL+"/sets/v1.37.99/manifest.json") || !strings.Contains(msg, "404") {
+			return fmt.Errorf("message %q does not name the manifest URL and the 404", msg)
+		}
+		return nil
+	})
 }

@@ -17,7 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/basalt-dev/basalt/agents/artifactcache"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/cluster"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster/etcdfake"
 	"github.com/basalt-dev/basalt/controllers/host"
@@ -38,6 +40,8 @@ func TestMain(m *testing.M) {
 type harness struct {
 	etcd  *etcdfake.Cluster
 	clock *testClock
+	// artifacts is the manager's artifact cache, which fetches the artifacts of mirrors.
+	artifacts *artifactcache.Cache
 
 	mu sync.Mutex
 	// servers are the API server URLs of the workload kubeconfigs the controllers used.
@@ -74,7 +78,10 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{etcd: &etcdfake.Cluster{}, clock: &testClock{}, servers: map[string]bool{}}
+	h := &harness{etcd: &etcdfake.Cluster{}, clock: &testClock{}, servers: map[string]bool{},
+		artifacts: &artifactcache.Cache{Dir: t.TempDir()}}
+	// One source for both controllers, as the manager has.
+	source := &artifactsource.Source{Sets: sets, Cache: h.artifacts}
 	// The workload clusters are the test API server, reached with the settings Clients gives
 	// every workload client (an eviction a budget refuses is returned, not retried).
 	wcfg := rest.CopyConfig(env.Config)
@@ -92,13 +99,13 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),
-		Workload: workloads, EtcdClient: h.etcd.Connect, Now: h.clock.Now, ArtifactSets: sets,
+		Workload: workloads, EtcdClient: h.etcd.Connect, Now: h.clock.Now, Artifacts: source,
 	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
 	if err := (&machine.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-machine"),
-		ArtifactSets: sets, Workload: workloads,
+		Artifacts: source, Workload: workloads,
 	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}

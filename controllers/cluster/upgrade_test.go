@@ -361,7 +361,9 @@ func TestUnhealthyMachineIsReplaced(t *testing.T) {
 	if err := env.Client.Create(ctx, solo); err != nil {
 		t.Fatal(err)
 	}
-	waitClusterReady(t, solo, wait)
+	// The fake etcd is shared with the "heal" cluster: solo first removes heal's members one
+	// at a time (as strangers to it), which takes longer than a minute on a loaded 2-core machine.
+	waitClusterReady(t, solo, 3*wait)
 	only, _, err := clusterMachines(ctx, ns, "solo")
 	if err != nil || len(only) != 1 {
 		t.Fatalf("%d Machines (%v)", len(only), err)

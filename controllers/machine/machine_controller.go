@@ -20,7 +20,7 @@ import (
 
 	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
-	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/skeleton"
 	"github.com/basalt-dev/basalt/controllers/topology"
@@ -43,8 +43,9 @@ type Reconciler struct {
 	// APIReader reads straight from the API server: the cluster's PKI Secrets and the Plan
 	// Secrets, which the manager does not cache. Nil means Client.
 	APIReader client.Reader
-	// ArtifactSets are the manifests of the artifact sets the manager serves, by version.
-	ArtifactSets artifacts.Sets
+	// Artifacts finds the artifact set of a Machine's version (the manager's own, or the
+	// Cluster's mirror). Nil has no set.
+	Artifacts *artifactsource.Source
 	// Workload gives clients of workload clusters; nil leaves Nodes alone (NodeReady then waits).
 	Workload *workload.Clients
 
@@ -256,4 +257,14 @@ func (r *Reconciler) clusterToMachines(ctx context.Context, o client.Object) []r
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return reqs
+}
+
+// noArtifacts is the Source of a Reconciler without one: no set of any version.
+var noArtifacts = &artifactsource.Source{}
+
+func (r *Reconciler) artifacts() *artifactsource.Source {
+	if r.Artifacts == nil {
+		return noArtifacts
+	}
+	return r.Artifacts
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/components"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
 	"github.com/basalt-dev/basalt/controllers/topology"
 )
@@ -61,14 +62,13 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		return wait(basaltv1.ReasonWaitingForPodCIDR, "the Cluster controller has not allocated a range of %s to this Machine yet", c.Spec.Network.PodCIDR)
 	}
 	version := topology.MachineVersion(c, m)
-	set, ok := r.ArtifactSets[version]
-	manifest := set.Manifest
-	if !ok {
-		have := "none (start the manager with --artifact-sets)"
-		if len(r.ArtifactSets) > 0 {
-			have = strings.Join(r.ArtifactSets.Versions(), ", ")
+	manifest, err := r.artifacts().Manifest(ctx, c.Spec.Artifacts.Mirror, version)
+	if err != nil {
+		var nf *artifactsource.NotFoundError
+		if errors.As(err, &nf) {
+			return wait(basaltv1.ReasonArtifactSetNotFound, "%v", err)
 		}
-		return wait(basaltv1.ReasonArtifactSetNotFound, "the manager has no artifact set of %s; it has %s", version, have)
+		return ctrl.Result{}, err
 	}
 	cp := m.Spec.Role == basaltv1.RoleControlPlane
 	material, key, err := pkisecrets.LoadNode(ctx, r.apiReader(), c, m.Name)
@@ -78,6 +78,14 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	certs, err := material.ForNode(m.Name, cp)
 	if err != nil || len(key) == 0 {
 		return wait(basaltv1.ReasonWaitingForCertificates, "the Cluster controller has not issued this node's certificates and keys yet")
+	}
+	regs, err := registries(ctx, r.apiReader(), c)
+	if err != nil {
+		var rse *registrySecretError
+		if errors.As(err, &rse) {
+			return wait(basaltv1.ReasonRegistrySecretInvalid, "%v", err)
+		}
+		return ctrl.Result{}, err
 	}
 	in := builder.Input{
 		ClusterName: c.Name,
@@ -95,6 +103,7 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		Artifacts:    manifest,
 		HostFacts:    topology.HostFacts(h),
 		APIServers:   topology.APIServers(s.peers),
+		Registries:   regs,
 	}
 	if ep := c.Status.ControlPlaneEndpoint; ep != nil {
 		in.Endpoint = topology.Endpoint(ep)

@@ -16,6 +16,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/artifactcache"
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
+	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
@@ -132,22 +133,25 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		return c
 	}
 	workloads := &workload.Clients{Reader: mgr.GetAPIReader()}
+	// One source of artifact sets for both controllers: the local sets, and Clusters' mirrors
+	// whose artifacts the cache fetches (only with the agent API, which serves them).
+	source := &artifactsource.Source{Sets: sets, Cache: parts.Artifacts}
 	if err := (&clustercontroller.Reconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("basalt-cluster"),
 		Workload:  workloads,
 		// An upgrade waits for the manager to have the new version's artifacts.
-		ArtifactSets: sets,
+		Artifacts: source,
 	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
 		return nil, fmt.Errorf("cluster controller: %w", err)
 	}
 	if err := (&machinecontroller.Reconciler{
-		Client:       mgr.GetClient(),
-		APIReader:    mgr.GetAPIReader(),
-		Recorder:     mgr.GetEventRecorder("basalt-machine"),
-		ArtifactSets: sets,
-		Workload:     workloads,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("basalt-machine"),
+		Artifacts: source,
+		Workload:  workloads,
 	}).SetupWithManager(mgr, opts(o.MachineConcurrency)); err != nil {
 		return nil, fmt.Errorf("machine controller: %w", err)
 	}

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -19,6 +21,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -213,6 +220,67 @@ func checkPodLogs(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, n
 		b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
 		if err != nil || !strings.Contains(string(b), "Serving on :8080") {
 			return fmt.Errorf("logs of %s/%s: %q %w", ns, pod, b, err)
+		}
+		return nil
+	})
+}
+
+// checkExecAndPortForward proves the other two ways the API server reaches the kubelet: kubectl
+// exec (a command runs in the web server's container and its output comes back) and kubectl
+// port-forward (an HTTP request through a local port reaches the pod).
+func checkExecAndPortForward(ctx context.Context, t *testing.T, wc *kubernetes.Clientset, rc *rest.Config, ns, pod string) {
+	t.Helper()
+	framework.Eventually(t, time.Minute, func() error {
+		req := wc.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("exec").
+			VersionedParams(&corev1.PodExecOptions{Container: "web", Command: []string{"/webserver", "-say", "exec-ok"}, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+		ex, err := remotecommand.NewSPDYExecutor(rc, http.MethodPost, req.URL())
+		if err != nil {
+			return err
+		}
+		var out, errOut bytes.Buffer
+		if err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut}); err != nil {
+			return fmt.Errorf("exec in %s/%s: %w (%s)", ns, pod, err, errOut.String())
+		}
+		if strings.TrimSpace(out.String()) != "exec-ok" {
+			return fmt.Errorf("exec in %s/%s printed %q", ns, pod, out.String())
+		}
+		return nil
+	})
+	framework.Eventually(t, time.Minute, func() error {
+		transport, upgrader, err := spdy.RoundTripperFor(rc)
+		if err != nil {
+			return err
+		}
+		u := wc.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("portforward").URL()
+		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+		stop, ready := make(chan struct{}), make(chan struct{})
+		defer close(stop)
+		fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080"}, stop, ready, io.Discard, io.Discard)
+		if err != nil {
+			return err
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- fw.ForwardPorts() }()
+		select {
+		case <-ready:
+		case err := <-errc:
+			return fmt.Errorf("port-forward to %s/%s: %w", ns, pod, err)
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("port-forward to %s/%s: not ready after 30s", ns, pod)
+		}
+		ports, err := fw.GetPorts()
+		if err != nil || len(ports) != 1 {
+			return fmt.Errorf("port-forward ports %v: %w", ports, err)
+		}
+		hc := &http.Client{Timeout: 10 * time.Second}
+		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[0].Local))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
+			return fmt.Errorf("GET /healthz through port-forward: %s %q", resp.Status, b)
 		}
 		return nil
 	})

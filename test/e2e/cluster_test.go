@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -33,7 +34,10 @@ func TestClusterLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	setDir := artifactSet(t, etcdTestVersion)
-	b := framework.NewBed(ctx, t, bed.Options{Hosts: 2, Name: "life"})
+	b := framework.NewBed(ctx, t, bed.Options{Hosts: 3, Name: "life"})
+	// The third host is not a node: it runs the OCI registry the nodes pull from.
+	regHost := b.Hosts[2]
+	b.Hosts = b.Hosts[:2]
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range b.Hosts {
@@ -42,7 +46,11 @@ func TestClusterLifecycle(t *testing.T) {
 			}
 		}
 	})
-	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, ArtifactSets: []string{setDir}})
+	// The manager has no artifact set of its own: the Cluster names a mirror (an HTTP server laid
+	// out as hack/build-artifacts.sh writes sets), and the manager fetches each artifact from it
+	// once, checks it and serves it to the hosts.
+	mirror := framework.ServeArtifactMirror(t, filepath.Dir(setDir))
+	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b})
 	c := m.Env.Client
 	ns := m.Env.Namespace(t)
 	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
@@ -51,6 +59,7 @@ func TestClusterLifecycle(t *testing.T) {
 		OS:     &basaltv1.OSFacts{Container: ptr.To(true), SystemdPID1: ptr.To(true), CgroupVersion: 1},
 	})
 	m.WaitHostsAvailable(ctx, t, ns, hostNames(b), 5*time.Minute)
+	registry, registries := registrySetup(ctx, t, c, ns, regHost, etcdTestVersion)
 
 	cl := &basaltv1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "life"},
@@ -59,6 +68,8 @@ func TestClusterLifecycle(t *testing.T) {
 			ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}},
 			Workers: []basaltv1.WorkerPool{{Name: "pool", Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "worker"}},
 				NodeLabels: []basaltv1.NodeLabel{{Key: "example.com/tier", Value: "web"}}}},
+			Registries: registries,
+			Artifacts:  basaltv1.ArtifactsSpec{Mirror: mirror.URL},
 		},
 	}
 	start := time.Now()
@@ -67,13 +78,14 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 	took := m.WaitForClusterReady(ctx, t, framework.WaitForClusterReadyInput{Namespace: ns, Name: cl.Name, ControlPlanes: 1, Workers: 1, Timeout: 15 * time.Minute})
 	t.Logf("Cluster Ready %s after it was applied (1 control plane + 1 worker)", took.Round(time.Second))
+	mirror.CheckFetchedOnce(t, etcdTestVersion)
 	got := &basaltv1.Cluster{}
 	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil || got.Status.Version != etcdTestVersion {
 		t.Fatalf("cluster %s status version %q, want %s (%v)", cl.Name, got.Status.Version, etcdTestVersion, err)
 	}
 
 	// The kubeconfig Basalt wrote reaches the workload cluster.
-	wc, _ := m.WorkloadClient(ctx, t, ns, cl.Name)
+	wc, wrc := m.WorkloadClient(ctx, t, ns, cl.Name)
 	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +146,7 @@ func TestClusterLifecycle(t *testing.T) {
 	})
 	t.Logf("Pod %s on %s Running and answering across nodes %s after the Cluster was applied", podIP, workerNode, time.Since(start).Round(time.Second))
 	checkPodLogs(ctx, t, wc, "default", "web")
+	checkExecAndPortForward(ctx, t, wc, wrc, "default", "web")
 
 	// Workload-ready: the built-in DNS add-on is reported applied, and names resolve in pods.
 	if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
@@ -150,6 +163,7 @@ func TestClusterLifecycle(t *testing.T) {
 	checkClusterDNS(ctx, t, wc, b.Hosts[0], podIP, start)
 	checkNodeMetrics(ctx, t, wc, 2)
 	checkLocalStorage(ctx, t, wc, b.Hosts[0])
+	checkRegistryPull(ctx, t, wc, registry, workerNode, b.Hosts[1], b.Hosts[0])
 	checkManifestAddon(ctx, t, c, wc, got)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
@@ -235,7 +249,7 @@ func TestClusterLifecycle(t *testing.T) {
 			// volumes and the pods' bridge (a next cluster's pod range would clash with its address).
 			// Nor the node's state: etcd's data, the kubelet's and containerd's (kept as empty
 			// mount points: they are volumes on the bed), CNI allocations.
-			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/cni/net.d -type f 2>/dev/null; "+
+			left, _ := h.Run(ctx, "find /opt/basalt /etc/basalt/pki /etc/basalt/kubeconfig /etc/basalt/kube-apiserver /etc/basalt/containerd /etc/cni/net.d -type f 2>/dev/null; "+
 				"find /var/lib/kubelet /var/lib/containerd /run/containerd /var/lib/cni /var/lib/basalt-volumes -mindepth 1 -maxdepth 1 2>/dev/null; test -e /var/lib/etcd && echo /var/lib/etcd; "+
 				"ip link show cni0 >/dev/null 2>&1 && echo 'link cni0'; true")
 			if strings.TrimSpace(left) != "" {

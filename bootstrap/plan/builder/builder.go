@@ -92,6 +92,9 @@ type Input struct {
 	HostFacts HostFacts
 	// Routes send the other nodes' pod ranges to those nodes (host-gw); network.cni bridge only.
 	Routes []plan.Route
+	// Registries say how containerd reaches image registries (spec.registries of the Cluster, its
+	// Secrets read): hosts.toml files that need no containerd restart when they change.
+	Registries []components.Registry
 	// APIServers are the backends of the node-local load balancer, host:port of every
 	// kube-apiserver. Empty on a control-plane node that runs one means its own API server only.
 	APIServers []string
@@ -292,7 +295,7 @@ func resolve(in Input) (*resolved, error) {
 			CgroupV2:     in.HostFacts.CgroupV2,
 			InContainer:  in.HostFacts.InContainer, ResolvConf: in.HostFacts.ResolvConf},
 		APIServer: components.APIServerParams{Port: r.ports.APIServer, Encryption: in.Encryption, Audit: in.Audit},
-		Runtime:   components.RuntimeParams{MTU: in.Network.MTU},
+		Runtime:   components.RuntimeParams{MTU: in.Network.MTU, Registries: in.Registries},
 		Ports:     r.ports.Ports,
 		Paths:     r.paths,
 	}

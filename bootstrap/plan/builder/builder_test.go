@@ -555,7 +555,12 @@ func TestServiceHashScope(t *testing.T) {
 		"route":                   {func(in *Input) { in.Routes = in.Routes[1:] }, nil},
 		"API server backends":     {func(in *Input) { in.APIServers = in.APIServers[:1] }, nil},
 		"MTU":                     {func(in *Input) { in.Network.MTU = 1400 }, nil},
-		"service CIDR":            {func(in *Input) { in.Network.ServiceCIDR = "10.112.0.0/12" }, []string{"kube-apiserver", "kube-controller-manager", "kubelet"}},
+		// containerd reads hosts.toml at each pull: a mirror or a rotated password restarts nothing.
+		"registries": {func(in *Input) {
+			in.Registries = []components.Registry{{Host: "docker.io", Mirrors: []components.RegistryEndpoint{
+				{URL: "https://mirror.lan:5000", Username: "u", Password: "p"}}}}
+		}, nil},
+		"service CIDR": {func(in *Input) { in.Network.ServiceCIDR = "10.112.0.0/12" }, []string{"kube-apiserver", "kube-controller-manager", "kubelet"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -62,6 +62,14 @@ func (b *planBuilder) runtime() error {
 		return err
 	}
 	reads := append([]string{bin}, b.componentFiles(c)...)
+	// containerd reads hosts.toml at each pull: not among the files whose change restarts it.
+	regs, err := components.Registries(b.r.params)
+	if err != nil {
+		return err
+	}
+	for _, f := range regs {
+		b.file(f.Path, uint32(f.Mode.Perm()), f.Content)
+	}
 	b.service(c, nil, reads, &plan.Probe{Exec: &plan.ExecProbe{
 		Argv: []string{ctr, "--address", b.r.paths.ContainerdSocket, "version"}}})
 	// Containers outlive containerd (their shims keep them running), and so do their images,

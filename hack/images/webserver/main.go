@@ -51,7 +51,12 @@ import (
 
 func main() {
 	listen := flag.String("listen", ":8080", "address to listen on")
+	say := flag.String("say", "", "print this line and exit instead of serving (a command for kubectl exec)")
 	flag.Parse()
+	if *say != "" {
+		fmt.Println(*say)
+		return
+	}
 
 	hostname, err := os.Hostname()
 	if err != nil {

@@ -26,7 +26,7 @@ var artifactsMu sync.Mutex
 
 // Artifacts returns the artifact set directory $BASALT_CACHE/artifacts/<Version>, after making
 // sure the file of every name in Names exists (bin/<name>, bin/cni/<plugin> for cni-<plugin>,
-// images/<image>.tar for image-<image>): when one is missing it runs
+// images/<image>.tar for image-<image>, tools/<tool> for tool-<tool>): when one is missing it runs
 // `hack/build-artifacts.sh --only <names> <Version>` (seconds when cached, minutes cold). It
 // fails when the script is missing or fails; it never skips.
 func Artifacts(ctx context.Context, in ArtifactsInput) (string, error) {
@@ -70,6 +70,8 @@ func artifactPath(name string) string {
 		return filepath.Join("bin", "cni", strings.TrimPrefix(name, "cni-"))
 	case strings.HasPrefix(name, "image-"):
 		return filepath.Join("images", strings.TrimPrefix(name, "image-")+".tar")
+	case strings.HasPrefix(name, "tool-"):
+		return filepath.Join("tools", strings.TrimPrefix(name, "tool-"))
 	}
 	return filepath.Join("bin", name)
 }
