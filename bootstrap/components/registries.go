@@ -2,15 +2,15 @@ package components
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"io/fs"
 	"net/url"
 	"path"
 	"regexp"
 	"strings"
+
+	"github.com/basalt-dev/basalt/bootstrap/pki/pemcerts"
 )
 
 // Registry says how containerd reaches one image registry; see Registries.
@@ -173,24 +173,6 @@ func checkCABundle(b []byte) error {
 	if len(b) > maxRegistryCABytes {
 		return fmt.Errorf("%d bytes of CA certificates; at most %d", len(b), maxRegistryCABytes)
 	}
-	n := 0
-	rest := b
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			return fmt.Errorf("a PEM block of type %q; only CERTIFICATE blocks belong in a CA bundle", blk.Type)
-		}
-		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
-			return fmt.Errorf("certificate %d: %w", n+1, err)
-		}
-		n++
-	}
-	if n == 0 || len(bytes.TrimSpace(rest)) > 0 {
-		return fmt.Errorf("not PEM certificates (-----BEGIN CERTIFICATE-----)")
-	}
-	return nil
+	_, err := pemcerts.Parse(b)
+	return err
 }

@@ -2,7 +2,6 @@ package httpboot
 
 import (
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
+	"github.com/basalt-dev/basalt/bootstrap/pki/pemcerts"
 )
 
 // Kernel command-line parameters that carry an agent's protocol.Bootstrap. The initramfs /init
@@ -75,20 +75,8 @@ func checkCA(ca []byte) error {
 	if len(ca) == 0 || len(ca) > maxCABytes {
 		return fmt.Errorf("bootstrap CA must be 1 to %d bytes of PEM", maxCABytes)
 	}
-	rest, n := ca, 0
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			return fmt.Errorf("bootstrap CA holds a PEM %q block; only certificates belong there", blk.Type)
-		}
-		n++
-	}
-	if n == 0 || len(strings.TrimSpace(string(rest))) != 0 {
-		return errors.New("bootstrap CA must be PEM certificates and nothing else")
+	if _, err := pemcerts.Parse(ca); err != nil {
+		return fmt.Errorf("bootstrap CA: %w", err)
 	}
 	return nil
 }
