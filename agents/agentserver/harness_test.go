@@ -89,7 +89,11 @@ func newHarness(t *testing.T, tweak ...func(*agentserver.Server)) *harness {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	return &harness{t: t, env: env, srv: srv, clock: clk, url: "https://" + ln.Addr().String(), ca: pool, hostNS: env.Namespace(t)}
+	hostNS := srv.WatchNamespace // a namespaced server's Hosts live in the namespace it watches
+	if hostNS == "" {
+		hostNS = env.Namespace(t)
+	}
+	return &harness{t: t, env: env, srv: srv, clock: clk, url: "https://" + ln.Addr().String(), ca: pool, hostNS: hostNS}
 }
 
 // createHost creates an SSH Host in hostNS.

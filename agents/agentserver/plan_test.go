@@ -11,6 +11,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"github.com/basalt-dev/basalt/agents/agentserver"
 	"github.com/basalt-dev/basalt/agents/planstore"
 	"github.com/basalt-dev/basalt/agents/protocol"
@@ -248,5 +255,64 @@ func TestHostsAreIsolated(t *testing.T) {
 	// Nor does it download artifacts (Kubernetes binaries, images) any more.
 	if resp, _ := get(t, a.client, h.url+protocol.PathArtifacts+sum([]byte("any artifact"))); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("old certificate of a re-created Host downloading an artifact: %d, want 403", resp.StatusCode)
+	}
+}
+
+// TestPlanWatchNamespaced is the chart's namespaced mode: the server's Kubernetes identity may
+// read Secrets in one namespace only (a Role, as the namespaced chart grants). A cluster-wide
+// Plan watch is forbidden to it and would never sync; with WatchNamespace the watch syncs, an
+// agent registers, and a stored Plan wakes its long poll at once.
+func TestPlanWatchNamespaced(t *testing.T) {
+	env := needEnv(t)
+	ns := env.Namespace(t)
+	ctx := context.Background()
+	user := "basalt-namespaced-" + ns
+	for _, o := range []client.Object{
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "plans"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "plans"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "plans"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}},
+	} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	limited, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the identity may not do: the list a cluster-wide watch starts with.
+	if err := limited.List(ctx, &corev1.SecretList{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("listing Secrets in every namespace as %s: %v, want Forbidden", user, err)
+	}
+	eventually(t, func() error { return limited.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) })
+
+	h := newHarness(t, func(s *agentserver.Server) { s.Config = cfg; s.WatchNamespace = ns })
+	if h.hostNS != ns {
+		t.Fatalf("Hosts in %s, want the watched namespace %s", h.hostNS, ns)
+	}
+	a := h.register(h.createHost("node-1"))
+	results := make(chan pollResult, 1)
+	go func() {
+		results <- poll(t, a, h.url, "?wait=60s&hash="+(&plan.Plan{Format: plan.FormatVersion, Host: "node-1"}).Hash())
+	}()
+	time.Sleep(500 * time.Millisecond)
+	hash, changed, err := planstore.StorePlan(ctx, env.Client, ns, "node-1", testPlan("node-1", "one"))
+	if err != nil || !changed {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-results:
+		if r.code != http.StatusOK || r.hash != hash {
+			t.Errorf("woken poll: %d %s, want 200 %s", r.code, r.hash, hash)
+		}
+		if r.elapsed > 10*time.Second {
+			t.Errorf("the poll returned after %s: the namespaced watch did not wake it", r.elapsed)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long poll did not return after the Plan was stored")
 	}
 }

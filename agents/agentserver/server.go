@@ -72,6 +72,10 @@ type Server struct {
 	// Namespace is the manager's namespace: the CA, serving-certificate and bootstrap-token
 	// Secrets live there. Required.
 	Namespace string
+	// WatchNamespace, when set, is the only namespace whose Plan Secrets are watched: a manager
+	// limited to one namespace (--watch-namespace, the chart's namespaced mode) may not list
+	// Secrets anywhere else, and a cluster-wide watch would never sync. Empty watches all.
+	WatchNamespace string
 	// Addresses are the IP addresses and DNS names agents reach the API at; they are the SANs of
 	// the serving certificate. At least one is required.
 	Addresses []string
@@ -373,14 +377,19 @@ func (s *Server) Handler() http.Handler {
 	return instrument(mux)
 }
 
-// startPlanWatch starts an informer on Plan Secrets (only those, by label) in every namespace. A
-// change wakes the long polls of its Host and registers the Plan's artifacts with the cache.
+// startPlanWatch starts an informer on Plan Secrets (only those, by label) in every namespace,
+// or in WatchNamespace. A change wakes the long polls of its Host and registers the Plan's
+// artifacts with the cache.
 func (s *Server) startPlanWatch(ctx context.Context, g *errgroup.Group) error {
-	c, err := cache.New(s.Config, cache.Options{
+	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{planstore.LabelSecretKind: planstore.KindPlan})},
 		},
-	})
+	}
+	if s.WatchNamespace != "" {
+		opts.DefaultNamespaces = map[string]cache.Config{s.WatchNamespace: {}}
+	}
+	c, err := cache.New(s.Config, opts)
 	if err != nil {
 		return err
 	}

@@ -73,6 +73,7 @@ func main() {
 	setupOpts.ClusterConcurrency, setupOpts.MachineConcurrency, setupOpts.HostConcurrency = clusterWorkers, machineWorkers, hostWorkers
 	setupOpts.AgentAPIAddresses = splitList(agentAddresses)
 	setupOpts.ArtifactSets = splitList(artifactSets)
+	setupOpts.WatchNamespace = *watchNS
 	if pxeOpts.Interface != "" {
 		pxeOpts.AgentArgs = strings.Fields(pxeAgentArgs)
 		setupOpts.PXE = &pxeOpts

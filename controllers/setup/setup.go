@@ -28,6 +28,9 @@ import (
 type Options struct {
 	// Namespace is the manager's own namespace: agent API CAs and bootstrap tokens live there.
 	Namespace string
+	// WatchNamespace, when set, is the one namespace the manager reconciles and caches
+	// (--watch-namespace): the agent API watches Plans there only.
+	WatchNamespace string
 
 	// AgentAPIAddr is where the agent API listens, e.g. ":9443". Empty disables the agent API and
 	// with it SSH provisioning.
@@ -97,15 +100,16 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 			parts.Artifacts.Register(artifactcache.ArtifactRef{Name: img.Ref.Name, SHA256: img.Ref.SHA256, Size: img.Ref.Size})
 		}
 		parts.AgentAPI = &agentserver.Server{
-			Addr:       o.AgentAPIAddr,
-			Namespace:  o.Namespace,
-			Addresses:  o.AgentAPIAddresses,
-			Client:     mgr.GetClient(),
-			APIReader:  mgr.GetAPIReader(),
-			HostReader: mgr.GetClient(),
-			Config:     mgr.GetConfig(),
-			Artifacts:  parts.Artifacts,
-			Log:        ctrl.Log.WithName("agent-api"),
+			Addr:           o.AgentAPIAddr,
+			Namespace:      o.Namespace,
+			WatchNamespace: o.WatchNamespace,
+			Addresses:      o.AgentAPIAddresses,
+			Client:         mgr.GetClient(),
+			APIReader:      mgr.GetAPIReader(),
+			HostReader:     mgr.GetClient(),
+			Config:         mgr.GetConfig(),
+			Artifacts:      parts.Artifacts,
+			Log:            ctrl.Log.WithName("agent-api"),
 		}
 		if err := mgr.Add(parts.AgentAPI); err != nil {
 			return nil, err
