@@ -99,10 +99,19 @@ func parseCPUList(s string) int {
 				return 0
 			}
 		}
+		if a < 0 || b >= maxCPUs {
+			return 0 // no kernel numbers CPUs so (a file Basalt does not control)
+		}
 		n += b - a + 1
+		if n > maxCPUs {
+			return 0
+		}
 	}
 	return n
 }
+
+// maxCPUs bounds the CPU numbers parseCPUList accepts: far above any kernel's NR_CPUS (8192).
+const maxCPUs = 1 << 16
 
 // virtualNIC says whether an interface is plumbing of containers or pod networking rather than
 // a NIC of the host: it is left out of the hardware report.

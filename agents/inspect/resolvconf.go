@@ -20,10 +20,14 @@ func ParseNameservers(resolvConf string) []string {
 			continue
 		}
 		a, err := netip.ParseAddr(fields[1])
-		if err != nil || a.Zone() != "" || a.IsLoopback() || a.IsUnspecified() {
+		if err != nil || a.Zone() != "" {
 			continue
 		}
-		s := a.Unmap().String()
+		// An IPv4-mapped address is judged as the IPv4 address it is (::ffff:127.0.0.1 is loopback).
+		if a = a.Unmap(); a.IsLoopback() || a.IsUnspecified() {
+			continue
+		}
+		s := a.String()
 		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}

@@ -21,6 +21,8 @@ func TestParseNameservers(t *testing.T) {
 		"duplicates":     {"nameserver 192.0.2.1\nnameserver 192.0.2.1\n", []string{"192.0.2.1"}},
 		"at most three":  {"nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nnameserver 192.0.2.4\n", []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}},
 		"mapped v4":      {"nameserver ::ffff:192.0.2.5\n", []string{"192.0.2.5"}},
+		// Found by FuzzParseNameservers: a mapped loopback or unspecified address is no server.
+		"mapped stubs": {"nameserver ::ffff:127.0.0.53\nnameserver ::ffff:0.0.0.0\n", nil},
 	} {
 		if got := ParseNameservers(tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: %q, want %q", name, got, tc.want)
