@@ -123,8 +123,12 @@ test-baremetal-cp: test-artifacts ## The longer bare-metal proof: a Cluster whos
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_BAREMETAL_CP=1 go test -count=1 -timeout 45m -run '^TestBareMetalControlPlane$$' -v ./test/e2e/
 
 .PHONY: fuzz
-fuzz: ## Fuzz every target for FUZZTIME each (network parsers: agent API, DHCP, TFTP; the agent's disk partition-table parser)
+fuzz: ## Fuzz every target for FUZZTIME each (docs/fuzzing.md: every parser of network or host input)
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
+
+.PHONY: fuzz-long
+fuzz-long: ## Fuzz every target for 10 minutes each (not in make test; about 2.5 hours; docs/fuzzing.md)
+	FUZZTIME=10m hack/fuzz.sh
 
 .PHONY: bench
 bench: ## Run the benchmarks and write docs/benchmarks.md
