@@ -122,6 +122,13 @@ test: test-artifacts ## Run every test tier: unit, integration (real kube-apiser
 test-baremetal-cp: test-artifacts ## The longer bare-metal proof: a Cluster whose control plane runs on a PXE-booted QEMU VM (docs/bare-metal.md; not in make test)
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_BAREMETAL_CP=1 go test -count=1 -timeout 45m -run '^TestBareMetalControlPlane$$' -v ./test/e2e/
 
+.PHONY: conformance
+conformance: ## Kubernetes' conformance suite against a 1 + 2 Cluster Basalt brings up on the bed (docs/conformance.md; not in make test; about an hour)
+	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
+	hack/build-artifacts.sh --only tool-e2e.test,tool-ginkgo,tool-kubectl,tool-registry $(KUBE_VERSION) >/dev/null
+	hack/conformance-images.sh $(KUBE_VERSION) >/dev/null
+	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_CONFORMANCE_VERSION=$(KUBE_VERSION) go test -tags conformance -count=1 -timeout 5h -run '^TestConformance$$' -v ./test/e2e/
+
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZTIME each (docs/fuzzing.md: every parser of network or host input)
 	FUZZTIME=$(FUZZTIME) hack/fuzz.sh

@@ -13,6 +13,9 @@
 #   bin/cni/{bridge,host-local,loopback,portmap}
 #   images/{pause,webserver,coredns,metrics-server,local-path-provisioner,volume-helper}.tar  OCI image layouts for `ctr -n k8s.io images import`
 #   tools/registry                 a test-bed tool, not part of the set (see TOOLS below)
+#   tools/{e2e.test,ginkgo,kubectl,agnhost,sample-apiserver,nonewprivs}
+#                                  the conformance suite and the binaries of its test images, built
+#                                  only when named with --only (make conformance, docs/conformance.md)
 #   manifest.json                  written only when every file of the set is present
 # Progress goes to stderr; the set folder is printed alone on stdout at the end.
 #
@@ -93,6 +96,10 @@ readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube
 # served to hosts); the e2e runs them on bed hosts. tools/registry is the OCI registry
 # (distribution v3) that nodes pull the registry e2e's image from.
 readonly TOOLS=(tool-registry)
+# Conformance tools: Kubernetes' own e2e suite (e2e.test, the ginkgo runner, kubectl of the same
+# version) and the programs of the suite's test images, from k8s.io/kubernetes at VERSION. Built
+# only when named with --only: they are not needed by make test (hack/conformance-images.sh).
+readonly CONFORMANCE_TOOLS=(tool-e2e.test tool-ginkgo tool-kubectl tool-agnhost tool-sample-apiserver tool-nonewprivs)
 
 usage() { sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
@@ -170,8 +177,8 @@ if [[ -n $ONLY ]]; then
   IFS=',' read -r -a only_list <<<"$ONLY"
   for name in "${only_list[@]}"; do
     [[ -z $name ]] && continue
-    if [[ " ${ALL[*]} ${TOOLS[*]} " != *" $name "* ]]; then
-      fail "--only: unknown artifact '$name'; known: ${ALL[*]} ${TOOLS[*]}"
+    if [[ " ${ALL[*]} ${TOOLS[*]} ${CONFORMANCE_TOOLS[*]} " != *" $name "* ]]; then
+      fail "--only: unknown artifact '$name'; known: ${ALL[*]} ${TOOLS[*]} ${CONFORMANCE_TOOLS[*]}"
     fi
     WANT[$name]=1
   done
@@ -274,7 +281,7 @@ prepare_module() {
   STEP="resolve the build module $dir (go mod tidy)"
   log "Resolving the build module for $COMPONENT $COMPONENT_VERSION"
   mkdir -p "$dir/bin"
-  rm -f "$dir/.ready" "$dir/go.sum"
+  rm -f "$dir/.ready" "$dir/.e2e-ready" "$dir/go.sum"
   printf '%s\n' "$gomod" >"$dir/go.mod"
   run "$LOGS/$(basename "$dir")-tidy.log" env -C "$dir" go mod tidy
   printf '%s\n' "$gomod" >"$dir/go.mod.in"
@@ -353,31 +360,87 @@ readonly ETCD_VERSION
 log "Kubernetes $VERSION into $SET ($GOOS/$GOARCH, $GO_VERSION)"
 log "etcd $ETCD_VERSION, containerd $CONTAINERD_VERSION, runc $RUNC_VERSION, cri-tools $CRI_TOOLS_VERSION, CNI plugins $CNI_PLUGINS_VERSION"
 
+# Each staging module that k8s.io/kubernetes replaces with ./staging/... comes from its own
+# published module at v0.MINOR.PATCH.
+KUBE_REPLACES="$(awk -v v="$STAGING_VERSION" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}' "$KUBE_DIR/go.mod")"
+# Version stamps, as hack/lib/version.sh sets them, so `--version` and the Node's
+# kubeletVersion say $VERSION. buildDate is the release tag's time, for reproducible output.
+build_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$VERSION.info" 2>/dev/null || true)"
+KUBE_LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  KUBE_LDFLAGS+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$KUBE_MINOR"
+  [[ -n $build_date ]] && KUBE_LDFLAGS+=" -X $pkg.buildDate=$build_date"
+done
+readonly KUBE_REPLACES KUBE_LDFLAGS
+# need_kube_replaces stops when k8s.io/kubernetes has no staging replaces to turn into modules.
+need_kube_replaces() { [[ -n $KUBE_REPLACES ]] || fail "found no ./staging replace directives in $KUBE_DIR/go.mod"; }
+
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 if want_any "${KUBE_COMPONENTS[@]}"; then
+  need_kube_replaces
   moddir="$BUILD/k8s-$VERSION"
-  # Each staging module that k8s.io/kubernetes replaces with ./staging/... comes from its own
-  # published module at v0.MINOR.PATCH.
-  replaces="$(awk -v v="$STAGING_VERSION" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}' "$KUBE_DIR/go.mod")"
-  [[ -n $replaces ]] || fail "found no ./staging replace directives in $KUBE_DIR/go.mod"
   tools=()
   for c in "${KUBE_COMPONENTS[@]}"; do tools+=("k8s.io/kubernetes/cmd/$c"); done
-  prepare_module "$moddir" "$(gomod basalt.local/build/k8s "$(printf '\tk8s.io/kubernetes %s' "$VERSION")" "$replaces" "${tools[@]}")"
-
-  # Version stamps, as hack/lib/version.sh sets them, so `--version` and the Node's
-  # kubeletVersion say $VERSION. buildDate is the release tag's time, for reproducible output.
-  build_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$VERSION.info" 2>/dev/null || true)"
-  minor="$KUBE_MINOR"
-  ldflags="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    [[ -n $build_date ]] && ldflags+=" -X $pkg.buildDate=$build_date"
-  done
+  prepare_module "$moddir" "$(gomod basalt.local/build/k8s "$(printf '\tk8s.io/kubernetes %s' "$VERSION")" "$KUBE_REPLACES" "${tools[@]}")"
   for c in "${KUBE_COMPONENTS[@]}"; do
     want "$c" || continue
-    build "$moddir/bin/$c" "$moddir" "k8s.io/kubernetes/cmd/$c" 0 "" "$ldflags"
+    build "$moddir/bin/$c" "$moddir" "k8s.io/kubernetes/cmd/$c" 0 "" "$KUBE_LDFLAGS"
     place "$c" "$moddir/bin/$c"
   done
+fi
+
+# The conformance suite and its test images' programs, in a module of their own so that the
+# test packages' extra requirements never change the components' build above.
+if want_any "${CONFORMANCE_TOOLS[@]}"; then
+  COMPONENT="conformance suite (k8s.io/kubernetes/test)" COMPONENT_VERSION="$VERSION"
+  need_kube_replaces
+  moddir="$BUILD/conformance-$VERSION"
+  ginkgo_version="$(awk '$1 == "github.com/onsi/ginkgo/v2" { print $2; exit }' "$KUBE_DIR/go.mod")"
+  [[ -n $ginkgo_version ]] || fail "cannot tell the ginkgo version from $KUBE_DIR/go.mod"
+  prepare_module "$moddir" "$(gomod basalt.local/build/conformance \
+    "$(printf '\tk8s.io/kubernetes %s\n\tgithub.com/onsi/ginkgo/v2 %s\n\tk8s.io/sample-apiserver %s' "$VERSION" "$ginkgo_version" "$STAGING_VERSION")" \
+    "$KUBE_REPLACES" k8s.io/kubernetes/cmd/kubectl github.com/onsi/ginkgo/v2/ginkgo \
+    k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/images/nonewprivs k8s.io/sample-apiserver)"
+  # go mod tidy resolves the tools' packages only; e2e.test is the test binary of test/e2e, whose
+  # test files import every suite: add those packages' requirements once.
+  if [[ ! -f $moddir/.e2e-ready ]]; then
+    STEP="resolve the packages of k8s.io/kubernetes/test/e2e (go get)"
+    run "$LOGS/conformance-$VERSION-get.log" env -C "$moddir" go get "k8s.io/kubernetes/test/e2e/...@$VERSION"
+    touch "$moddir/.e2e-ready"
+  fi
+  for t in agnhost nonewprivs; do
+    want "tool-$t" || continue
+    build "$moddir/bin/$t" "$moddir" "k8s.io/kubernetes/test/images/$t" 0 "" "-s -w"
+    place "tool-$t" "$moddir/bin/$t"
+  done
+  if want tool-sample-apiserver; then
+    build "$moddir/bin/sample-apiserver" "$moddir" k8s.io/sample-apiserver 0 "" "$KUBE_LDFLAGS"
+    place tool-sample-apiserver "$moddir/bin/sample-apiserver"
+  fi
+  if want tool-kubectl; then
+    build "$moddir/bin/kubectl" "$moddir" k8s.io/kubernetes/cmd/kubectl 0 "" "$KUBE_LDFLAGS"
+    place tool-kubectl "$moddir/bin/kubectl"
+  fi
+  if want tool-ginkgo; then
+    build "$moddir/bin/ginkgo" "$moddir" github.com/onsi/ginkgo/v2/ginkgo 0 "" "-s -w"
+    place tool-ginkgo "$moddir/bin/ginkgo"
+  fi
+  if want tool-e2e.test; then
+    out="$moddir/bin/e2e.test"
+    key="$(printf '%s\n' e2e.test "$KUBE_LDFLAGS" "$GOOS/$GOARCH" | sha256sum | cut -c1-32)"
+    if [[ -x $out && -f $out.key && "$(<"$out.key")" == "$key" ]]; then
+      log "Reusing e2e.test ($VERSION)"
+    else
+      STEP="go test -c k8s.io/kubernetes/test/e2e"
+      log "Building e2e.test ($VERSION) from k8s.io/kubernetes/test/e2e (about 7 minutes cold)"
+      TMPS+=("$out.tmp-$$")
+      run "$LOGS/conformance-$VERSION-e2e.test.log" env -C "$moddir" CGO_ENABLED=0 \
+        go test -c -p "$JOBS" -trimpath -ldflags "$KUBE_LDFLAGS" -o "$out.tmp-$$" k8s.io/kubernetes/test/e2e
+      mv -f "$out.tmp-$$" "$out"
+      printf '%s\n' "$key" >"$out.key"
+    fi
+    place tool-e2e.test "$out"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,13 @@ volumes=$(docker volume ls --quiet --filter "label=$label")
 	[[ -z "$networks" ]] || docker network rm $networks >/dev/null
 	[[ -z "$volumes" ]] || docker volume rm --force $volumes >/dev/null
 }
+# The runs' isolation rules (test/e2e/bed/network.go): one DOCKER-USER rule per run, by comment.
+rules=0
+while read -r rule; do
+	[[ -n $rule ]] || continue
+	eval "iptables -w ${rule/#-A /-D }" && rules=$((rules + 1))
+done < <(iptables -w -S DOCKER-USER 2>/dev/null | grep -- "--comment \"basalt-tb-${1:-}" || true)
+echo "testbed-clean: removed $rules isolation rules"
 echo "testbed-clean: removed $(wc -w <<<"$containers") containers, $(wc -w <<<"$networks") networks, $(wc -w <<<"$volumes") volumes (label $label)"
 if [[ -z "${1:-}" ]]; then
 	rm -f "$cache"/testbed/runs/*.lock

@@ -14,8 +14,9 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command ociimage packs one static binary into a single-layer OCI image layout and writes that
-// layout as a tar file, importable without any registry with
+// Command ociimage packs one static binary (and optionally layers below it, given as tar files)
+// into an OCI image layout and writes that layout as a tar file, importable without any registry
+// with
 //
 //	ctr -n k8s.io images import pause.tar
 //
@@ -29,6 +30,12 @@ limitations under the License.
 //
 //	ociimage -binary bin/pause -ref registry.k8s.io/pause:3.10 -o pause.tar [-path /pause]
 //	         [-user 65535:65535] [-port 8080/tcp] [-os linux] [-arch amd64]
+//	         [-layer rootfs.tar]... [-entrypoint '["/bin/sh"]'] [-cmd '["-c","true"]']
+//	         [-env K=V]... [-workdir /]
+//
+// Each -layer is an uncompressed tar (a root filesystem, or files to add on top), packed as one
+// gzip layer in the order given, below the binary's layer. With -layer, -binary may be left out;
+// the entrypoint is then -entrypoint (or none).
 package main
 
 import (
@@ -86,6 +93,14 @@ type Options struct {
 	Ports []string
 	// Args are the default arguments (the config's Cmd).
 	Args []string
+	// Layers are uncompressed layer tars placed below the binary's layer, in order.
+	Layers [][]byte
+	// Entrypoint replaces the default entrypoint ([Path] when there is a binary).
+	Entrypoint []string
+	// Env is added to the default PATH.
+	Env []string
+	// WorkingDir defaults to /.
+	WorkingDir string
 }
 
 // Descriptor is an OCI content descriptor.
@@ -152,30 +167,58 @@ type History struct {
 
 func main() {
 	var (
-		binary = flag.String("binary", "", "static binary to pack (required)")
-		ref    = flag.String("ref", "", "image reference, e.g. registry.k8s.io/pause:3.10 (required)")
-		out    = flag.String("o", "", "output tar file (required); written to a temp file and renamed")
-		inPath = flag.String("path", "", "absolute path of the binary in the image (default /<basename of -binary>)")
-		user   = flag.String("user", "", "user[:group] the container runs as (default root)")
-		goos   = flag.String("os", "linux", "image OS")
-		goarch = flag.String("arch", runtime.GOARCH, "image architecture")
-		ports  stringList
+		binary     = flag.String("binary", "", "static binary to pack (required unless -layer is given)")
+		ref        = flag.String("ref", "", "image reference, e.g. registry.k8s.io/pause:3.10 (required)")
+		out        = flag.String("o", "", "output tar file (required); written to a temp file and renamed")
+		inPath     = flag.String("path", "", "absolute path of the binary in the image (default /<basename of -binary>)")
+		user       = flag.String("user", "", "user[:group] the container runs as (default root)")
+		goos       = flag.String("os", "linux", "image OS")
+		goarch     = flag.String("arch", runtime.GOARCH, "image architecture")
+		entrypoint = flag.String("entrypoint", "", `entrypoint as a JSON array, e.g. ["/bin/sh","-c"] (default: the binary)`)
+		cmd        = flag.String("cmd", "", `default arguments as a JSON array, e.g. ["pause"]`)
+		workdir    = flag.String("workdir", "", "working directory (default /)")
+		ports      stringList
+		layers     stringList
+		env        stringList
 	)
 	flag.Var(&ports, "port", "exposed port such as 8080/tcp (repeatable)")
+	flag.Var(&layers, "layer", "uncompressed tar to add as a layer below the binary (repeatable, in order)")
+	flag.Var(&env, "env", "environment variable K=V (repeatable)")
 	flag.Parse()
-	if *binary == "" || *ref == "" || *out == "" || flag.NArg() != 0 {
+	if (*binary == "" && len(layers) == 0) || *ref == "" || *out == "" || flag.NArg() != 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
-	b, err := os.ReadFile(*binary)
-	if err != nil {
-		fatal(err)
+	opts := Options{Ref: *ref, OS: *goos, Arch: *goarch, User: *user, Ports: ports, Env: env, WorkingDir: *workdir}
+	if *binary != "" {
+		b, err := os.ReadFile(*binary)
+		if err != nil {
+			fatal(err)
+		}
+		opts.Binary = b
+		opts.Path = *inPath
+		if opts.Path == "" {
+			opts.Path = "/" + filepath.Base(*binary)
+		}
 	}
-	p := *inPath
-	if p == "" {
-		p = "/" + filepath.Base(*binary)
+	for _, l := range layers {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			fatal(err)
+		}
+		opts.Layers = append(opts.Layers, b)
 	}
-	opts := Options{Binary: b, Path: p, Ref: *ref, OS: *goos, Arch: *goarch, User: *user, Ports: ports}
+	for flagName, v := range map[string]struct {
+		s   string
+		dst *[]string
+	}{"entrypoint": {*entrypoint, &opts.Entrypoint}, "cmd": {*cmd, &opts.Args}} {
+		if v.s == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(v.s), v.dst); err != nil {
+			fatal(fmt.Errorf("-%s %q: want a JSON array of strings: %w", flagName, v.s, err))
+		}
+	}
 	if err := writeFileAtomic(*out, func(w io.Writer) error { return Pack(w, opts) }); err != nil {
 		fatal(err)
 	}
@@ -204,26 +247,58 @@ func Pack(w io.Writer, opts Options) error {
 		return err
 	}
 
-	layer, diffID, err := buildLayer(opts)
-	if err != nil {
-		return err
-	}
-	layerDesc := Descriptor{MediaType: mediaTypeLayerGz, Digest: digest(layer), Size: int64(len(layer))}
-
+	var layerDescs []Descriptor
+	var diffIDs []string
+	var blobs [][]byte
+	var history []History
 	created := epoch.Format(time.RFC3339)
+	raws := opts.Layers
+	if len(opts.Binary) > 0 {
+		raw, err := binaryLayer(opts)
+		if err != nil {
+			return err
+		}
+		raws = append(append([][]byte(nil), opts.Layers...), raw)
+	}
+	for i, raw := range raws {
+		if err := checkLayer(raw); err != nil {
+			return fmt.Errorf("layer %d: %w", i+1, err)
+		}
+		gz, err := gzipLayer(raw)
+		if err != nil {
+			return err
+		}
+		layerDescs = append(layerDescs, Descriptor{MediaType: mediaTypeLayerGz, Digest: digest(gz), Size: int64(len(gz))})
+		diffIDs = append(diffIDs, digest(raw))
+		blobs = append(blobs, gz)
+		by := "basalt hack/ociimage: layer " + fmt.Sprint(i+1)
+		if len(opts.Binary) > 0 && i == len(raws)-1 {
+			by = "basalt hack/ociimage: " + opts.Path
+		}
+		history = append(history, History{Created: created, CreatedBy: by})
+	}
+
+	entrypoint := opts.Entrypoint
+	if entrypoint == nil && opts.Path != "" {
+		entrypoint = []string{opts.Path}
+	}
+	workdir := opts.WorkingDir
+	if workdir == "" {
+		workdir = "/"
+	}
 	cfg := ImageConfig{
 		Created:      created,
 		Architecture: opts.Arch,
 		OS:           opts.OS,
 		Config: ContainerConfig{
 			User:       opts.User,
-			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Entrypoint: []string{opts.Path},
+			Env:        append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, opts.Env...),
+			Entrypoint: entrypoint,
 			Cmd:        opts.Args,
-			WorkingDir: "/",
+			WorkingDir: workdir,
 		},
-		RootFS:  RootFS{Type: "layers", DiffIDs: []string{diffID}},
-		History: []History{{Created: created, CreatedBy: "basalt hack/ociimage: " + opts.Path}},
+		RootFS:  RootFS{Type: "layers", DiffIDs: diffIDs},
+		History: history,
 	}
 	if len(opts.Ports) > 0 {
 		cfg.Config.ExposedPorts = map[string]struct{}{}
@@ -241,7 +316,7 @@ func Pack(w io.Writer, opts Options) error {
 		SchemaVersion: 2,
 		MediaType:     mediaTypeManifest,
 		Config:        cfgDesc,
-		Layers:        []Descriptor{layerDesc},
+		Layers:        layerDescs,
 	})
 	if err != nil {
 		return err
@@ -268,7 +343,7 @@ func Pack(w io.Writer, opts Options) error {
 		"oci-layout": []byte(`{"imageLayoutVersion":"` + layoutVersion + `"}`),
 		"index.json": idxJSON,
 	}
-	for _, blob := range [][]byte{layer, cfgJSON, manJSON} {
+	for _, blob := range append(blobs, cfgJSON, manJSON) {
 		files["blobs/sha256/"+strings.TrimPrefix(digest(blob), "sha256:")] = blob
 	}
 	return writeTar(w, []string{"blobs/", "blobs/sha256/"}, files)
@@ -276,9 +351,9 @@ func Pack(w io.Writer, opts Options) error {
 
 func (o Options) validate() error {
 	switch {
-	case len(o.Binary) == 0:
-		return errors.New("the binary is empty")
-	case !path.IsAbs(o.Path) || path.Clean(o.Path) != o.Path || o.Path == "/":
+	case len(o.Binary) == 0 && len(o.Layers) == 0:
+		return errors.New("nothing to pack: the binary is empty and there is no layer")
+	case len(o.Binary) > 0 && (!path.IsAbs(o.Path) || path.Clean(o.Path) != o.Path || o.Path == "/"):
 		return fmt.Errorf("path %q must be a clean absolute file path", o.Path)
 	case !strings.ContainsAny(o.Ref[strings.LastIndex(o.Ref, "/")+1:], ":@"):
 		return fmt.Errorf("reference %q must name a tag or digest, e.g. registry.k8s.io/pause:3.10", o.Ref)
@@ -288,10 +363,8 @@ func (o Options) validate() error {
 	return nil
 }
 
-// buildLayer returns the gzip layer holding the binary and the digest of its uncompressed tar
-// (the diff ID).
-func buildLayer(opts Options) (gz []byte, diffID string, err error) {
-	// Parent folders of the binary, then the binary itself.
+// binaryLayer returns the uncompressed layer tar holding the binary and its parent folders.
+func binaryLayer(opts Options) ([]byte, error) {
 	rel := strings.TrimPrefix(opts.Path, "/")
 	var dirs []string
 	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
@@ -299,21 +372,50 @@ func buildLayer(opts Options) (gz []byte, diffID string, err error) {
 	}
 	var raw bytes.Buffer
 	if err := writeTarEntries(&raw, dirs, map[string][]byte{rel: opts.Binary}, 0o755); err != nil {
-		return nil, "", err
+		return nil, err
 	}
+	return raw.Bytes(), nil
+}
+
+// checkLayer reads a layer tar through, so that a truncated or foreign file is refused here and
+// not by the container runtime that unpacks it.
+func checkLayer(raw []byte) error {
+	tr := tar.NewReader(bytes.NewReader(raw))
+	n := 0
+	for {
+		_, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("not a tar file: %w", err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("the tar file is empty")
+	}
+	return nil
+}
+
+// gzipLayer compresses a layer. The zero gzip header (no name, no mtime) keeps it reproducible.
+func gzipLayer(raw []byte) ([]byte, error) {
 	var out bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&out, gzip.BestCompression)
-	if err != nil {
-		return nil, "", err
+	level := gzip.BestCompression
+	if len(raw) > 16<<20 {
+		level = gzip.DefaultCompression // root filesystems: seconds instead of a minute
 	}
-	// The zero gzip header (no name, no mtime) keeps the layer reproducible.
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		return nil, "", err
+	zw, err := gzip.NewWriterLevel(&out, level)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return out.Bytes(), digest(raw.Bytes()), nil
+	return out.Bytes(), nil
 }
 
 // writeTar writes the outer layout tar: folders first, then files in name order, mode 0644.

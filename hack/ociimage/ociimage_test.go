@@ -230,6 +230,9 @@ func TestPackRejectsBadInput(t *testing.T) {
 		"port, no tag":  func(o *Options) { o.Ref = "example.test:5000/x" },
 		"empty ref":     func(o *Options) { o.Ref = "" },
 		"no arch":       func(o *Options) { o.Arch = "" },
+		"bad layer": func(o *Options) {
+			o.Layers = [][]byte{[]byte("not a tar file at all, just some bytes that are long enough")}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := good
@@ -238,5 +241,88 @@ func TestPackRejectsBadInput(t *testing.T) {
 				t.Fatal("Pack accepted bad options")
 			}
 		})
+	}
+}
+
+// TestPackLayers packs a root filesystem layer below a binary, as the conformance test images
+// are made: two layers in order, their diff IDs, the entrypoint and environment given, the
+// setuid bit of a file in the lower layer kept.
+func TestPackLayers(t *testing.T) {
+	var base bytes.Buffer
+	tw := tar.NewWriter(&base)
+	for _, h := range []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: "bin/", Mode: 0o755},
+		{Typeflag: tar.TypeReg, Name: "bin/nnp", Mode: 0o4755, Size: 3},
+		{Typeflag: tar.TypeSymlink, Name: "bin/sh", Linkname: "busybox", Mode: 0o777},
+	} {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			if _, err := tw.Write([]byte("nnp")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{
+		Binary: []byte("agnhost"), Path: "/agnhost", Ref: "example.test/agnhost:2.66.1", OS: "linux", Arch: "amd64",
+		Layers: [][]byte{base.Bytes()}, Args: []string{"pause"}, Env: []string{"A=b"}, WorkingDir: "/tmp",
+	}
+	var out bytes.Buffer
+	if err := Pack(&out, opts); err != nil {
+		t.Fatal(err)
+	}
+	files := readTar(t, &out)
+	var idx Index
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	var man Manifest
+	if err := json.Unmarshal(blob(t, files, idx.Manifests[0]), &man); err != nil {
+		t.Fatal(err)
+	}
+	var cfg ImageConfig
+	if err := json.Unmarshal(blob(t, files, man.Config), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(man.Layers) != 2 || len(cfg.RootFS.DiffIDs) != 2 || cfg.RootFS.DiffIDs[0] != digest(base.Bytes()) {
+		t.Fatalf("layers %d, diff IDs %v, want 2 with the root filesystem's first", len(man.Layers), cfg.RootFS.DiffIDs)
+	}
+	if len(cfg.History) != 2 {
+		t.Errorf("history %v, want one entry per layer", cfg.History)
+	}
+	c := cfg.Config
+	if len(c.Entrypoint) != 1 || c.Entrypoint[0] != "/agnhost" || len(c.Cmd) != 1 || c.Cmd[0] != "pause" ||
+		c.WorkingDir != "/tmp" || len(c.Env) != 2 || c.Env[1] != "A=b" {
+		t.Errorf("config %+v", c)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob(t, files, man.Layers[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	modes := map[string]int64{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[h.Name] = h.Mode
+	}
+	if modes["bin/nnp"] != 0o4755 {
+		t.Errorf("bin/nnp mode %o, want 4755 (setuid kept)", modes["bin/nnp"])
+	}
+
+	// A layer alone, with an entrypoint of its own.
+	opts = Options{Ref: "example.test/busybox:1", OS: "linux", Arch: "amd64", Layers: [][]byte{base.Bytes()}, Entrypoint: []string{"/bin/sh"}}
+	out.Reset()
+	if err := Pack(&out, opts); err != nil {
+		t.Fatal(err)
 	}
 }

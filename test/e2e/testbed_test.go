@@ -121,6 +121,19 @@ func TestBedHosts(t *testing.T) {
 		}
 	})
 
+	// Nothing leaves the bed: an address outside it (TEST-NET-2, owned by nobody) is refused by
+	// the machine at once, while the gateway (this machine) and the other hosts stay reachable.
+	t.Run("Isolated", func(t *testing.T) {
+		out, err := hosts[0].Run(ctx, "curl -sS --max-time 5 -o /dev/null http://198.51.100.7/ 2>&1; echo rc=$?")
+		if err != nil || !strings.Contains(out, "rc=7") {
+			t.Errorf("%s to 198.51.100.7:80: %q (%v), want curl's exit 7 (connection refused by the bed's rule)", hosts[0].Name, out, err)
+		}
+		out, err = hosts[0].Run(ctx, "ping -c1 -W2 "+b.Gateway+" >/dev/null && echo gw-ok; ping -c1 -W2 "+hosts[1].IP+" >/dev/null && echo peer-ok")
+		if err != nil || !strings.Contains(out, "gw-ok") || !strings.Contains(out, "peer-ok") {
+			t.Errorf("%s to the gateway and %s: %q (%v)", hosts[0].Name, hosts[1].Name, out, err)
+		}
+	})
+
 	t.Run("WrongHostKeyRefused", func(t *testing.T) {
 		target := hosts[0]
 		other, err := bed.NewKeyPair("not-the-host")

@@ -171,6 +171,15 @@ func remove(ctx context.Context, rs []Resource) error {
 				errs = append(errs, err)
 			}
 		}
+		if kind == "network" {
+			for _, r := range rs {
+				if r.Kind == kind && r.RunID != "" {
+					if err := unisolate(ctx, r.RunID); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

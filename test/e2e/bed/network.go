@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 )
 
@@ -141,10 +142,51 @@ func createNetwork(ctx context.Context, name, runID string, labels []string) (ne
 			}
 			return netip.Prefix{}, err
 		}
+		if err := isolate(ctx, runID); err != nil {
+			return netip.Prefix{}, err // the caller's cleanup removes the network
+		}
 		return subnet, nil
 	}
 	if lastErr == nil {
 		lastErr = fmt.Errorf("every /24 of %s is in use", SubnetPool)
 	}
 	return netip.Prefix{}, fmt.Errorf("create network %s: %w", name, lastErr)
+}
+
+// isolationRule is the host firewall rule (a DOCKER-USER rule of iptables) that keeps run runID's
+// traffic on this machine: whatever a bed host sends into its bridge towards another interface
+// is rejected. The machine's own addresses (the gateway: the manager, the agent API, artifact
+// mirrors) stay reachable, as that is local delivery and not forwarding, and so does everything
+// on the bridge itself (hosts, the registry, PXE-booted VMs). A real isolated network drops such
+// packets too. Without the rule, a packet for an address no node owns, e.g. a Service IP on a
+// port the Service does not have, left through the machine's default route and something outside
+// answered it: the conformance test "should serve endpoints on same port and different
+// protocols" saw an HTTP answer from outside the cluster (docs/conformance.md).
+func isolationRule(runID string) []string {
+	bridge := "btb-" + runID
+	return []string{"DOCKER-USER", "-i", bridge, "!", "-o", bridge,
+		"-m", "comment", "--comment", "basalt-tb-" + runID + ": nothing leaves the test bed", "-j", "REJECT"}
+}
+
+// isolate installs run runID's isolation rule once.
+func isolate(ctx context.Context, runID string) error {
+	rule := isolationRule(runID)
+	if exec.CommandContext(ctx, "iptables", append([]string{"-w", "-C"}, rule...)...).Run() == nil {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-I"}, rule...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("isolating the bed's network (iptables -I %s): %w: %s", strings.Join(rule, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// unisolate removes run runID's isolation rule; a rule already gone is not an error.
+func unisolate(ctx context.Context, runID string) error {
+	rule := isolationRule(runID)
+	for exec.CommandContext(ctx, "iptables", append([]string{"-w", "-C"}, rule...)...).Run() == nil {
+		if out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-D"}, rule...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables -D %s: %w: %s", strings.Join(rule, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
 }
