@@ -51,7 +51,10 @@ type Kind[T client.Object] struct {
 // body returned, calls status (which must derive every condition the controller owns from what
 // body recorded), sets observedGeneration when body returned no error, patches what changed, and
 // records metrics and the phase-change event. A patch error is joined to body's error; a patch
-// of an object that is gone is not an error. now is the clock metrics are taken with.
+// of an object that is gone is not an error, nor is a conflict (the object changed meanwhile:
+// the reconcile is requeued after conflictRequeue to start again from the new version). With an
+// error, the result is empty (the workqueue's backoff applies). now is the clock metrics are
+// taken with.
 func Run[T client.Object](ctx context.Context, c client.Client, rec events.EventRecorder, k *Kind[T], obj T,
 	now func() time.Time, status func(), body func(context.Context) (ctrl.Result, error)) (res ctrl.Result, reterr error) {
 	helper := patch.NewHelper(obj, c)
@@ -63,8 +66,26 @@ func Run[T client.Object](ctx context.Context, c client.Client, rec events.Event
 			*k.ObservedGeneration(obj) = obj.GetGeneration()
 		}
 		if err := helper.Patch(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
-			reterr = errors.Join(reterr, err)
+			switch {
+			case apierrors.IsConflict(err) && reterr == nil:
+				// Someone else (the agent API, a user) changed the object since it was read:
+				// the optimistic lock kept their change. Nothing is wrong: reconcile again from
+				// what is there now, soon, without an error in the log (their change queues a
+				// reconcile too).
+				ctrl.LoggerFrom(ctx).V(1).Info(k.Name+" changed while it was reconciled; again from the new version", "conflict", err.Error())
+				res = Sooner(res, ctrl.Result{RequeueAfter: conflictRequeue})
+			case apierrors.IsConflict(err):
+				// The body's error says what went wrong; the conflict adds nothing to it.
+			default:
+				reterr = errors.Join(reterr, err)
+			}
+			if reterr != nil {
+				res = ctrl.Result{} // the error's backoff applies; a result beside it is ignored
+			}
 			return
+		}
+		if reterr != nil {
+			res = ctrl.Result{}
 		}
 		k.Observe(before, obj, now())
 		if newPhase := k.Phase(obj); newPhase != oldPhase {
@@ -75,6 +96,9 @@ func Run[T client.Object](ctx context.Context, c client.Client, rec events.Event
 	}()
 	return body(ctx)
 }
+
+// conflictRequeue is how soon a reconcile whose write lost the optimistic lock runs again.
+const conflictRequeue = time.Second
 
 // Phase is one step of a reconcile, with one signature for all: it reads the world, acts, and
 // records what it found in the scope S for the status function.

@@ -155,3 +155,45 @@ func TestRunPhasesStopsAtFirstErrorAndKeepsSoonestRequeue(t *testing.T) {
 		t.Errorf("RunPhases = %v, %v after %v; want a zero result, boom after ab", res, err, s.ran)
 	}
 }
+
+// A write that loses the optimistic lock (the object changed while the reconcile ran) is not an
+// error: the other writer's change is kept, and the reconcile asks to run again soon. A body
+// error beside a conflict is returned alone, without a requeue result next to it.
+func TestRunConflictRequeues(t *testing.T) {
+	ctx := context.Background()
+	h := read(t, newHost(t))
+	var observed []string
+	kind := hostKind(&observed)
+	concurrent := func(ctx context.Context) error {
+		other := read(t, h)
+		other.Labels = map[string]string{"changed-by": "someone-else"}
+		return env.Client.Update(ctx, other)
+	}
+	status := func() { conditions.False(h, basaltv1.ConditionReady, "Derived", "x") }
+	res, err := skeleton.Run(ctx, env.Client, events.NewFakeRecorder(10), kind, h, time.Now, status, func(ctx context.Context) (ctrl.Result, error) {
+		h.Status.State = basaltv1.HostStateRegistering
+		return ctrl.Result{RequeueAfter: time.Hour}, concurrent(ctx)
+	})
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > time.Minute {
+		t.Fatalf("Run with a concurrent change = %+v, %v; want no error and a prompt requeue", res, err)
+	}
+	if got := read(t, h); got.Labels["changed-by"] != "someone-else" || got.Status.State != "" {
+		t.Errorf("after the conflict: labels %v, state %q; want the other change kept and this one not written", got.Labels, got.Status.State)
+	}
+
+	h = read(t, h)
+	failing := errors.New("the outside world said no")
+	res, err = skeleton.Run(ctx, env.Client, events.NewFakeRecorder(10), kind, h, time.Now, status, func(ctx context.Context) (ctrl.Result, error) {
+		h.Status.State = basaltv1.HostStateRegistering
+		if err := concurrent(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: time.Minute}, failing
+	})
+	if !errors.Is(err, failing) || !res.IsZero() {
+		t.Fatalf("Run with a failing body and a conflict = %+v, %v; want the body's error alone", res, err)
+	}
+	if strings.Contains(err.Error(), "modified") {
+		t.Errorf("error %q carries the conflict", err)
+	}
+}
