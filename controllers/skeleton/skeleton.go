@@ -61,6 +61,11 @@ func Run[T client.Object](ctx context.Context, c client.Client, rec events.Event
 	before := obj.DeepCopyObject().(T)
 	oldPhase := k.Phase(obj)
 	defer func() {
+		defer func() {
+			if reterr != nil {
+				res = ctrl.Result{} // the error's backoff applies; a result beside it is ignored
+			}
+		}()
 		status()
 		if reterr == nil {
 			*k.ObservedGeneration(obj) = obj.GetGeneration()
@@ -79,13 +84,7 @@ func Run[T client.Object](ctx context.Context, c client.Client, rec events.Event
 			default:
 				reterr = errors.Join(reterr, err)
 			}
-			if reterr != nil {
-				res = ctrl.Result{} // the error's backoff applies; a result beside it is ignored
-			}
 			return
-		}
-		if reterr != nil {
-			res = ctrl.Result{}
 		}
 		k.Observe(before, obj, now())
 		if newPhase := k.Phase(obj); newPhase != oldPhase {
