@@ -18,7 +18,9 @@ CONTROLLER_GEN ?= $(BASALT_CACHE)/tools/controller-gen-$(CONTROLLER_GEN_VERSION)
 GOLANGCI_LINT ?= $(BASALT_CACHE)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 GO_TEST_FLAGS ?= -count=1 -timeout 75m
-FUZZTIME ?= 50000x
+# FUZZTIME, when set, is every fuzz target's budget; empty: 50000 executions, or what a target
+# declares with "// fuzz-budget:" (hack/fuzz.sh).
+FUZZTIME ?=
 # make test writes the whole go test output here too; on a failure it ends with what failed.
 TEST_LOG ?= $(BASALT_CACHE)/logs/test.log
 

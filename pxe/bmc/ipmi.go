@@ -57,10 +57,18 @@ func newIPMI(cfg Config) (*ipmi, error) {
 
 func (m *ipmi) endpoint() string { return net.JoinHostPort(m.host, strconv.Itoa(m.port)) }
 
-// do opens a session, runs fn and closes the session, all within the configured timeout.
-func (m *ipmi) do(ctx context.Context, fn func(ctx context.Context, c *client.Client) error) error {
+// do opens a session, runs fn and closes the session, all within the configured timeout. A
+// panic in go-ipmi while it decodes what the BMC sent is the BMC's broken reply, reported as a
+// ProtocolError, never the manager's crash.
+func (m *ipmi) do(ctx context.Context, fn func(ctx context.Context, c *client.Client) error) (err error) {
 	ctx, cancel := withTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Reason: ReasonProtocolError, Err: fmt.Errorf(
+				"talking IPMI to %s: its reply broke the IPMI client (%v): check the BMC's firmware", m.endpoint(), p)}
+		}
+	}()
 	c, err := client.NewClient(m.host, m.port, m.cfg.Credentials.Username, m.cfg.Credentials.Password)
 	if err != nil {
 		return &Error{Reason: ReasonCredentialsInvalid, Err: err}

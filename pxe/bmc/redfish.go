@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -70,7 +71,7 @@ func newRedfish(cfg Config) (*redfish, error) {
 	dialTimeout := min(10*time.Second, cfg.Timeout)
 	r.http = &http.Client{
 		Timeout: cfg.Timeout,
-		Transport: &http.Transport{
+		Transport: cappedTransport{&http.Transport{
 			// BMC networks are reached directly: no proxy from the manager's environment.
 			Proxy:                 nil,
 			DialContext:           (&net.Dialer{Timeout: dialTimeout}).DialContext,
@@ -80,10 +81,51 @@ func newRedfish(cfg Config) (*redfish, error) {
 			MaxIdleConnsPerHost:   1,
 			IdleConnTimeout:       30 * time.Second,
 			ForceAttemptHTTP2:     true,
-		},
+		}},
 	}
 	return r, nil
 }
+
+// maxRedfishReply bounds one Redfish reply body. A ComputerSystem with every link is tens of KiB;
+// a BMC that sends more (a broken or hostile one) gets an error, not the manager's memory.
+const maxRedfishReply = 4 << 20
+
+// cappedTransport cuts every reply body at maxRedfishReply.
+type cappedTransport struct{ rt http.RoundTripper }
+
+func (c cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.rt.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: maxRedfishReply}
+	return resp, nil
+}
+
+// cappedBody reads at most left bytes and fails if the body has more.
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, fmt.Errorf("the BMC's reply is larger than %d bytes", maxRedfishReply)
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
 
 // session logs in and finds the system. The caller must call logout.
 func (r *redfish) session(ctx context.Context) (*gofish.APIClient, *schemas.ComputerSystem, error) {
@@ -170,9 +212,19 @@ func unwrapURL(err error) error {
 	return err
 }
 
-func (r *redfish) do(ctx context.Context, fn func(sys *schemas.ComputerSystem) error) error {
+// do logs in, runs fn on the system and logs out. gofish trusts what it decodes (a Systems
+// collection that is JSON null dereferences nil in gofish v0.26, found by FuzzRedfishReply): a
+// panic on the way is the BMC's broken reply, reported as a ProtocolError, never the manager's
+// crash.
+func (r *redfish) do(ctx context.Context, fn func(sys *schemas.ComputerSystem) error) (err error) {
 	ctx, cancel := withTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Reason: ReasonProtocolError, Err: fmt.Errorf(
+				"talking to the Redfish service at %s: its reply broke the Redfish client (%v): check the BMC's firmware", r.endpoint, p)}
+		}
+	}()
 	c, sys, err := r.session(ctx)
 	if err != nil {
 		return err
