@@ -8,11 +8,16 @@ package envtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +49,8 @@ type Env struct {
 	// Scheme knows the core and Basalt types.
 	Scheme *kruntime.Scheme
 
-	env *crenvtest.Environment
+	env     *crenvtest.Environment
+	certDir string
 }
 
 // RepoRoot returns the root of the Basalt repository.
@@ -95,20 +101,98 @@ func Start() (*Env, error) {
 	// The Clusters the tests make use the default service range, and their add-ons apply the
 	// kube-dns Service at its tenth address into this API server (their "workload cluster").
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/12")
+	// A certificate folder of our own, which the API server does not replace when it restarts, so
+	// that RestartAPIServer keeps its serving certificate and the clients it trusts.
+	certDir, err := os.MkdirTemp("", "basalt-envtest-apiserver-")
+	if err != nil {
+		return nil, err
+	}
+	env.ControlPlane.GetAPIServer().CertDir = certDir
 	cfg, err := env.Start()
 	if err != nil {
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = env.Stop()
+		_ = os.RemoveAll(certDir)
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, env: env, certDir: certDir}, nil
 }
 
 // Stop stops the API server and etcd.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	if rerr := os.RemoveAll(e.certDir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// RestartAPIServer crashes kube-apiserver (SIGKILL: no request is drained, no watch closed
+// cleanly) and starts it again on the same address, certificates and etcd; clients keep working
+// once it answers again. (A graceful SIGTERM stop did not finish within 2 minutes while a manager
+// was creating a Cluster through it, so the restart a test can rely on is the crash.)
+func (e *Env) RestartAPIServer() error {
+	pid, err := e.apiServerPID()
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing kube-apiserver (pid %d): %w", pid, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver (pid %d) survived SIGKILL for 30 s", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	api := e.env.ControlPlane.GetAPIServer()
+	_ = api.Stop() // the process is gone: this only resets envtest's bookkeeping
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again: %w", err)
+	}
+	return nil
+}
+
+// apiServerPID finds this Env's kube-apiserver by its certificate folder, which only it uses.
+func (e *Env) apiServerPID() (int, error) {
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	want := "--cert-dir=" + e.certDir
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", p.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if len(args) > 0 && filepath.Base(args[0]) == "kube-apiserver" && slices.Contains(args, want) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no kube-apiserver process with %s", want)
+}
+
+// AdminKubeconfig is a kubeconfig of a new system:masters user named name, for a program that runs
+// outside the test's process (a manager started from its binary).
+func (e *Env) AdminKubeconfig(name string) ([]byte, error) {
+	u, err := e.env.AddUser(crenvtest.User{Name: name, Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.KubeConfig()
+}
 
 // NewManager returns a manager for e with metrics and probes off, ready for controllers to be
 // added; start it with StartManager.

@@ -37,8 +37,11 @@ const ManagerNamespace = "basalt-system"
 type Management struct {
 	// Env is the API server; Env.Client asserts on it.
 	Env *envtest.Env
-	// Parts are the manager's agent API and artifact cache.
+	// Parts are the manager's agent API and artifact cache (nil when the manager runs as a
+	// process).
 	Parts *setup.Parts
+	// Process is the manager's process when StartManagementProcess started it.
+	Process *ManagerProcess
 	// AgentAPI is the address hosts reach the agent API at.
 	AgentAPI string
 	// Stop stops the manager (controllers, agent API, PXE services); the API server keeps
@@ -118,33 +121,49 @@ func (m *Management) CreateSSHKeySecret(t *testing.T, in SSHKeySecretInput) {
 	}
 }
 
-var (
-	agentOnce sync.Once
-	agentPath string
-	agentErr  error
-)
-
 // AgentBinary builds cmd/agent once per test binary, statically, and returns its path.
 func AgentBinary(t *testing.T) string {
 	t.Helper()
-	agentOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "basalt-agent-")
+	return binary(t, "basalt-agent", "./cmd/agent")
+}
+
+// ManagerBinary builds cmd/manager once per test binary and returns its path.
+func ManagerBinary(t *testing.T) string {
+	t.Helper()
+	return binary(t, "basalt-manager", "./cmd/manager")
+}
+
+type built struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+var binaries sync.Map // package → *built
+
+// binary builds pkg once per test binary, statically, as name, and returns its path.
+func binary(t *testing.T, name, pkg string) string {
+	t.Helper()
+	v, _ := binaries.LoadOrStore(pkg, &built{})
+	b := v.(*built)
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", name+"-")
 		if err != nil {
-			agentErr = err
+			b.err = err
 			return
 		}
-		agentPath = filepath.Join(dir, "basalt-agent")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", agentPath, "./cmd/agent")
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", b.path, pkg)
 		cmd.Dir = envtest.RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("building cmd/agent: %w\n%s", err, out)
+			b.err = fmt.Errorf("building %s: %w\n%s", pkg, err, out)
 		}
 	})
-	if agentErr != nil {
-		t.Fatal(agentErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return agentPath
+	return b.path
 }
 
 // Eventually polls check until it returns nil or timeout passes; see envtest.Eventually.
