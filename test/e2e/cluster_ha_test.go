@@ -335,6 +335,10 @@ func TestClusterHA(t *testing.T) {
 		})
 		load := serveLoad(ctx, targets)
 		api := watchAPI(ctx, wc)
+		// Evidence for a drain a PodDisruptionBudget holds: every change of the web pods and the
+		// budget during the upgrade, logged at its end (docs/lifecycle.md, "Limits").
+		webLog := watchDisruption(ctx, wc, "default", "app=web", "web")
+		defer func() { t.Logf("web pods and their budget during the upgrade:\n%s", webLog()) }()
 
 		began := time.Now()
 		framework.Eventually(t, time.Minute, func() error {
@@ -367,6 +371,14 @@ func TestClusterHA(t *testing.T) {
 			return nil
 		})
 		took := time.Since(began)
+		evs := &corev1.EventList{}
+		if err := c.List(ctx, evs, framework.InNamespace(ns)); err == nil {
+			for _, e := range evs.Items {
+				if e.Reason == "DrainTimedOut" {
+					t.Logf("drain timed out: %s: %s", e.InvolvedObject.Name, e.Message)
+				}
+			}
+		}
 		total, failed, samples := load.stop()
 		t.Logf("Upgraded 3 control plane + 2 workers to %s in place in %s; requests to the web server through NodePort %d: %d failed of %d (%.2f%%) %v",
 			etcdTestVersion, took.Round(time.Second), port, failed, total, 100*float64(failed)/float64(max(total, 1)), samples)
@@ -490,6 +502,69 @@ func TestClusterHA(t *testing.T) {
 		})
 		t.Logf("Host %s came back: the agent stopped the old node and wiped its state; the Host is Available", victimHost.Name)
 	})
+}
+
+// watchDisruption records, every 2 s until the returned func is called, each change of the pods
+// matching selector (node, phase, readiness, deletion) and of the PodDisruptionBudget pdb
+// (healthy, desired, disruptions allowed), and returns the transcript.
+func watchDisruption(ctx context.Context, wc kubernetes.Interface, ns, selector, pdb string) func() string {
+	var (
+		mu    sync.Mutex
+		lines []string
+		last  string
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	began := time.Now()
+	go func() {
+		defer close(done)
+		for {
+			var parts []string
+			if pl, err := wc.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector}); err != nil {
+				parts = append(parts, "pods: "+err.Error())
+			} else {
+				for _, p := range pl.Items {
+					ready := "NotReady"
+					for _, c := range p.Status.Conditions {
+						if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+							ready = "Ready"
+						}
+					}
+					st := fmt.Sprintf("%s on %s %s %s", p.Name, p.Spec.NodeName, p.Status.Phase, ready)
+					if p.DeletionTimestamp != nil {
+						st += " deleting"
+					}
+					if msg := podMessage(&p); msg != "" {
+						st += " (" + msg + ")"
+					}
+					parts = append(parts, st)
+				}
+			}
+			if b, err := wc.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, pdb, metav1.GetOptions{}); err == nil {
+				parts = append(parts, fmt.Sprintf("budget healthy %d/%d, allowed %d", b.Status.CurrentHealthy, b.Status.DesiredHealthy, b.Status.DisruptionsAllowed))
+			}
+			slices.Sort(parts)
+			if now := strings.Join(parts, "; "); now != last {
+				mu.Lock()
+				lines = append(lines, fmt.Sprintf("+%s %s", time.Since(began).Round(time.Second), now))
+				mu.Unlock()
+				last = now
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
+	var once sync.Once
+	return func() string {
+		once.Do(func() { close(stop) })
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(lines, "\n")
+	}
 }
 
 // apiWatch reads the workload API every half second until checked.
