@@ -9,6 +9,8 @@ export BASALT_CACHE
 # The Kubernetes version of the default artifact set, and the older minor for upgrade tests.
 KUBE_VERSION ?= v1.37.2
 KUBE_VERSION_PREV ?= v1.36.3
+# FAULTS_RUN selects the fault tests make test-faults runs (a go test -run pattern).
+FAULTS_RUN ?= ^TestFault
 ARTIFACTS_DIR = $(BASALT_CACHE)/artifacts/$(KUBE_VERSION)
 
 LOCALBIN ?= $(CURDIR)/bin
@@ -130,6 +132,12 @@ conformance: ## Kubernetes' conformance suite against a 1 + 2 Cluster Basalt bri
 	hack/build-artifacts.sh --only tool-e2e.test,tool-ginkgo,tool-kubectl,tool-registry $(KUBE_VERSION) >/dev/null
 	hack/conformance-images.sh $(KUBE_VERSION) >/dev/null
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_CONFORMANCE_VERSION=$(KUBE_VERSION) go test -tags conformance -count=1 -timeout 5h -run '^TestConformance$$' -v ./test/e2e/
+
+.PHONY: test-faults
+test-faults: ## Fault-injection suite on the bed: F1 host lost, F2 manager killed, F3 partitions, F5 API server restarted (docs/faults.md; not in make test; about an hour)
+	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
+	hack/build-artifacts.sh $(KUBE_VERSION_PREV) >/dev/null
+	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test -tags faults -count=1 -timeout 3h -run '$(FAULTS_RUN)' -v ./test/e2e/ 2>&1 | tee $(BASALT_CACHE)/faults.log
 
 .PHONY: fuzz
 fuzz: ## Fuzz every target for FUZZTIME each (docs/fuzzing.md: every parser of network or host input)
