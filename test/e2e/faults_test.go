@@ -299,20 +299,20 @@ func crash(ctx context.Context, t *testing.T, p *framework.ManagerProcess) (time
 	return time.Since(killed), nil
 }
 
-// crashes kills the manager after each of the waits (time the manager spends leading, so the
-// work it does between kills is what the waits say), until the waits are used up or done is
-// closed. It reports how many kills happened, the longest time from a kill to a new leader, and
-// the first error.
-type crashResult struct {
-	kills    int
-	takeover []time.Duration
-	err      error
+// faultResult is what injectAfter did: how many faults, how long each took to recover from (as
+// inject measured it) and the first error.
+type faultResult struct {
+	faults int
+	took   []time.Duration
+	err    error
 }
 
-func crashes(ctx context.Context, t *testing.T, p *framework.ManagerProcess, waits []time.Duration, done <-chan struct{}) <-chan crashResult {
-	out := make(chan crashResult, 1)
+// injectAfter calls inject after each of the waits, until the waits are used up or done is
+// closed (nil: never), and reports on its channel once it stops.
+func injectAfter(ctx context.Context, waits []time.Duration, done <-chan struct{}, inject func() (time.Duration, error)) <-chan faultResult {
+	out := make(chan faultResult, 1)
 	go func() {
-		var r crashResult
+		var r faultResult
 		defer func() { out <- r }()
 		for _, w := range waits {
 			select {
@@ -323,16 +323,23 @@ func crashes(ctx context.Context, t *testing.T, p *framework.ManagerProcess, wai
 				return
 			case <-time.After(w):
 			}
-			took, err := crash(ctx, t, p)
+			took, err := inject()
 			if err != nil {
 				r.err = err
 				return
 			}
-			r.kills++
-			r.takeover = append(r.takeover, took)
+			r.faults++
+			r.took = append(r.took, took)
 		}
 	}()
 	return out
+}
+
+// crashes kills the manager after each of the waits (time the manager spends leading, since
+// crash returns once the new process leads), until the waits are used up or done is closed; took
+// is each kill's time until a new leader.
+func crashes(ctx context.Context, t *testing.T, p *framework.ManagerProcess, waits []time.Duration, done <-chan struct{}) <-chan faultResult {
+	return injectAfter(ctx, waits, done, func() (time.Duration, error) { return crash(ctx, t, p) })
 }
 
 // offsets draws n points uniformly in [0, span) and returns the waits between them, in order.
@@ -406,11 +413,11 @@ func TestFaultManagerKilledCreating(t *testing.T) {
 		// Kills the creation outran still count once it converges after them.
 		f.waitReady(ctx, t, cl, 10*time.Minute)
 		f.checkConverged(ctx, t, cl)
-		total += out.kills
-		all = append(all, out.takeover...)
+		total += out.faults
+		all = append(all, out.took...)
 		readies = append(readies, readyAfter)
 		t.Logf("round %d: %d kills before Ready (points after %s of leading), 3 + 2 Ready %s after it was applied; kill → new leader %s",
-			r, out.kills, durations(waits), readyAfter.Round(time.Second), durations(out.takeover))
+			r, out.faults, durations(waits), readyAfter.Round(time.Second), durations(out.took))
 		f.deleteCluster(ctx, t, cl)
 	}
 	slices.Sort(all)
@@ -520,9 +527,9 @@ func TestFaultManagerKilledUpgrading(t *testing.T) {
 	}
 	t.Logf("F2 upgrade summary: %s → %s with %d kills before it was done (after %s of leading each), done %s after the change; kill → new leader %s; "+
 		"no duplicate etcd member, no leaked or double-bound Host; the manager exited by itself %d times",
-		upgradeFromVersion, etcdTestVersion, out.kills, durations(waits[:out.kills]), upgradedAfter.Round(time.Second), durations(out.takeover), p.Exits())
-	if out.kills < upgradeKills/2 {
-		t.Fatalf("only %d of %d kills fell before the upgrade was done", out.kills, upgradeKills)
+		upgradeFromVersion, etcdTestVersion, out.faults, durations(waits[:out.faults]), upgradedAfter.Round(time.Second), durations(out.took), p.Exits())
+	if out.faults < upgradeKills/2 {
+		t.Fatalf("only %d of %d kills fell before the upgrade was done", out.faults, upgradeKills)
 	}
 }
 
@@ -544,30 +551,11 @@ func TestFaultAPIServerRestart(t *testing.T) {
 	if err := f.m.Env.Client.Create(ctx, cl); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		downs []time.Duration
-		err   error
-	}
-	res := make(chan result, 1)
-	go func() {
-		var r result
-		defer func() { res <- r }()
-		for _, w := range waits {
-			select {
-			case <-ctx.Done():
-				r.err = ctx.Err()
-				return
-			case <-time.After(w):
-			}
-			stopped := time.Now()
-			if err := f.m.Env.RestartAPIServer(); err != nil {
-				r.err = err
-				return
-			}
-			r.downs = append(r.downs, time.Since(stopped))
-		}
-	}()
-	r := <-res
+	r := <-injectAfter(ctx, waits, nil, func() (time.Duration, error) {
+		stopped := time.Now()
+		err := f.m.Env.RestartAPIServer()
+		return time.Since(stopped), err
+	})
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -576,7 +564,7 @@ func TestFaultAPIServerRestart(t *testing.T) {
 	f.checkConverged(ctx, t, cl)
 	t.Logf("F5 summary: kube-apiserver restarted %d times (after %s; away %s each), 3 + 2 Ready %s after it was applied; "+
 		"the manager exited by itself %d times (lost its lease) and was started again",
-		len(r.downs), durations(waits), durations(r.downs), took.Round(time.Second), f.m.Process.Exits())
+		r.faults, durations(waits), durations(r.took), took.Round(time.Second), f.m.Process.Exits())
 }
 
 // endpointHost is the bed host whose API server the Cluster's kubeconfig names.
