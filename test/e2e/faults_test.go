@@ -342,6 +342,21 @@ func crashes(ctx context.Context, t *testing.T, p *framework.ManagerProcess, wai
 	return injectAfter(ctx, waits, done, func() (time.Duration, error) { return crash(ctx, t, p) })
 }
 
+// crashUntilReady kills the manager after each of the waits until the Cluster is Ready at its
+// spec.version, and reports the kills that happened before.
+func (f *faultBed) crashUntilReady(ctx context.Context, t *testing.T, cl *basaltv1.Cluster, waits []time.Duration, timeout time.Duration) faultResult {
+	t.Helper()
+	ready := make(chan struct{})
+	res := crashes(ctx, t, f.m.Process, waits, ready)
+	f.waitReady(ctx, t, cl, timeout)
+	close(ready)
+	out := <-res
+	if out.err != nil {
+		t.Fatalf("killing the manager: %v", out.err)
+	}
+	return out
+}
+
 // offsets draws n points uniformly in [0, span) and returns the waits between them, in order.
 func offsets(rng *rand.Rand, n int, span time.Duration) []time.Duration {
 	points := make([]time.Duration, n)
@@ -401,15 +416,8 @@ func TestFaultManagerKilledCreating(t *testing.T) {
 		if err := f.m.Env.Client.Create(ctx, cl); err != nil {
 			t.Fatal(err)
 		}
-		ready := make(chan struct{})
-		res := crashes(ctx, t, p, waits, ready)
-		f.waitReady(ctx, t, cl, 20*time.Minute)
+		out := f.crashUntilReady(ctx, t, cl, waits, 20*time.Minute)
 		readyAfter := time.Since(began)
-		close(ready)
-		out := <-res
-		if out.err != nil {
-			t.Fatalf("round %d: %v", r, out.err)
-		}
 		// Kills the creation outran still count once it converges after them.
 		f.waitReady(ctx, t, cl, 10*time.Minute)
 		f.checkConverged(ctx, t, cl)
@@ -506,15 +514,8 @@ func TestFaultManagerKilledUpgrading(t *testing.T) {
 	})
 	up.Spec.Version = etcdTestVersion
 	began := time.Now()
-	done := make(chan struct{})
-	res := crashes(ctx, t, p, waits, done)
-	f.waitReady(ctx, t, up, 40*time.Minute)
+	out := f.crashUntilReady(ctx, t, up, waits, 40*time.Minute)
 	upgradedAfter := time.Since(began)
-	close(done)
-	out := <-res
-	if out.err != nil {
-		t.Fatalf("upgrade: %v", out.err)
-	}
 	f.waitReady(ctx, t, up, 10*time.Minute)
 	f.checkConverged(ctx, t, up)
 	evs := &corev1.EventList{}
