@@ -111,7 +111,7 @@ var (
 // returns a classified *bmc.Error, within its timeout. A reply the client drops costs it a
 // timeout (half a second here), so it runs a few executions a second, hence its CI budget.
 //
-// fuzz-budget: 500x
+// fuzz-budget: 300x
 func FuzzIPMIReply(f *testing.F) {
 	for n := range uint8(10) {
 		f.Add(uint8(0), n, uint8(1), uint16(16), []byte{0xff, 0xff, 0xff, 0xff})

@@ -65,7 +65,7 @@ var (
 // a classified *bmc.Error (the Host's BMCReachable reason), within its timeout. Every execution is a whole HTTPS
 // exchange (about 40 a second here), hence its CI budget.
 //
-// fuzz-budget: 3000x
+// fuzz-budget: 2000x
 func FuzzRedfishReply(f *testing.F) {
 	sys := `{"@odata.id":"/redfish/v1/Systems/1","Id":"1","PowerState":"On","Boot":{"BootSourceOverrideTarget":"None",` +
 		`"BootSourceOverrideTarget@Redfish.AllowableValues":["Pxe","Hdd"]},"Actions":{"#ComputerSystem.Reset":` +
