@@ -573,6 +573,18 @@ func TestFaultAPIServerRestart(t *testing.T) {
 		r.faults, durations(waits), durations(r.took), took.Round(time.Second), f.m.Process.Exits())
 }
 
+// createReady creates the Cluster, waits until it is Ready and returns a client of its workload
+// API, that client's config and the bed host whose API server is the endpoint.
+func (f *faultBed) createReady(ctx context.Context, t *testing.T, cl *basaltv1.Cluster) (*kubernetes.Clientset, *rest.Config, *bed.Host) {
+	t.Helper()
+	if err := f.m.Env.Client.Create(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReady(ctx, t, cl, 15*time.Minute)
+	wc, rc := f.m.WorkloadClient(ctx, t, f.ns, cl.Name)
+	return wc, rc, f.endpointHost(t, rc.Host)
+}
+
 // endpointHost is the bed host whose API server the Cluster's kubeconfig names.
 func (f *faultBed) endpointHost(t *testing.T, apiURL string) *bed.Host {
 	t.Helper()
@@ -752,12 +764,7 @@ func TestFaultControlPlaneHostLost(t *testing.T) {
 	f := startFaultBed(ctx, t, "f1", 5, 4, etcdTestVersion) // 3 control planes and a spare, 1 worker
 	cl := f.cluster("f1", etcdTestVersion, 3, 1)
 	cl.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: 30 * time.Second}
-	if err := f.m.Env.Client.Create(ctx, cl); err != nil {
-		t.Fatal(err)
-	}
-	f.waitReady(ctx, t, cl, 15*time.Minute)
-	_, rc := f.m.WorkloadClient(ctx, t, f.ns, cl.Name)
-	ep := f.endpointHost(t, rc.Host)
+	_, rc, ep := f.createReady(ctx, t, cl)
 	var victim *bed.Host
 	ml := &basaltv1.MachineList{}
 	if err := f.m.Env.Client.List(ctx, ml, framework.InNamespace(f.ns)); err != nil {
@@ -817,12 +824,7 @@ func TestFaultPartitions(t *testing.T) {
 	// counted a silent agent on a working node.
 	cl.Spec.Remediation.AgentSilentTimeout = &metav1.Duration{Duration: 20 * time.Second}
 	cl.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: 30 * time.Second}
-	if err := f.m.Env.Client.Create(ctx, cl); err != nil {
-		t.Fatal(err)
-	}
-	f.waitReady(ctx, t, cl, 15*time.Minute)
-	_, rc := f.m.WorkloadClient(ctx, t, f.ns, cl.Name)
-	ep := f.endpointHost(t, rc.Host)
+	_, rc, ep := f.createReady(ctx, t, cl)
 	_, agentPort, err := net.SplitHostPort(f.m.AgentAPI)
 	if err != nil {
 		t.Fatal(err)
@@ -1058,12 +1060,7 @@ func TestFaultEtcdDiskFull(t *testing.T) {
 		}
 	}
 	cl := f.cluster("f4", etcdTestVersion, 3, 1)
-	if err := f.m.Env.Client.Create(ctx, cl); err != nil {
-		t.Fatal(err)
-	}
-	f.waitReady(ctx, t, cl, 15*time.Minute)
-	wc, rc := f.m.WorkloadClient(ctx, t, f.ns, cl.Name)
-	ep := f.endpointHost(t, rc.Host)
+	wc, rc, ep := f.createReady(ctx, t, cl)
 	var victim *bed.Host
 	for _, h := range f.b.Hosts[:3] {
 		if h != ep {
