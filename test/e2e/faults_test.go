@@ -141,8 +141,7 @@ type etcdMember struct {
 
 // etcdMembers lists the etcd members as the member on h sees them.
 func etcdMembers(ctx context.Context, h *bed.Host) ([]etcdMember, error) {
-	out, err := h.Run(ctx, "ETCDCTL_API=3 /opt/basalt/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/basalt/pki/etcd/ca.crt "+
-		"--cert=/etc/basalt/pki/etcd/healthcheck-client.crt --key=/etc/basalt/pki/etcd/healthcheck-client.key --command-timeout=5s member list -w json")
+	out, err := h.Run(ctx, etcdctl("https://127.0.0.1:2379")+" member list -w json")
 	if err != nil {
 		return nil, err
 	}
@@ -750,7 +749,7 @@ func etcdHealthyVoters(ctx context.Context, h *bed.Host, want int, excluded stri
 // etcdctl is the etcdctl command line on a control-plane host for endpoints.
 func etcdctl(endpoints string) string {
 	return "ETCDCTL_API=3 /opt/basalt/bin/etcdctl --endpoints=" + endpoints + " --cacert=/etc/basalt/pki/etcd/ca.crt " +
-		"--cert=/etc/basalt/pki/etcd/healthcheck-client.crt --key=/etc/basalt/pki/etcd/healthcheck-client.key --command-timeout=3s"
+		"--cert=/etc/basalt/pki/etcd/healthcheck-client.crt --key=/etc/basalt/pki/etcd/healthcheck-client.key --command-timeout=5s"
 }
 
 // TestFaultControlPlaneHostLost (F1) powers off (docker kill) one of three control-plane hosts —
