@@ -209,6 +209,10 @@ type ClusterSpec struct {
 	// +optional
 	Registries []Registry `json:"registries,omitempty"`
 
+	// etcd configures the cluster's etcd: snapshots to object storage (docs/backup.md).
+	// +optional
+	Etcd *EtcdSpec `json:"etcd,omitempty"`
+
 	// paused stops reconciliation of the Cluster and its Machines. Nothing is created, changed or
 	// deleted while it is true; status still reports what is observed.
 	// +optional
@@ -520,7 +524,7 @@ type ClusterStatus struct {
 	Phase ClusterPhase `json:"phase,omitempty"`
 
 	// conditions: Ready, HostsBound, CertificatesReady, EtcdReady, ControlPlaneReady, WorkersReady,
-	// UpToDate, MachinesHealthy, AddonsReady.
+	// UpToDate, MachinesHealthy, AddonsReady, BackupReady (with spec.etcd.backup).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -571,6 +575,10 @@ type ClusterStatus struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Addons []AddonStatus `json:"addons,omitempty"`
+
+	// etcdBackup lists the stored etcd snapshots and the requests and schedule served.
+	// +optional
+	EtcdBackup *EtcdBackupStatus `json:"etcdBackup,omitempty"`
 }
 
 // ReplicaCounts counts machines of one role or pool.
@@ -604,6 +612,7 @@ type PoolStatus struct {
 // +kubebuilder:printcolumn:name="Workers Ready",type=integer,JSONPath=`.status.workers.ready`
 // +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.workers.desired`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Last Backup",type=date,JSONPath=`.status.etcdBackup.snapshots[0].takenAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // Cluster is a Kubernetes cluster whose machines Basalt provisions and keeps alive.

@@ -51,6 +51,7 @@ func main() {
 	flag.BoolVar(&setupOpts.RequirePinnedHostKeys, "ssh-require-pinned-host-keys", false, "Refuse SSH Hosts without spec.ssh.hostKeys instead of trusting the key they present on first contact.")
 	flag.StringVar(&artifactSets, "artifact-sets", "", "Comma-separated artifact-set folders the artifact cache fetches from.")
 	flag.StringVar(&setupOpts.CacheDir, "artifact-cache-dir", "", "Folder of the sha256-addressed artifact cache (default $BASALT_CACHE/agent-api/artifacts or /var/lib/basalt/cache).")
+	flag.StringVar(&setupOpts.SnapshotDir, "snapshot-dir", "", "Folder that holds an etcd snapshot between a cluster's etcd and its backup store, as large as the largest cluster database (default the system temporary folder).")
 	flag.StringVar(&pxeOpts.Interface, "pxe-interface", "", "Provisioning network interface the PXE services (DHCP, TFTP, HTTP boot) serve; empty disables PXE. Needs the agent API.")
 	flag.StringVar(&pxeOpts.ServerIP, "pxe-server-ip", "", "The manager's IPv4 address on --pxe-interface (DHCP server identifier, TFTP next-server, default HTTP boot host).")
 	flag.StringVar(&pxeOpts.DHCPMode, "pxe-dhcp-mode", setup.DHCPModeProxy, "proxy (beside the site's DHCP server), full (lease addresses: spec.boot.address, else --pxe-dhcp-pool) or off.")

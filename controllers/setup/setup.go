@@ -18,6 +18,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
+	"github.com/basalt-dev/basalt/controllers/etcdbackup"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
 	"github.com/basalt-dev/basalt/controllers/workload"
@@ -49,6 +50,10 @@ type Options struct {
 	ArtifactSets []string
 	// CacheDir is the artifact cache's folder; empty means artifactcache.DefaultCacheDir().
 	CacheDir string
+	// SnapshotDir holds etcd snapshots between a cluster's etcd and the backup store (one at a
+	// time per Cluster being backed up, as large as that cluster's database); empty means
+	// os.TempDir().
+	SnapshotDir string
 	// PXE, when set, runs the network boot services (DHCP, TFTP, HTTP boot) on the leader, with
 	// the Host controller answering them; nil (the default) runs none.
 	PXE *PXEOptions
@@ -168,6 +173,14 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		RootImage:   rootImage,
 	}).SetupWithManager(mgr, opts(o.HostConcurrency)); err != nil {
 		return nil, fmt.Errorf("host controller: %w", err)
+	}
+	if err := (&etcdbackup.Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("basalt-etcdbackup"),
+		TempDir:   o.SnapshotDir,
+	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
+		return nil, fmt.Errorf("etcd backup controller: %w", err)
 	}
 	if o.PXE != nil {
 		if err := addPXE(mgr, o, parts); err != nil {
