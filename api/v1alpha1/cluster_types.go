@@ -67,6 +67,10 @@ const (
 	// ReasonEtcdUnreachable says the manager cannot talk to the cluster's etcd; the message has the
 	// error.
 	ReasonEtcdUnreachable = "EtcdUnreachable"
+	// ReasonEtcdSpaceExceeded says etcd raised its NOSPACE alarm (the database reached
+	// --quota-backend-bytes) and refuses writes; the message says which recovery step runs:
+	// compaction, defragmentation one member at a time, disarming (docs/etcd.md).
+	ReasonEtcdSpaceExceeded = "EtcdSpaceExceeded"
 	// ReasonMachinesNotReady says Machines of a role are missing or not Ready, when no Machine
 	// gives a more precise reason.
 	ReasonMachinesNotReady = "MachinesNotReady"

@@ -56,6 +56,9 @@ type Reconciler struct {
 	// workloadDone remembers, by Cluster UID, that the workload cluster got what
 	// reconcileWorkload writes.
 	workloadDone sync.Map
+	// etcdMaintenance holds, by Cluster UID, the *etcdcluster.MaintenanceState of its etcd
+	// hygiene (compaction and defragmentation done).
+	etcdMaintenance sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=clusters,verbs=get;list;watch;update;patch

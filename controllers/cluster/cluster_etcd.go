@@ -127,6 +127,11 @@ func (r *Reconciler) reconcileEtcd(ctx context.Context, s *scope) (ctrl.Result, 
 	if res, err := r.recordMembers(ctx, s, cp, a); err != nil || !res.IsZero() {
 		return res, err
 	}
+	if m, ok := cli.(etcdcluster.Maintainer); ok && (a.Kind == etcdcluster.None || a.Kind == etcdcluster.Wait) {
+		if res, done := r.maintainEtcd(ctx, s, cli, m, cp); done {
+			return res, nil
+		}
+	}
 	switch a.Kind {
 	case etcdcluster.None:
 		s.etcdReady = true
@@ -139,6 +144,47 @@ func (r *Reconciler) reconcileEtcd(ctx context.Context, s *scope) (ctrl.Result, 
 		s.etcdReason, s.etcdMessage = a.Reason, a.Message
 		return ctrl.Result{RequeueAfter: etcdStepRequeue}, nil
 	}
+}
+
+// etcdMaintenanceTimeout bounds one maintenance step (a defragmentation rewrites a member's
+// whole database).
+const etcdMaintenanceTimeout = 5 * time.Minute
+
+// maintainEtcd makes at most one etcd hygiene step (etcdcluster.NextMaintenance: recovery from
+// a NOSPACE alarm, or a routine defragmentation of a fragmented member) among the voters of cp,
+// while no membership change is in flight. It reports what it did in an event and, while the
+// cluster refuses writes, in EtcdReady; done says the reconcile should end here with res.
+func (r *Reconciler) maintainEtcd(ctx context.Context, s *scope, cli etcdcluster.Client, m etcdcluster.Maintainer, cp []node) (res ctrl.Result, done bool) {
+	var voters []string
+	for _, n := range cp {
+		if e := n.machine.Status.Etcd; e != nil && !e.Learner && n.machine.DeletionTimestamp.IsZero() {
+			voters = append(voters, topology.EtcdClientURL(netip.MustParseAddr(n.ip)))
+		}
+	}
+	if len(voters) == 0 {
+		return ctrl.Result{}, false
+	}
+	v, _ := r.etcdMaintenance.LoadOrStore(s.cluster.UID, &etcdcluster.MaintenanceState{})
+	state := v.(*etcdcluster.MaintenanceState)
+	mctx, cancel := context.WithTimeout(ctx, etcdMaintenanceTimeout)
+	defer cancel()
+	a, err := etcdcluster.Maintain(mctx, cli, m, voters, etcdcluster.MaintenancePolicy{}, state, r.now())
+	log := ctrl.LoggerFrom(ctx)
+	switch {
+	case err != nil:
+		log.Error(err, "etcd maintenance step failed", "step", a.Kind, "reason", a.Reason)
+		r.Recorder.Eventf(s.cluster, nil, corev1.EventTypeWarning, "EtcdMaintenanceFailed", string(a.Kind), "%s: %v", a.Message, err)
+	case a.Kind == etcdcluster.MaintainNone:
+		return ctrl.Result{}, false
+	case a.Kind != etcdcluster.MaintainWait:
+		log.Info("etcd maintenance", "step", a.Kind, "reason", a.Reason, "message", a.Message)
+		r.Recorder.Eventf(s.cluster, nil, corev1.EventTypeNormal, "EtcdMaintenance", string(a.Kind), "%s", a.Message)
+	}
+	if a.Reason == "SpaceExceeded" || a.Reason == "SpaceRecovered" {
+		s.etcdReason, s.etcdMessage = basaltv1.ReasonEtcdSpaceExceeded, a.Message
+		return ctrl.Result{RequeueAfter: etcdStepRequeue}, true
+	}
+	return ctrl.Result{}, false
 }
 
 // readyForEtcd says whether a control-plane Machine may be given an etcd member now: its agent is

@@ -75,6 +75,11 @@ type Health struct {
 	RaftAppliedIndex uint64
 	// IsLearner is true when it is a learner.
 	IsLearner bool
+	// DBSize is the size of its backend database file; DBSizeInUse the part of it that holds
+	// data (the rest is free pages a defragmentation gives back).
+	DBSize, DBSizeInUse int64
+	// Revision is the cluster's revision as the member knows it.
+	Revision int64
 	// Err says why it is not healthy ("no leader", an alarm, or why it did not answer).
 	Err string
 }

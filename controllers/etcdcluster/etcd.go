@@ -225,10 +225,13 @@ func (c *EtcdClient) Health(ctx context.Context, endpoint string) (Health, error
 		RaftIndex:        resp.RaftIndex,
 		RaftAppliedIndex: resp.RaftAppliedIndex,
 		IsLearner:        resp.IsLearner,
+		DBSize:           resp.DbSize,
+		DBSizeInUse:      resp.DbSizeInUse,
 	}
 	if resp.Header != nil {
 		h.MemberID = resp.Header.MemberId
 		h.RaftTerm = resp.Header.RaftTerm
+		h.Revision = resp.Header.Revision
 	}
 	switch {
 	case len(resp.Errors) > 0:

@@ -85,6 +85,8 @@ type host struct {
 	log   string
 	// args is the argv of the last start.
 	args []string
+	// extraArgs are appended to the argv components.Etcd renders.
+	extraArgs []string
 }
 
 func (h *host) desired() etcdcluster.DesiredMember {
@@ -198,7 +200,7 @@ func (tb *testbed) start(h *host, members []components.EtcdMember, join bool) {
 			t.Fatal(err)
 		}
 	}
-	tb.exec(h, comp.Args)
+	tb.exec(h, append(comp.Args, h.extraArgs...))
 }
 
 // exec runs argv as the host's etcd, appending its output to the host's log.

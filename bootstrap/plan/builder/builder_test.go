@@ -190,7 +190,7 @@ func TestControlPlanePlan(t *testing.T) {
 		}
 	}
 	probes := map[string]string{
-		"etcd":                    "https://127.0.0.1:2379/health?serializable=true",
+		"etcd":                    "https://127.0.0.1:2379/health?serializable=true&exclude=NOSPACE",
 		"kube-apiserver":          "https://127.0.0.1:6443/readyz",
 		"kube-controller-manager": "https://127.0.0.1:10257/healthz",
 		"kube-scheduler":          "https://127.0.0.1:10259/healthz",

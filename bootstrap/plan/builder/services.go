@@ -161,9 +161,12 @@ func (b *planBuilder) network() error {
 	return nil
 }
 
-// etcd adds the etcd member. Its probe is GET /health?serializable=true on the client port
-// with the health-check client certificate: it verifies TLS and the member's local health
-// without needing quorum, so losing other members does not mark every member unhealthy.
+// etcd adds the etcd member. Its probe is GET /health?serializable=true&exclude=NOSPACE on the
+// client port with the health-check client certificate: it verifies TLS and the member's local
+// health without needing quorum, so losing other members does not mark every member unhealthy;
+// and a NOSPACE alarm (the database at its quota: the member serves reads and deletes) does not
+// mark every member down either, which would hide the cluster from the manager's recovery and
+// count every control-plane Machine as unhealthy; EtcdReady reports the alarm instead.
 func (b *planBuilder) etcd() error {
 	r, certs := b.r, b.r.Certificates
 	c, err := components.Etcd(r.params)
@@ -183,7 +186,7 @@ func (b *planBuilder) etcd() error {
 	reads = append(reads, b.pair(r.paths.EtcdPeer(), certs.EtcdPeer)...)
 	probe := b.pair(r.paths.EtcdHealthcheckClient(), certs.EtcdHealthcheckClient)
 	b.service(c, nil, reads, &plan.Probe{HTTP: &plan.HTTPProbe{
-		URL:    b.url("https", r.ports.EtcdClient, "/health?serializable=true"),
+		URL:    b.url("https", r.ports.EtcdClient, "/health?serializable=true&exclude=NOSPACE"),
 		CAFile: ca, ClientCertFile: probe[0], ClientKeyFile: probe[1]}})
 	// The member's data goes with it: a host that leaves the cluster must not start an old member
 	// when it joins another one.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
@@ -52,6 +53,11 @@ type Cluster struct {
 	holdPromotions      bool
 	history             []string
 	removedWhileLeading []uint64
+	// noSpace is the NOSPACE alarm; dbSize and inUse are members' database sizes (bytes).
+	noSpace       bool
+	dbSize, inUse map[uint64]int64
+	compactedTo   int64
+	pendingInUse  int64
 }
 
 // New returns a running cluster with members (copied); the first started voter leads.
@@ -347,9 +353,13 @@ func (c *Cluster) Health(_ context.Context, endpoint string) (etcdcluster.Health
 			return etcdcluster.Health{}, fmt.Errorf("dial %s: connection refused", endpoint)
 		}
 		h := etcdcluster.Health{Healthy: c.leader != 0, MemberID: cmp.Or(c.answerAs[m.ID], m.ID), Leader: c.leader, RaftTerm: 2,
-			RaftIndex: CommitIndex, RaftAppliedIndex: CommitIndex - min(c.lag[m.ID], CommitIndex), IsLearner: m.IsLearner}
-		if !h.Healthy {
+			RaftIndex: CommitIndex, RaftAppliedIndex: CommitIndex - min(c.lag[m.ID], CommitIndex), IsLearner: m.IsLearner,
+			DBSize: c.dbSize[m.ID], DBSizeInUse: c.inUse[m.ID], Revision: Revision}
+		switch {
+		case !h.Healthy:
 			h.Err = "no leader"
+		case c.noSpace:
+			h.Healthy, h.Err = false, "alarm:NOSPACE"
 		}
 		return h, nil
 	}
@@ -358,6 +368,78 @@ func (c *Cluster) Health(_ context.Context, endpoint string) (etcdcluster.Health
 
 // Close does nothing.
 func (c *Cluster) Close() error { return nil }
+
+// Revision is the revision every member reports.
+const Revision = 1000
+
+var _ etcdcluster.Maintainer = (*Cluster)(nil)
+
+// RaiseNoSpace fills every member's database to size bytes, of which inUse hold data after a
+// compaction, and raises the NOSPACE alarm, as etcd does at its quota.
+func (c *Cluster) RaiseNoSpace(size, inUse int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noSpace = true
+	c.dbSize, c.inUse = map[uint64]int64{}, map[uint64]int64{}
+	for _, m := range c.members {
+		c.dbSize[m.ID], c.inUse[m.ID] = size, size
+	}
+	c.compactedTo = 0
+	c.pendingInUse = inUse
+}
+
+// Alarms implements etcdcluster.Maintainer.
+func (c *Cluster) Alarms(context.Context) ([]etcdcluster.Alarm, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.reachable(); err != nil {
+		return nil, err
+	}
+	if !c.noSpace {
+		return nil, nil
+	}
+	return []etcdcluster.Alarm{{MemberID: c.leader, Type: etcdcluster.AlarmNoSpace}}, nil
+}
+
+// Disarm implements etcdcluster.Maintainer.
+func (c *Cluster) Disarm(_ context.Context, a etcdcluster.Alarm) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noSpace = false
+	c.history = append(c.history, "Disarm "+a.Type)
+	return nil
+}
+
+// Compact implements etcdcluster.Maintainer: the data in use shrinks to what RaiseNoSpace said.
+func (c *Cluster) Compact(_ context.Context, rev int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev > c.compactedTo {
+		c.compactedTo = rev
+		for id := range c.inUse {
+			c.inUse[id] = c.pendingInUse
+		}
+	}
+	c.history = append(c.history, "Compact "+strconv.FormatInt(rev, 10))
+	return nil
+}
+
+// Defragment implements etcdcluster.Maintainer: the member's database shrinks to its data.
+func (c *Cluster) Defragment(_ context.Context, endpoint string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range c.members {
+		if slices.Contains(m.ClientURLs, endpoint) {
+			if c.down[m.ID] {
+				return fmt.Errorf("dial %s: connection refused", endpoint)
+			}
+			c.dbSize[m.ID] = c.inUse[m.ID]
+			c.history = append(c.history, "Defragment "+label(m))
+			return nil
+		}
+	}
+	return fmt.Errorf("dial %s: connection refused", endpoint)
+}
 
 // reachable fails while there is no member to dial.
 func (c *Cluster) reachable() error {
