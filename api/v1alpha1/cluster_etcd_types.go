@@ -46,6 +46,15 @@ const (
 // EtcdSpec configures the cluster's etcd beyond its membership, which follows
 // spec.controlPlane.
 type EtcdSpec struct {
+	// quotaBackendBytes is every member's --quota-backend-bytes: the database size at which etcd
+	// raises its NOSPACE alarm and refuses writes until compacted and defragmented (Basalt does
+	// that and disarms the alarm, docs/etcd.md). Unset: etcd's default, 2 GiB. etcd suggests at
+	// most 8 GiB. Changing it changes every control-plane Plan: each member restarts with it.
+	// +kubebuilder:validation:Minimum=16777216
+	// +kubebuilder:validation:Maximum=107374182400
+	// +optional
+	QuotaBackendBytes *int64 `json:"quotaBackendBytes,omitempty"`
+
 	// backup takes snapshots of etcd, on a schedule and on request, and keeps them in
 	// S3-compatible object storage (docs/backup.md). Without it no snapshot is taken.
 	// +optional

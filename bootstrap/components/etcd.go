@@ -2,6 +2,7 @@ package components
 
 import (
 	"path"
+	"strconv"
 	"strings"
 )
 
@@ -64,5 +65,8 @@ func Etcd(p ClusterParams) (Component, error) {
 	a.flag("peer-key-file", pk.EtcdPeer().Key)
 	a.flag("listen-metrics-urls", "http://"+joinHostPort(loopback, ports.EtcdMetrics))
 	a.flag("snapshot-count", "10000")
+	if q := r.Etcd.QuotaBackendBytes; q > 0 {
+		a.flag("quota-backend-bytes", strconv.FormatInt(q, 10))
+	}
 	return Component{Name: "etcd", Args: a}, nil
 }

@@ -40,7 +40,7 @@ func joiningControlPlane() ClusterParams {
 		{Name: "cp-1", PeerURL: "https://192.0.2.11:2380"},
 		{Name: "cp-2", PeerURL: "https://192.0.2.12:2380"},
 		{Name: "cp-3", PeerURL: "https://192.0.2.13:2380"},
-	}}
+	}, QuotaBackendBytes: 8 << 30}
 	p.APIServer = APIServerParams{
 		Port: 7443,
 		Encryption: EncryptionParams{Provider: EncryptionAESCBC, Keys: []EncryptionKey{

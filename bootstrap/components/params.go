@@ -143,6 +143,9 @@ type EtcdParams struct {
 	// Join is false for the member that initialises the cluster (--initial-cluster-state=new)
 	// and true for a member the manager has added as a learner (--initial-cluster-state=existing).
 	Join bool
+	// QuotaBackendBytes is --quota-backend-bytes; 0 leaves etcd's default (2 GiB) and the flag
+	// out.
+	QuotaBackendBytes int64
 }
 
 // EtcdMember is one etcd member.

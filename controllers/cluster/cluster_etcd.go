@@ -168,7 +168,7 @@ func (r *Reconciler) maintainEtcd(ctx context.Context, s *scope, cli etcdcluster
 	state := v.(*etcdcluster.MaintenanceState)
 	mctx, cancel := context.WithTimeout(ctx, etcdMaintenanceTimeout)
 	defer cancel()
-	a, err := etcdcluster.Maintain(mctx, cli, m, voters, etcdcluster.MaintenancePolicy{}, state, r.now())
+	a, err := etcdcluster.Maintain(mctx, cli, m, voters, etcdcluster.MaintenancePolicy{Quota: topology.EtcdQuota(s.cluster)}, state, r.now())
 	log := ctrl.LoggerFrom(ctx)
 	switch {
 	case err != nil:

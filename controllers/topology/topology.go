@@ -71,6 +71,14 @@ func NodeIP(h *basaltv1.Host) (netip.Addr, error) {
 	return ip, nil
 }
 
+// EtcdQuota is the Cluster's spec.etcd.quotaBackendBytes; 0 when unset (etcd's default).
+func EtcdQuota(c *basaltv1.Cluster) int64 {
+	if c.Spec.Etcd == nil || c.Spec.Etcd.QuotaBackendBytes == nil {
+		return 0
+	}
+	return *c.Spec.Etcd.QuotaBackendBytes
+}
+
 // EtcdPeerURL is the peer URL of the etcd member on a node with this IP.
 func EtcdPeerURL(ip netip.Addr) string { return components.EtcdPeerURL(ip.String(), 0) }
 

@@ -155,6 +155,8 @@ type Etcd struct {
 	// but not kube-apiserver, kube-controller-manager and kube-scheduler: a learner serves no
 	// client requests, so an API server on top of it would never be ready.
 	Learner bool
+	// QuotaBackendBytes is --quota-backend-bytes; 0 leaves etcd's default.
+	QuotaBackendBytes int64
 }
 
 // HostFacts are what the agent found on the host.
@@ -373,7 +375,7 @@ func (r *resolved) resolveEtcd() error {
 		members = []components.EtcdMember{{Name: r.Node.Name, PeerURL: self}}
 	}
 	slices.SortFunc(members, func(a, b components.EtcdMember) int { return strings.Compare(a.Name, b.Name) })
-	r.params.Etcd = components.EtcdParams{Members: members, Join: r.Etcd.Join}
+	r.params.Etcd = components.EtcdParams{Members: members, Join: r.Etcd.Join, QuotaBackendBytes: r.Etcd.QuotaBackendBytes}
 	return r.params.Validate()
 }
 
