@@ -31,6 +31,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/envtest"
+	"github.com/basalt-dev/basalt/test/ports"
 )
 
 // buildImage runs hack/image.sh (make image) and returns IMAGE and IMAGE_TAR.
@@ -148,16 +149,6 @@ func checkStatic(b []byte) error {
 	return nil
 }
 
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func writeKubeconfig(t *testing.T, cfg *rest.Config) string {
 	t.Helper()
 	kc := clientcmdapi.NewConfig()
@@ -190,7 +181,8 @@ func runImageAgainstEnvtest(t *testing.T, image string) {
 		t.Fatal(err)
 	}
 
-	health, agentAPI := freeLoopbackPort(t), freeLoopbackPort(t)
+	free := ports.FreeLoopback(t, 2)
+	health, agentAPI := free[0], free[1]
 	name := "basalt-image-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	// The API server listens on loopback: the container shares the host's network. The root
 	// filesystem is read-only, as the chart runs it.

@@ -33,6 +33,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
 	"github.com/basalt-dev/basalt/controllers/topology"
 	"github.com/basalt-dev/basalt/test/envtest"
+	"github.com/basalt-dev/basalt/test/ports"
 	"github.com/basalt-dev/basalt/test/s3server"
 )
 
@@ -74,16 +75,6 @@ func etcdBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startEtcd runs a one-member etcd whose client URL serves a certificate of ca and requires
 // client certificates of ca.
 func startEtcd(t *testing.T, ca *pki.KeyPair) *etcdMember {
@@ -99,8 +90,9 @@ func startEtcd(t *testing.T, ca *pki.KeyPair) *etcdMember {
 			t.Fatal(err)
 		}
 	}
-	clientURL := "https://127.0.0.1:" + strconv.Itoa(freePort(t))
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
+	free := ports.FreeLoopback(t, 2)
+	clientURL := "https://127.0.0.1:" + strconv.Itoa(free[0])
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(free[1])
 	m := &etcdMember{clientURL: clientURL, log: filepath.Join(dir, "etcd.log"), done: make(chan struct{})}
 	logf, err := os.Create(m.log)
 	if err != nil {

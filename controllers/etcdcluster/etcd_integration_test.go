@@ -27,6 +27,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/components"
 	"github.com/basalt-dev/basalt/bootstrap/pki"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/test/ports"
 )
 
 // etcdArtifacts is the Kubernetes version whose artifact set provides etcd; override with
@@ -54,24 +55,6 @@ func etcdBinary(t *testing.T) (bin, version string) {
 		t.Fatalf("etcd is missing at %s (%v): build it with `hack/build-artifacts.sh --only etcd %s`, then rerun", bin, err, version)
 	}
 	return bin, version
-}
-
-func freeLoopbackPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
 }
 
 // host is one simulated control-plane machine at 127.0.0.1 with its own ports and root.
@@ -143,7 +126,7 @@ func newTestbed(t *testing.T, names ...string) *testbed {
 		return kp
 	}
 	tb := &testbed{t: t, bin: bin, version: version, ca: ca, client: issue(pki.EtcdHealthcheckClientCert(), nil), hosts: map[string]*host{}}
-	ports := freeLoopbackPorts(t, 3*len(names))
+	ports := ports.FreeLoopback(t, 3*len(names))
 	for i, n := range names {
 		h := &host{name: n, root: t.TempDir(),
 			ports: components.Ports{EtcdClient: ports[3*i], EtcdPeer: ports[3*i+1], EtcdMetrics: ports[3*i+2]}}

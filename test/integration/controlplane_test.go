@@ -31,6 +31,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/pki"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
+	"github.com/basalt-dev/basalt/test/ports"
 )
 
 // kubeVersion is the artifact set the test runs.
@@ -71,25 +72,6 @@ func artifactSet(t *testing.T) (string, *artifacts.Manifest) {
 	return dir, m
 }
 
-// freePorts returns n distinct free TCP ports on loopback.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
-}
-
 // TestControlPlaneFromPlan builds the PKI and the Plan of a single control-plane node at
 // 127.0.0.1 under a temp root and runs etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler from it. It checks /readyz with the admin kubeconfig, the leader Leases, that a
@@ -104,7 +86,7 @@ func TestControlPlaneFromPlan(t *testing.T) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := freePorts(t, 7)
+	p := ports.FreeLoopback(t, 7)
 	ports := builder.Ports{APIServer: p[0], LoadBalancer: p[1], Ports: components.Ports{
 		EtcdClient: p[2], EtcdPeer: p[3], EtcdMetrics: p[4], ControllerManager: p[5], Scheduler: p[6]}}
 	t.Logf("Root %s; ports %+v", root, ports)
