@@ -517,3 +517,23 @@ func TestInvalidBackupSpecsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestEtcdQuotaBounds: spec.etcd.quotaBackendBytes below 16 MiB or above 100 GiB is refused.
+func TestEtcdQuotaBounds(t *testing.T) {
+	ns := env.Namespace(t)
+	for i, tc := range []struct {
+		quota int64
+		ok    bool
+	}{{1 << 20, false}, {200 << 30, false}, {16 << 20, true}, {8 << 30, true}} {
+		c := &basaltv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("quota-%d", i), Namespace: ns},
+			Spec: basaltv1.ClusterSpec{Version: "v1.37.2", Etcd: &basaltv1.EtcdSpec{QuotaBackendBytes: &tc.quota},
+				ControlPlane: basaltv1.ControlPlaneSpec{Replicas: 1, HostSelector: metav1.LabelSelector{MatchLabels: map[string]string{"role": "cp"}}}}}
+		err := env.Client.Create(context.Background(), c)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("quota %d refused: %v", tc.quota, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "spec.etcd.quotaBackendBytes")):
+			t.Errorf("quota %d: %v, want a refusal naming spec.etcd.quotaBackendBytes", tc.quota, err)
+		}
+	}
+}
