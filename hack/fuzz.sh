@@ -72,22 +72,27 @@ for t in "${targets[@]}"; do
 done
 wait
 
-# The summary: the coordinator's last progress line of each target holds its totals.
+# The summary: the coordinator's last progress line of each target holds its totals. (Written to
+# a file, not through a pipe: a loop in a pipeline runs in a subshell and would lose the count.)
 failed=0
+summary="$logdir/summary.md"
 {
 	echo "| Target | Package | Budget | Executions | New corpus entries | Result |"
 	echo "|---|---|---|---|---|---|"
-	for t in "${targets[@]}"; do
-		file="${t% *}" name="${t#* }"
-		result="$(cat "$logdir/$name.result" 2>/dev/null || echo FAIL)"
-		[ "$result" = FAIL ] && failed=$((failed + 1))
-		last="$(grep -E '^fuzz: elapsed: .*execs: ' "$logdir/$name.log" | tail -1 || true)"
-		execs="$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")"
-		newi="$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")"
-		elapsed="$(sed -nE 's/^fuzz: elapsed: ([^,]+),.*/\1/p' <<<"$last")"
-		echo "| \`$name\` | $(dirname "$file") | $(cat "$logdir/$name.budget" 2>/dev/null) (ran ${elapsed:-?}) | ${execs:-?} | ${newi:-?} | $result |"
-	done
-} | tee "$logdir/summary.md"
+} >"$summary"
+for t in "${targets[@]}"; do
+	file="${t% *}" name="${t#* }"
+	result="$(cat "$logdir/$name.result" 2>/dev/null || echo FAIL)"
+	if [ "$result" = FAIL ]; then
+		failed=$((failed + 1))
+	fi
+	last="$(grep -E '^fuzz: elapsed: .*execs: ' "$logdir/$name.log" | tail -1 || true)"
+	execs="$(sed -nE 's/.*execs: ([0-9]+).*/\1/p' <<<"$last")"
+	newi="$(sed -nE 's/.*new interesting: ([0-9]+).*/\1/p' <<<"$last")"
+	elapsed="$(sed -nE 's/^fuzz: elapsed: ([^,]+),.*/\1/p' <<<"$last")"
+	echo "| \`$name\` | $(dirname "$file") | $(cat "$logdir/$name.budget" 2>/dev/null) (ran ${elapsed:-?}) | ${execs:-?} | ${newi:-?} | $result |" >>"$summary"
+done
+cat "$summary"
 if [ "$failed" -gt 0 ]; then
 	echo "fuzz: $failed of ${#targets[@]} targets failed (logs: $logdir)" >&2
 	exit 1

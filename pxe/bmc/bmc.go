@@ -143,7 +143,7 @@ func New(cfg Config) (Controller, error) {
 	case basaltv1.BMCRedfish:
 		return newRedfish(cfg)
 	case basaltv1.BMCIPMI:
-		return newIPMI(cfg)
+		return newIsolatedIPMI(cfg)
 	default:
 		return nil, &Error{Reason: ReasonInvalidAddress, Err: fmt.Errorf("BMC protocol %q is not supported: use redfish or ipmi", cfg.Protocol)}
 	}
