@@ -227,7 +227,7 @@ func (r *Reconciler) reconcile(ctx context.Context, c *basaltv1.Cluster) (ctrl.R
 	if todo != nil {
 		rec, o := r.take(ctx, c, store, folder+todo.name, todo.name, todo.trigger, todo.request)
 		if rec == nil {
-			r.list0(st, recs)
+			listInStatus(st, recs)
 			wait := retryAfter
 			if o.reason == basaltv1.ReasonWaitingForEtcd {
 				wait = waitEtcd
@@ -244,7 +244,7 @@ func (r *Reconciler) reconcile(ctx context.Context, c *basaltv1.Cluster) (ctrl.R
 		requeue = time.Second
 	}
 	recs = r.prune(ctx, c, store, folder, recs)
-	r.list0(st, recs)
+	listInStatus(st, recs)
 	if len(st.Snapshots) == 0 {
 		msg := "no snapshot was due yet"
 		if st.NextScheduled != nil {
@@ -319,8 +319,8 @@ func (r *Reconciler) list(ctx context.Context, store Store, folder string) ([]Re
 	return store.List(lctx, folder)
 }
 
-// list0 writes recs into the status, newest first, at most maxStatusSnapshots.
-func (r *Reconciler) list0(st *basaltv1.EtcdBackupStatus, recs []Record) {
+// listInStatus writes recs into the status, newest first, at most maxStatusSnapshots.
+func listInStatus(st *basaltv1.EtcdBackupStatus, recs []Record) {
 	snaps := make([]basaltv1.EtcdSnapshot, 0, len(recs))
 	for _, rec := range recs {
 		snaps = append(snaps, rec.Snapshot)
