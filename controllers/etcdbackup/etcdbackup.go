@@ -19,6 +19,8 @@ package etcdbackup
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -201,7 +203,7 @@ func (r *Reconciler) reconcile(ctx context.Context, c *basaltv1.Cluster) (ctrl.R
 		if i := slices.IndexFunc(recs, func(x Record) bool { return x.Snapshot.Request == v }); i >= 0 {
 			st.LastRequest = v // stored by an attempt whose status write was lost
 		} else {
-			todo = &due{name: now.UTC().Format("20060102T150405Z") + "-requested", trigger: basaltv1.SnapshotRequested, request: v}
+			todo = &due{name: requestedName(now, v), trigger: basaltv1.SnapshotRequested, request: v}
 		}
 	}
 	var slot, next time.Time
@@ -256,6 +258,13 @@ func (r *Reconciler) reconcile(ctx context.Context, c *basaltv1.Cluster) (ctrl.R
 	msg := fmt.Sprintf("latest snapshot %s (revision %d, %d bytes) taken %s from Machine %s, stored at %s; %d snapshots in the store",
 		latest.Name, latest.Revision, latest.Size, latest.TakenAt.UTC().Format(time.RFC3339), latest.Member, latest.Location, len(recs))
 	return ctrl.Result{RequeueAfter: requeue}, outcome{metav1.ConditionTrue, basaltv1.ReasonSnapshotTaken, msg}
+}
+
+// requestedName names the snapshot of request v taken at now. The request's hash is part of it:
+// two requests served within one second must not overwrite each other's object.
+func requestedName(now time.Time, v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return now.UTC().Format("20060102T150405Z") + "-requested-" + hex.EncodeToString(sum[:4])
 }
 
 // anchor is the time the schedule counts from: the last scheduled time served, else the

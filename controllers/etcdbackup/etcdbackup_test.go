@@ -537,3 +537,20 @@ func TestEtcdQuotaBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoRequestsInOneSecond: a second request served in the same second as the first gets a
+// snapshot of its own; neither overwrites the other.
+func TestTwoRequestsInOneSecond(t *testing.T) {
+	b := newBed(t, basaltv1.EtcdBackupSpec{Retention: 2})
+	b.annotate("first")
+	b.reconcile()
+	b.annotate("second")
+	_, c := b.reconcile()
+	st := c.Status.EtcdBackup
+	if len(st.Snapshots) != 2 || st.Snapshots[0].Name == st.Snapshots[1].Name || len(b.objects()) != 4 {
+		t.Fatalf("after two requests in one second: %+v, objects %v", st.Snapshots, b.objects())
+	}
+	for _, s := range st.Snapshots {
+		b.download(s)
+	}
+}
