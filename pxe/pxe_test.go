@@ -24,27 +24,10 @@ import (
 	"github.com/basalt-dev/basalt/pxe/dhcp"
 	"github.com/basalt-dev/basalt/pxe/httpboot"
 	"github.com/basalt-dev/basalt/pxe/tftp"
+	"github.com/basalt-dev/basalt/test/ports"
 )
 
 const mac = "52:54:00:00:00:50"
-
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "tcp" {
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = ln.Close() }()
-		return ln.Addr().(*net.TCPAddr).Port
-	}
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
 
 type hosts struct{}
 
@@ -72,8 +55,9 @@ type testbed struct {
 func newTestbed(t *testing.T) *testbed {
 	t.Helper()
 	dir := t.TempDir()
+	udp := ports.FreeLoopbackUDP(t, 3)
 	tb := &testbed{
-		dhcpPort: freePort(t, "udp"), clientPort: freePort(t, "udp"), tftpPort: freePort(t, "udp"), httpPort: freePort(t, "tcp"),
+		dhcpPort: udp[0], clientPort: udp[1], tftpPort: udp[2], httpPort: ports.FreeLoopback(t, 1)[0],
 		ipxe: make([]byte, 300000), kernel: make([]byte, 200000),
 	}
 	_, _ = rand.Read(tb.ipxe)

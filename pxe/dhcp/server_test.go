@@ -11,18 +11,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-)
 
-// freeUDPPort returns a UDP port that was free on 127.0.0.1 a moment ago.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+	"github.com/basalt-dev/basalt/test/ports"
+)
 
 // dhcpClient sends requests to the server and reads replies on its own socket.
 type dhcpClient struct {
@@ -102,7 +93,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // DISCOVER-OFFER-REQUEST-ACK exchange (replies broadcast on lo), a NAK, iPXE, a relayed request
 // (reply unicast to the relay), unknown, malformed and oversized packets, and a clean stop.
 func TestServeLoopback(t *testing.T) {
-	serverPort, clientPort, relayPort := freeUDPPort(t), freeUDPPort(t), freeUDPPort(t)
+	p := ports.FreeLoopbackUDP(t, 3)
+	serverPort, clientPort, relayPort := p[0], p[1], p[2]
 	mac := "52:54:00:00:00:21"
 	s := &Server{
 		Interface: "lo", Addr: "127.0.0.1:" + strconv.Itoa(serverPort), Mode: ModeFull,
@@ -188,7 +180,8 @@ func TestServeLoopback(t *testing.T) {
 // TestServeProxyLoopback runs proxy mode with its proxy port: a DISCOVER on the DHCP port gets a
 // broadcast proxy offer, a REQUEST on the proxy port an ACK sent back to the sender.
 func TestServeProxyLoopback(t *testing.T) {
-	dhcpPort, proxyPort, clientPort := freeUDPPort(t), freeUDPPort(t), freeUDPPort(t)
+	p := ports.FreeLoopbackUDP(t, 3)
+	dhcpPort, proxyPort, clientPort := p[0], p[1], p[2]
 	s := &Server{
 		Interface: "lo", Addr: "127.0.0.1:" + strconv.Itoa(dhcpPort), ProxyAddr: "127.0.0.1:" + strconv.Itoa(proxyPort),
 		Mode: ModeProxy, ServerIP: netip.MustParseAddr("127.0.0.1"), Reservations: reservations,

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,33 +75,29 @@ func FuzzCleanPath(f *testing.F) {
 	})
 }
 
-func freeUDPPort(t *testing.T) int {
+// start runs s on a loopback socket it opens itself (no window between choosing a port and
+// binding it, which another test's UDP client could take) and returns the address; the server
+// stops with the test.
+func start(t *testing.T, s *Server) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = c.Close() }()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
-
-// start runs s on a loopback port and returns the address; the server stops with the test.
-func start(t *testing.T, s *Server) string {
-	t.Helper()
-	addr := "127.0.0.1:" + strconv.Itoa(freeUDPPort(t))
+	addr := conn.LocalAddr().String()
 	s.Addr = addr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.ListenAndServe(ctx) }()
+	go func() { done <- s.Serve(ctx, conn) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("ListenAndServe: %v", err)
+				t.Errorf("Serve: %v", err)
 			}
 		case <-time.After(15 * time.Second):
-			t.Error("ListenAndServe did not return after cancel")
+			t.Error("Serve did not return after cancel")
 		}
 	})
 	// Wait until it answers (a refused name is the cheapest request).
@@ -115,6 +110,7 @@ func start(t *testing.T, s *Server) string {
 		}
 		select {
 		case err := <-done:
+			done <- nil // the cleanup waits for it
 			t.Fatalf("server stopped: %v", err)
 		default:
 		}

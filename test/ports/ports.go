@@ -1,4 +1,4 @@
-// Package ports hands tests free TCP ports on loopback.
+// Package ports hands tests free TCP and UDP ports on loopback.
 package ports
 
 import (
@@ -22,6 +22,27 @@ func FreeLoopback(t testing.TB, n int) []int {
 	}
 	for _, l := range ls {
 		_ = l.Close()
+	}
+	return out
+}
+
+// FreeLoopbackUDP is FreeLoopback for UDP. Prefer opening the socket and handing it to the
+// server (tftp.Server.Serve) where the code allows it: a released port can be taken by any
+// process's next ephemeral bind.
+func FreeLoopbackUDP(t testing.TB, n int) []int {
+	t.Helper()
+	out := make([]int, 0, n)
+	cs := make([]net.PacketConn, 0, n)
+	for range n {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+		out = append(out, c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	for _, c := range cs {
+		_ = c.Close()
 	}
 	return out
 }
