@@ -9,7 +9,7 @@
 #
 # Output: $BASALT_CACHE/artifacts/VERSION/ (BASALT_CACHE defaults to $HOME/.cache/basalt)
 #   bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy}
-#   bin/{etcd,etcdctl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
+#   bin/{etcd,etcdctl,etcdutl,containerd,containerd-shim-runc-v2,ctr,runc,crictl}
 #   bin/cni/{bridge,host-local,loopback,portmap}
 #   images/{pause,webserver,coredns,metrics-server,local-path-provisioner,volume-helper}.tar  OCI image layouts for `ctr -n k8s.io images import`
 #   tools/registry                 a test-bed tool, not part of the set (see TOOLS below)
@@ -89,7 +89,7 @@ etcd_for_minor() {
 
 # Every artifact of a set, in build order.
 readonly ALL=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
-  etcd etcdctl containerd containerd-shim-runc-v2 ctr runc crictl
+  etcd etcdctl etcdutl containerd containerd-shim-runc-v2 ctr runc crictl
   cni-bridge cni-host-local cni-loopback cni-portmap image-pause image-webserver image-coredns image-metrics-server
   image-local-path-provisioner image-volume-helper)
 # Test-bed tools: built like the set's files but not part of the set (no manifest entry, never
@@ -444,14 +444,14 @@ if want_any "${CONFORMANCE_TOOLS[@]}"; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# etcd and etcdctl
+# etcd, etcdctl and etcdutl (the agent restores snapshots with etcdutl: docs/backup.md)
 
-if want_any etcd etcdctl; then
+if want_any etcd etcdctl etcdutl; then
   COMPONENT="etcd" COMPONENT_VERSION="$ETCD_VERSION"
   moddir="$BUILD/etcd-$ETCD_VERSION"
   prepare_module "$moddir" "$(gomod basalt.local/build/etcd \
-    "$(printf '\tgo.etcd.io/etcd/server/v3 %s\n\tgo.etcd.io/etcd/etcdctl/v3 %s' "$ETCD_VERSION" "$ETCD_VERSION")" "" \
-    go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3)"
+    "$(printf '\tgo.etcd.io/etcd/server/v3 %s\n\tgo.etcd.io/etcd/etcdctl/v3 %s\n\tgo.etcd.io/etcd/etcdutl/v3 %s' "$ETCD_VERSION" "$ETCD_VERSION" "$ETCD_VERSION")" "" \
+    go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3)"
   # The version itself is a constant of go.etcd.io/etcd/api/v3/version; GitSHA says where it came from.
   ldflags="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=gomod-$ETCD_VERSION"
   if want etcd; then
@@ -461,6 +461,10 @@ if want_any etcd etcdctl; then
   if want etcdctl; then
     build "$moddir/bin/etcdctl" "$moddir" go.etcd.io/etcd/etcdctl/v3 0 "" "$ldflags"
     place etcdctl "$moddir/bin/etcdctl"
+  fi
+  if want etcdutl; then
+    build "$moddir/bin/etcdutl" "$moddir" go.etcd.io/etcd/etcdutl/v3 0 "" "$ldflags"
+    place etcdutl "$moddir/bin/etcdutl"
   fi
 fi
 
@@ -650,7 +654,7 @@ lock "$SET"
 version_of() {
   case "$1" in
     kube-*|kubelet) echo "$VERSION" ;;
-    etcd|etcdctl) echo "$ETCD_VERSION" ;;
+    etcd|etcdctl|etcdutl) echo "$ETCD_VERSION" ;;
     containerd|containerd-shim-runc-v2|ctr) echo "$CONTAINERD_VERSION" ;;
     runc) echo "$RUNC_VERSION" ;;
     crictl) echo "$CRI_TOOLS_VERSION" ;;

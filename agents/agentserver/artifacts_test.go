@@ -245,3 +245,47 @@ func TestPlanArtifactsFromMirror(t *testing.T) {
 		t.Errorf("the mirror was not asked for /v1.37.2/etcd")
 	}
 }
+
+// TestPrivateArtifact: an etcd snapshot staged for a restore is served to the agent whose Plan
+// lists it and to no other, and is stored readable by the manager only.
+func TestPrivateArtifact(t *testing.T) {
+	snap := randomBytes(t, 64<<10)
+	src := filepath.Join(t.TempDir(), "snap.db")
+	if err := os.WriteFile(src, snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache := &artifactcache.Cache{Dir: t.TempDir()}
+	ref := artifactcache.ArtifactRef{Name: "etcd-snapshot/ns/c/x", SHA256: sum(snap), Size: int64(len(snap)), Private: true}
+	if err := cache.AddFile(ref, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.AddFile(artifactcache.ArtifactRef{Name: "wrong", SHA256: sum([]byte("other")), Size: int64(len(snap))}, src); err == nil {
+		t.Error("AddFile accepted a file whose sha256 differs from the reference's")
+	}
+	cached, err := cache.Ensure(context.Background(), sum(snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(cached); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("cached snapshot mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	h := newHarness(t, func(s *agentserver.Server) { s.Artifacts = cache })
+	owner := h.register(h.createHost("node-1"))
+	other := h.register(h.createHost("node-2"))
+	url := h.url + protocol.PathArtifacts + sum(snap)
+	p := testPlan("node-1", "x")
+	p.Artifacts = []plan.Artifact{{Name: "etcd-snapshot-r1", SHA256: sum(snap), Size: int64(len(snap)), Path: "/var/lib/basalt/etcd-snapshots/r1.db", Mode: 0o600}}
+	if _, _, err := planstore.StorePlan(context.Background(), h.env.Client, h.hostNS, "node-1", p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		resp, body := get(t, owner.client, url)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, snap) {
+			return fmt.Errorf("the Host whose Plan lists the snapshot: %d, %d bytes", resp.StatusCode, len(body))
+		}
+		return nil
+	})
+	if resp, body := get(t, other.client, url); resp.StatusCode != http.StatusNotFound || bytes.Equal(body, snap) {
+		t.Errorf("another Host's agent: %d, %d bytes, want 404", resp.StatusCode, len(body))
+	}
+}

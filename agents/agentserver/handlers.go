@@ -507,6 +507,19 @@ func convertComponents(in []protocol.ComponentHealth) []basaltv1.ComponentHealth
 	return out
 }
 
+// planLists says whether the Plan stored for the caller's Host lists the artifact digest.
+func (s *Server) planLists(ctx context.Context, id agentIdentity, digest string) bool {
+	sec, err := s.storedPlan(ctx, id)
+	if err != nil || sec == nil {
+		return false
+	}
+	p := &plan.Plan{}
+	if err := json.Unmarshal(sec.Data[planstore.PlanKey], p); err != nil {
+		return false
+	}
+	return slices.ContainsFunc(p.Artifacts, func(a plan.Artifact) bool { return a.SHA256 == digest })
+}
+
 // handleArtifact serves /v1/artifacts/<sha256> to the agents of Hosts that still exist (with the
 // UID of their certificate): a deleted Host's agent gets no more binaries or images.
 func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
@@ -520,6 +533,12 @@ func (s *Server) handleArtifact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.Artifacts == nil {
+		s.reject(w, r, http.StatusNotFound, "unknown_artifact", "unknown artifact")
+		return
+	}
+	if ref, ok := s.Artifacts.Lookup(digest); ok && ref.Private && !s.planLists(r.Context(), id, digest) {
+		// Another host's etcd snapshot: answered like an artifact that does not exist.
+		s.Log.Info("Refused a private artifact the Host's Plan does not list", "host", id.String(), "sha256", digest, "reason", "Forbidden")
 		s.reject(w, r, http.StatusNotFound, "unknown_artifact", "unknown artifact")
 		return
 	}

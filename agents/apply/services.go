@@ -122,7 +122,12 @@ func (r *run) ensureService(ctx context.Context, name string) (err error) {
 		}
 		r.Logger.Info("Starting service", "service", name, "hash", hash, "oldHash", st.Hash, "reason", reason)
 	}
+	ran, err := r.ensureInit(ctx, svc)
+	if err != nil {
+		return err
+	}
 	changed, err = r.Runtime.Ensure(ctx, svc, hash)
+	changed = changed || ran
 	return err
 }
 

@@ -56,6 +56,11 @@ func (o owned) union(p *plan.Plan) owned {
 	for _, s := range p.Services {
 		u.Paths = append(u.Paths, s.StateDirs...)
 		u.StateDirs = append(u.StateDirs, s.StateDirs...)
+		if s.Init != nil {
+			// What an init command interrupted by a crash left is removed like a state dir.
+			u.Paths = append(u.Paths, s.Init.Output())
+			u.StateDirs = append(u.StateDirs, s.Init.Output())
+		}
 		u.Links = append(u.Links, s.Links...)
 		if len(s.Leaves) > 0 {
 			if u.Leaves == nil {

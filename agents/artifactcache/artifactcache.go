@@ -86,6 +86,10 @@ type ArtifactRef struct {
 	// URL, when set, is where the bytes are fetched from (an artifact of a Cluster's mirror,
 	// spec.artifacts.mirror) instead of Upstream.
 	URL string
+	// Private artifacts hold a cluster's data (the etcd snapshot of a restore): the cache holds
+	// them readable by the manager only, and the agent API serves them only to the agents of
+	// Hosts whose stored Plan lists them.
+	Private bool
 }
 
 // Upstream is where the cache gets an artifact it does not hold yet.
@@ -140,6 +144,7 @@ func (c *Cache) Register(refs ...ArtifactRef) {
 			continue
 		}
 		if old, ok := c.known[r.SHA256]; ok {
+			r.Private = r.Private || old.Private
 			// A Plan's reference knows no more than the set or mirror that registered it first.
 			if old.Size != 0 && r.Size == 0 {
 				r.Size = old.Size
@@ -447,4 +452,44 @@ func (h *HTTPUpstream) Fetch(ctx context.Context, ref ArtifactRef, w io.Writer) 
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
+}
+
+// AddFile copies the local file at path into the cache as ref, checking its sha256 and size,
+// and registers ref; a file already cached is not copied again. The copy is private to the
+// manager's user when ref is Private.
+func (c *Cache) AddFile(ref ArtifactRef, path string) error {
+	if !artifacts.IsSHA256(ref.SHA256) {
+		return ErrInvalidDigest
+	}
+	final := c.path(ref.SHA256)
+	if _, err := os.Stat(final); err != nil {
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			return err
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = in.Close() }()
+		mode := os.FileMode(0o644)
+		if ref.Private {
+			mode = 0o600
+		}
+		err = atomicfile.WriteFrom(final, mode, atomicfile.Options{TempPattern: "." + ref.SHA256 + ".*.part"}, func(tmp io.Writer) error {
+			h := sha256.New()
+			n, err := io.Copy(io.MultiWriter(tmp, h), in)
+			if err != nil {
+				return err
+			}
+			if got := hex.EncodeToString(h.Sum(nil)); got != ref.SHA256 || (ref.Size > 0 && n != ref.Size) {
+				return c.mismatch(ref, got, n)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	c.Register(ref)
+	return nil
 }

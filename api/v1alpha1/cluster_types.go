@@ -583,6 +583,10 @@ type ClusterStatus struct {
 	// etcdBackup lists the stored etcd snapshots and the requests and schedule served.
 	// +optional
 	EtcdBackup *EtcdBackupStatus `json:"etcdBackup,omitempty"`
+
+	// etcdRestore is the last restore asked for with the basalt.dev/etcd-restore annotation.
+	// +optional
+	EtcdRestore *EtcdRestoreStatus `json:"etcdRestore,omitempty"`
 }
 
 // ReplicaCounts counts machines of one role or pool.

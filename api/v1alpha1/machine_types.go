@@ -153,6 +153,16 @@ type MachineEtcd struct {
 	// addedAt is when the member was chosen to initialise the cluster or added as a learner.
 	// +optional
 	AddedAt *metav1.Time `json:"addedAt,omitempty"`
+	// epoch is the restore the member's etcd cluster comes from (status.etcdRestore.epoch of the
+	// Cluster); empty for the cluster the Cluster was created with. The member's data folder
+	// and cluster token carry it.
+	// +kubebuilder:validation:MaxLength=16
+	// +optional
+	Epoch string `json:"epoch,omitempty"`
+	// restore is set on the member that starts a restored cluster: its data is seeded from a
+	// snapshot or from its former database before etcd first starts.
+	// +optional
+	Restore *MachineEtcdRestore `json:"restore,omitempty"`
 }
 
 // PlanStepError is one failed step of the agent's last Plan apply.

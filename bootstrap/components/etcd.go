@@ -47,14 +47,14 @@ func Etcd(p ClusterParams) (Component, error) {
 
 	a := newArgv(pk.BinDir, "etcd")
 	a.flag("name", r.Node.Name)
-	a.flag("data-dir", pk.EtcdDataDir)
+	a.flag("data-dir", EtcdDataDirOf(pk.EtcdDataDir, r.Etcd.Epoch))
 	a.flag("listen-client-urls", listenClients)
 	a.flag("advertise-client-urls", EtcdClientURL(ip, ports.EtcdClient))
 	a.flag("listen-peer-urls", EtcdPeerURL(ip, ports.EtcdPeer))
 	a.flag("initial-advertise-peer-urls", EtcdPeerURL(ip, ports.EtcdPeer))
 	a.flag("initial-cluster", strings.Join(initial, ","))
 	a.flag("initial-cluster-state", state)
-	a.flag("initial-cluster-token", r.ClusterName)
+	a.flag("initial-cluster-token", EtcdClusterToken(r.ClusterName, r.Etcd.Epoch))
 	a.flag("client-cert-auth", "true")
 	a.flag("trusted-ca-file", pk.EtcdCACert())
 	a.flag("cert-file", pk.EtcdServer().Cert)
@@ -69,4 +69,12 @@ func Etcd(p ClusterParams) (Component, error) {
 		a.flag("quota-backend-bytes", strconv.FormatInt(q, 10))
 	}
 	return Component{Name: "etcd", Args: a}, nil
+}
+
+// EtcdClusterToken is --initial-cluster-token of a member of epoch.
+func EtcdClusterToken(cluster, epoch string) string {
+	if epoch == "" {
+		return cluster
+	}
+	return cluster + "-" + epoch
 }

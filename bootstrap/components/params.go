@@ -146,6 +146,18 @@ type EtcdParams struct {
 	// QuotaBackendBytes is --quota-backend-bytes; 0 leaves etcd's default (2 GiB) and the flag
 	// out.
 	QuotaBackendBytes int64
+	// Epoch names the etcd cluster the member belongs to after a restore ("" before any): the
+	// data dir is EtcdDataDir-<Epoch> and the cluster token <cluster>-<Epoch>, so a host still
+	// holding a member of the cluster before the restore never starts it in the new one.
+	Epoch string
+}
+
+// EtcdDataDirOf is the data dir of a member of epoch under the base data dir.
+func EtcdDataDirOf(base, epoch string) string {
+	if epoch == "" {
+		return base
+	}
+	return base + "-" + epoch
 }
 
 // EtcdMember is one etcd member.

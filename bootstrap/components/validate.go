@@ -352,7 +352,23 @@ func (r *resolved) validateEtcd() error {
 	if !r.Etcd.Join && len(ms) != 1 {
 		return fieldErr("etcd.members", "the initialising member must be the only one listed (others join as learners with etcd.join)")
 	}
+	if e := r.Etcd.Epoch; e != "" && !validEpoch(e) {
+		return fieldErr("etcd.epoch", "%q must be 1 to 16 lowercase letters and digits", e)
+	}
 	return nil
+}
+
+// validEpoch says whether e can end a data dir and a cluster token.
+func validEpoch(e string) bool {
+	if len(e) == 0 || len(e) > 16 {
+		return false
+	}
+	for _, c := range e {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func validatePeerURL(s string) error {

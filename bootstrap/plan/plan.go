@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 )
@@ -304,6 +305,38 @@ type Service struct {
 	Probe *Probe `json:"probe,omitempty"`
 	// Restart policy; default Always.
 	Restart RestartPolicy `json:"restart,omitempty"`
+	// Init seeds one of StateDirs before the service runs with it (etcd restored from a
+	// snapshot).
+	Init *Init `json:"init,omitempty"`
+}
+
+// InitSuffix ends the folder an Init command writes: Creates + InitSuffix.
+const InitSuffix = ".init"
+
+// Init is a command that fills a service's state dir once. While Creates does not exist on the
+// host, the agent stops the service, removes Creates+InitSuffix (left by an interrupted run),
+// runs Argv to completion (it must write Creates+InitSuffix), renames that folder to Creates and
+// then starts the service. So Creates appears whole or not at all, and once it exists the
+// command never runs again: an agent killed at any point runs it again from the start or not
+// at all.
+type Init struct {
+	// Argv is the command; Argv[0] is an absolute path (an artifact of the Plan).
+	Argv []string `json:"argv"`
+	// Creates is one of the service's StateDirs.
+	Creates string `json:"creates"`
+	// TimeoutSeconds bounds the command; default 600, at most 3600.
+	TimeoutSeconds int32 `json:"timeoutSeconds,omitempty"`
+}
+
+// Output is the folder the command writes, renamed to Creates once it succeeded.
+func (i *Init) Output() string { return i.Creates + InitSuffix }
+
+// Timeout is TimeoutSeconds with its default.
+func (i *Init) Timeout() time.Duration {
+	if i.TimeoutSeconds <= 0 {
+		return 600 * time.Second
+	}
+	return time.Duration(i.TimeoutSeconds) * time.Second
 }
 
 // Probe checks a service's health. Exactly one of HTTP, TCP and Exec is set.
@@ -508,6 +541,16 @@ func (p *Plan) Validate() error {
 		for _, r := range s.Reads {
 			if _, ok := paths[r]; !ok {
 				errs = append(errs, fmt.Errorf("%s: reads %q, which no file or artifact of the Plan writes", field, r))
+			}
+		}
+		if in := s.Init; in != nil {
+			switch {
+			case len(in.Argv) == 0 || !path.IsAbs(in.Argv[0]):
+				errs = append(errs, fmt.Errorf("%s: init.argv[0] must be an absolute path", field))
+			case !slices.Contains(s.StateDirs, in.Creates):
+				errs = append(errs, fmt.Errorf("%s: init.creates %q must be one of the service's state dirs", field, in.Creates))
+			case in.TimeoutSeconds < 0 || in.TimeoutSeconds > 3600:
+				errs = append(errs, fmt.Errorf("%s: init.timeoutSeconds %d must be between 0 (600) and 3600", field, in.TimeoutSeconds))
 			}
 		}
 		if s.Probe != nil {

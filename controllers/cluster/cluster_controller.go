@@ -52,6 +52,9 @@ type Reconciler struct {
 	// An upgrade to a version without a set moves no Machine; a manager without local sets and a
 	// Cluster without a mirror are not checked. Nil has no set.
 	Artifacts *artifactsource.Source
+	// Snapshots hands stored etcd snapshots to the agent that restores one; nil refuses
+	// restores from snapshots (restores from a member's data still work).
+	Snapshots SnapshotStager
 
 	// workloadDone remembers, by Cluster UID, that the workload cluster got what
 	// reconcileWorkload writes.
@@ -103,6 +106,9 @@ type scope struct {
 	// etcdReason and etcdMessage say why not, or describe it.
 	etcdReady               bool
 	etcdReason, etcdMessage string
+	// etcdRestoring is true while an etcd restore runs (status.etcdRestore): the membership,
+	// remediation and upgrade phases leave etcd and the control plane alone.
+	etcdRestoring bool
 	// etcdAction is the last membership action, nil when etcd was not reached.
 	etcdAction *etcdcluster.Action
 	// workloadProblem says why the workload cluster could not be set up.

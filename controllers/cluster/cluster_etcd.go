@@ -50,6 +50,9 @@ func NewEtcdClient(cfg etcdcluster.Config) (etcdcluster.Client, error) {
 // longer has (removed after a join timeout) is cleared.
 func (r *Reconciler) reconcileEtcd(ctx context.Context, s *scope) (ctrl.Result, error) {
 	cp, _ := s.boundNodes()
+	if res, restoring, err := r.reconcileRestore(ctx, s, cp); restoring || err != nil {
+		return res, err
+	}
 	var active []node
 	recorded := false
 	for _, n := range cp {
@@ -118,7 +121,8 @@ func (r *Reconciler) reconcileEtcd(ctx context.Context, s *scope) (ctrl.Result, 
 			}
 			return ctrl.Result{RequeueAfter: etcdStepRequeue}, nil
 		}
-		s.etcdReason, s.etcdMessage = basaltv1.ReasonEtcdUnreachable, fmt.Sprintf("etcd at %v: %v", endpoints, err)
+		s.etcdReason, s.etcdMessage = basaltv1.ReasonEtcdUnreachable, fmt.Sprintf(
+			"etcd at %v: %v (if most members are gone for good, restore with the basalt.dev/etcd-restore annotation: docs/restore.md)", endpoints, err)
 		return ctrl.Result{RequeueAfter: etcdWaitRequeue}, nil
 	}
 	if a.Changes() {
@@ -266,8 +270,9 @@ func (r *Reconciler) recordMembers(ctx context.Context, s *scope, cp []node, a e
 			for _, p := range initial {
 				peers = append(peers, basaltv1.EtcdPeer{Name: p.Name, PeerURL: p.PeerURL})
 			}
+			epoch := clusterEpoch(cp)
 			mutate = func(m *basaltv1.Machine) {
-				m.Status.Etcd = &basaltv1.MachineEtcd{Join: true, InitialCluster: peers, Learner: member.IsLearner, AddedAt: &now}
+				m.Status.Etcd = &basaltv1.MachineEtcd{Join: true, InitialCluster: peers, Learner: member.IsLearner, AddedAt: &now, Epoch: epoch}
 				m.Status.EtcdMemberID = member.HexID()
 			}
 		default:

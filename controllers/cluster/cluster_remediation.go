@@ -171,6 +171,10 @@ func (s *scope) powerCycleStart(m *basaltv1.Machine) time.Time {
 // left, and never when it is the last voter.
 func (r *Reconciler) reconcileRemediation(ctx context.Context, s *scope) (ctrl.Result, error) {
 	c := s.cluster
+	if s.etcdRestoring {
+		// Control-plane members are down on purpose until they join the restored etcd.
+		return ctrl.Result{}, nil
+	}
 	s.remediationRan = true
 	spec := c.Spec.Remediation
 	maxRetries := int32(defaultMaxRetries)
@@ -485,10 +489,10 @@ func quorumAllowsRemoval(cp []*basaltv1.Machine, target *basaltv1.Machine) (bool
 		return true, ""
 	}
 	if voters == 0 {
-		return false, "it holds the only etcd voter: replacing it would lose the cluster's data; repair the host or restore from a backup"
+		return false, "it holds the only etcd voter: replacing it would lose the cluster's data; repair the host, or restore etcd onto another Machine with the basalt.dev/etcd-restore annotation (docs/restore.md)"
 	}
 	if healthy < voters/2+1 {
-		return false, fmt.Sprintf("only %d of the %d other etcd voters are healthy: removing its member would leave no majority", healthy, voters)
+		return false, fmt.Sprintf("only %d of the %d other etcd voters are healthy: removing its member would leave no majority (if the majority is lost for good, recover from a surviving member with basalt.dev/etcd-restore=member/<machine>, docs/restore.md)", healthy, voters)
 	}
 	return true, ""
 }

@@ -39,6 +39,10 @@ const (
 // flight, spec.version once moved), so a manager restarted at any point carries on where it was.
 func (r *Reconciler) reconcileUpgrade(ctx context.Context, s *scope) (ctrl.Result, error) {
 	c := s.cluster
+	if s.etcdRestoring {
+		s.upgradeReason, s.upgradeMessage = basaltv1.ReasonEtcdRestoring, "the rollout waits for the etcd restore to complete"
+		return ctrl.Result{}, nil
+	}
 	target := c.Spec.Version
 	cp, workers := s.activeMachines(basaltv1.RoleControlPlane), s.activeMachines(basaltv1.RoleWorker)
 	behindCP, behindWorkers := behind(c, cp), behind(c, workers)

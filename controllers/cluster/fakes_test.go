@@ -22,6 +22,7 @@ import (
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster/etcdfake"
 	"github.com/basalt-dev/basalt/controllers/topology"
 )
@@ -44,6 +45,8 @@ type fakeAgents struct {
 
 	mu   sync.Mutex
 	hold map[string]bool
+	// inits are the restores run, by machine and data folder.
+	inits map[string]bool
 	// violations are Plans the agents were given that a real node could not have run correctly.
 	violations []string
 }
@@ -91,6 +94,19 @@ func (a *fakeAgents) Release(name string) {
 	delete(a.hold, name)
 }
 
+// restored says whether a restore into dir already ran (and records that it did): an init
+// command runs once per data folder.
+func (a *fakeAgents) restored(dir string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.inits == nil {
+		a.inits = map[string]bool{}
+	}
+	done := a.inits[dir]
+	a.inits[dir] = true
+	return done
+}
+
 func (a *fakeAgents) held(name string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -121,6 +137,13 @@ func (a *fakeAgents) step(ctx context.Context) error {
 		if has(p, "etcd") {
 			// etcd on the node of a member already removed would exit: Start fails, nothing changes.
 			ip := netip.MustParseAddr(h.Spec.SSH.Address)
+			if in := p.Services[slices.IndexFunc(p.Services, func(s plan.Service) bool { return s.Name == "etcd" })].Init; in != nil {
+				// etcdutl restores the data once; etcd then starts alone with the restore's token.
+				if i := slices.Index(in.Argv, "--initial-cluster-token"); i > 0 && !a.restored(m.Name+":"+in.Creates) {
+					a.etcd.Restore(m.Name, topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip),
+						etcdcluster.MemberIDOf([]string{topology.EtcdPeerURL(ip)}, in.Argv[i+1]))
+				}
+			}
 			_, _ = a.etcd.Start(m.Name, topology.EtcdPeerURL(ip), topology.EtcdClientURL(ip))
 		}
 		if err := a.reportHost(ctx, h, hash); err != nil {

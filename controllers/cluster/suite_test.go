@@ -42,6 +42,8 @@ type harness struct {
 	clock *testClock
 	// artifacts is the manager's artifact cache, which fetches the artifacts of mirrors.
 	artifacts *artifactcache.Cache
+	// stager hands snapshots to restores.
+	stager *fakeStager
 
 	mu sync.Mutex
 	// servers are the API server URLs of the workload kubeconfigs the controllers used.
@@ -79,7 +81,7 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 		t.Fatal(err)
 	}
 	h := &harness{etcd: &etcdfake.Cluster{}, clock: &testClock{}, servers: map[string]bool{},
-		artifacts: &artifactcache.Cache{Dir: t.TempDir()}}
+		artifacts: &artifactcache.Cache{Dir: t.TempDir()}, stager: &fakeStager{}}
 	// One source for both controllers, as the manager has.
 	source := &artifactsource.Source{Sets: sets, Cache: h.artifacts}
 	// The workload clusters are the test API server, reached with the settings Clients gives
@@ -99,7 +101,7 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),
-		Workload: workloads, EtcdClient: h.etcd.Connect, Now: h.clock.Now, Artifacts: source,
+		Workload: workloads, EtcdClient: h.etcd.Connect, Now: h.clock.Now, Artifacts: source, Snapshots: h.stager,
 	}).SetupWithManager(mgr, opts); err != nil {
 		t.Fatal(err)
 	}

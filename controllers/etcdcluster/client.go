@@ -2,9 +2,13 @@ package etcdcluster
 
 import (
 	"context"
+	"crypto/sha1" //nolint:gosec // etcd derives member IDs with SHA-1
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // Client is what the Cluster controller asks of a workload cluster's etcd: the seven calls it
@@ -108,4 +112,15 @@ var (
 // memberErr wraps err with the member ID it concerns.
 func memberErr(op string, id uint64, err error) error {
 	return fmt.Errorf("%s member %s: %w", op, HexID(id), err)
+}
+
+// MemberIDOf is the ID etcd gives the member with these peer URLs in a cluster bootstrapped
+// with this --initial-cluster-token (etcd's computeMemberID without a time: the members of a
+// new cluster, and the one member `etcdutl snapshot restore` writes). A restored member is told
+// from the member its host ran before the restore by it, since the restore's token differs.
+func MemberIDOf(peerURLs []string, clusterToken string) uint64 {
+	urls := slices.Clone(peerURLs)
+	slices.Sort(urls)
+	h := sha1.Sum([]byte(strings.Join(urls, "") + clusterToken)) //nolint:gosec // etcd's own derivation, not a security use
+	return binary.BigEndian.Uint64(h[:8])
 }

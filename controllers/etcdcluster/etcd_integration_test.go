@@ -70,6 +70,8 @@ type host struct {
 	args []string
 	// extraArgs are appended to the argv components.Etcd renders.
 	extraArgs []string
+	// epoch is the restore the host's member belongs to (components.EtcdParams.Epoch).
+	epoch string
 }
 
 func (h *host) desired() etcdcluster.DesiredMember {
@@ -162,7 +164,7 @@ func (tb *testbed) start(h *host, members []components.EtcdMember, join bool) {
 		ClusterName: "etcd-it", Version: tb.version,
 		PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12", Endpoint: "127.0.0.1:6443",
 		Node:  components.NodeParams{Name: h.name, IP: "127.0.0.1", PodCIDR: "10.244.0.0/24"},
-		Etcd:  components.EtcdParams{Members: members, Join: join},
+		Etcd:  components.EtcdParams{Members: members, Join: join, Epoch: h.epoch},
 		Ports: h.ports, Paths: paths,
 	})
 	if err != nil {
@@ -407,6 +409,10 @@ func TestEtcdMembershipIntegration(t *testing.T) {
 		return a.Kind == etcdcluster.None
 	})
 	t.Logf("MEASURE bootstrap: m1 started and healthy in %s", time.Since(begin).Round(time.Millisecond))
+	// The ID a restore predicts for a member started with a token is the one etcd gives it.
+	if ms, err := c.Members(ctx); err != nil || len(ms) != 1 || ms[0].ID != etcdcluster.MemberIDOf([]string{m1.peerURL()}, "etcd-it") {
+		t.Errorf("members %+v (%v): want the one member with ID %x", ms, err, etcdcluster.MemberIDOf([]string{m1.peerURL()}, "etcd-it"))
+	}
 	watcher := watchQuorum(t, tb.tls(), m1.clientURL())
 	watching := true
 	defer func() {

@@ -117,7 +117,11 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		if e == nil {
 			return wait(basaltv1.ReasonWaitingForEtcdMember, "waiting for the Cluster controller to make this Machine the first etcd member or add it to etcd as a learner")
 		}
-		in.Etcd = builder.Etcd{Join: e.Join, Learner: e.Learner, QuotaBackendBytes: topology.EtcdQuota(s.cluster)}
+		in.Etcd = builder.Etcd{Join: e.Join, Learner: e.Learner, QuotaBackendBytes: topology.EtcdQuota(s.cluster), Epoch: e.Epoch}
+		if rs := e.Restore; rs != nil {
+			in.Etcd.Restore = &builder.EtcdRestore{SnapshotSHA256: rs.SnapshotSHA256, SnapshotSize: rs.SnapshotSize,
+				FetchSnapshot: !rs.Done && !rs.FromMemberData, FromMemberData: rs.FromMemberData, DataEpoch: rs.DataEpoch}
+		}
 		for _, p := range e.InitialCluster {
 			in.Etcd.Members = append(in.Etcd.Members, components.EtcdMember{Name: p.Name, PeerURL: p.PeerURL})
 		}

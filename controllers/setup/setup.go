@@ -145,6 +145,11 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 	// One source of artifact sets for both controllers: the local sets, and Clusters' mirrors
 	// whose artifacts the cache fetches (only with the agent API, which serves them).
 	source := &artifactsource.Source{Sets: sets, Cache: parts.Artifacts}
+	// A snapshot restore needs the agent API: the restoring agent fetches the snapshot from it.
+	var stager clustercontroller.SnapshotStager
+	if parts.Artifacts != nil {
+		stager = &etcdbackup.Stager{APIReader: mgr.GetAPIReader(), Dir: o.SnapshotDir, Cache: parts.Artifacts}
+	}
 	if err := (&clustercontroller.Reconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -152,6 +157,7 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		Workload:  workloads,
 		// An upgrade waits for the manager to have the new version's artifacts.
 		Artifacts: source,
+		Snapshots: stager,
 	}).SetupWithManager(mgr, opts(o.ClusterConcurrency)); err != nil {
 		return nil, fmt.Errorf("cluster controller: %w", err)
 	}

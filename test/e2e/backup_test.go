@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -16,6 +18,7 @@ import (
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/etcdbackup"
 	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 	"github.com/basalt-dev/basalt/test/s3server"
 )
@@ -24,7 +27,7 @@ import (
 // takes it from the cluster's real etcd (on a bed host, through the address and certificates it
 // uses for membership), checks it and stores it in an S3 store; read back and checked against
 // its record, it holds a ConfigMap written through the workload API before the request.
-func checkEtcdSnapshot(ctx context.Context, t *testing.T, c client.Client, wc kubernetes.Interface, ns, name string) {
+func checkEtcdSnapshot(ctx context.Context, t *testing.T, c client.Client, wc kubernetes.Interface, ns, name string) basaltv1.EtcdSnapshot {
 	t.Helper()
 	store := s3server.Start(t, "backups")
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backup-s3"}, Data: map[string][]byte{
@@ -81,4 +84,114 @@ func checkEtcdSnapshot(ctx context.Context, t *testing.T, c client.Client, wc ku
 	if objs := store.Objects(); len(objs) != 2 {
 		t.Fatalf("the store holds %v, want one snapshot and its record", objs)
 	}
+	return snap
+}
+
+// checkEtcdRestore is disaster recovery on the bed: after the snapshot, a ConfigMap is written;
+// then etcd's data is destroyed on the control-plane host (the member restarts empty, as after
+// a lost disk: the API server serves an empty cluster). The basalt.dev/etcd-restore annotation
+// names the snapshot: the manager fetches it back from the store, the agent restores it with
+// etcdutl into a new data folder and etcd starts from it. The ConfigMap written before the
+// snapshot is back, the one written after it is not, the Cluster is Ready again, and the
+// worker's kubelet reports to the restored cluster with no Machine replaced and no Host
+// provisioned again.
+func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kubernetes.Interface, cpHost *bed.Host, ns, name string, snap basaltv1.EtcdSnapshot) {
+	t.Helper()
+	after := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "after-backup"}}
+	if _, err := wc.CoreV1().ConfigMaps("default").Create(ctx, after, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ml := &basaltv1.MachineList{}
+	if err := c.List(ctx, ml, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	machines := map[string]string{}
+	for _, m := range ml.Items {
+		machines[m.Name] = string(m.UID)
+	}
+	// The disaster: etcd's data is gone; systemd starts the member again, empty.
+	if out, err := cpHost.Run(ctx, "systemctl kill -s KILL basalt-etcd; rm -rf /var/lib/etcd; sleep 1; systemctl restart basalt-etcd; sleep 3; ls /var/lib/etcd"); err != nil {
+		t.Fatalf("destroying etcd on %s: %v: %s", cpHost.Name, err, out)
+	}
+	framework.Eventually(t, 2*time.Minute, func() error {
+		_, err := wc.CoreV1().ConfigMaps("default").Get(ctx, "before-backup", metav1.GetOptions{})
+		if err == nil {
+			return errors.New("the ConfigMap is still there: etcd's data was not destroyed yet")
+		}
+		return nil
+	})
+
+	cl := &basaltv1.Cluster{}
+	if err := c.Get(ctx, framework.ObjectKey(ns, name), cl); err != nil {
+		t.Fatal(err)
+	}
+	p := client.MergeFrom(cl.DeepCopy())
+	metav1.SetMetaDataAnnotation(&cl.ObjectMeta, basaltv1.AnnotationEtcdRestore, snap.Name)
+	asked := time.Now()
+	if err := c.Patch(ctx, cl, p); err != nil {
+		t.Fatal(err)
+	}
+	var st *basaltv1.EtcdRestoreStatus
+	framework.Eventually(t, 5*time.Minute, func() error {
+		if err := c.Get(ctx, framework.ObjectKey(ns, name), cl); err != nil {
+			return err
+		}
+		if st = cl.Status.EtcdRestore; st == nil || st.Request != snap.Name || st.Phase != basaltv1.RestorePhaseCompleted {
+			return fmt.Errorf("status.etcdRestore: %+v", st)
+		}
+		return nil
+	})
+	restored := time.Since(asked)
+	framework.Eventually(t, 5*time.Minute, func() error {
+		if err := c.Get(ctx, framework.ObjectKey(ns, name), cl); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(cl.Status.Conditions, basaltv1.ConditionReady) {
+			return fmt.Errorf("Cluster not Ready: %s", framework.ConditionSummary(cl.Status.Conditions))
+		}
+		return nil
+	})
+	ready := time.Since(asked)
+	framework.Eventually(t, 2*time.Minute, func() error {
+		if _, err := wc.CoreV1().ConfigMaps("default").Get(ctx, "before-backup", metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("ConfigMap written before the snapshot: %w", err)
+		}
+		switch _, err := wc.CoreV1().ConfigMaps("default").Get(ctx, "after-backup", metav1.GetOptions{}); {
+		case err == nil:
+			return errors.New("the ConfigMap written after the snapshot is there")
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("ConfigMap written after the snapshot: %w", err)
+		}
+		return nil
+	})
+	// Every node's kubelet renews its lease in the restored cluster.
+	framework.Eventually(t, 3*time.Minute, func() error {
+		nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, n := range nl.Items {
+			l, err := wc.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(asked) || !nodeReady(n) {
+				return fmt.Errorf("node %s: lease renewed %v, Ready %v", n.Name, l.Spec.RenewTime, nodeReady(n))
+			}
+		}
+		return nil
+	})
+	if err := c.List(ctx, ml, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ml.Items {
+		if machines[m.Name] != string(m.UID) {
+			t.Errorf("Machine %s was replaced during the restore", m.Name)
+		}
+	}
+	if len(ml.Items) != len(machines) {
+		t.Errorf("%d Machines after the restore, %d before", len(ml.Items), len(machines))
+	}
+	t.Logf("MEASURE etcd restore: from snapshot %s (revision %d, %d bytes): Completed %s after the request, Cluster Ready %s after it (epoch %s, Machine %s)",
+		snap.Name, snap.Revision, snap.Size, restored.Round(100*time.Millisecond), ready.Round(100*time.Millisecond), st.Epoch, st.Machine)
 }

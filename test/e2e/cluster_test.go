@@ -165,7 +165,8 @@ func TestClusterLifecycle(t *testing.T) {
 	checkLocalStorage(ctx, t, wc, b.Hosts[0])
 	checkRegistryPull(ctx, t, wc, registry, workerNode, b.Hosts[1], b.Hosts[0])
 	checkManifestAddon(ctx, t, c, wc, got)
-	checkEtcdSnapshot(ctx, t, c, wc, ns, cl.Name)
+	snap := checkEtcdSnapshot(ctx, t, c, wc, ns, cl.Name)
+	checkEtcdRestore(ctx, t, c, wc, b.Hosts[0], ns, cl.Name, snap)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
 	// the manager image (built FROM scratch, no registry) imported into the nodes' containerd:

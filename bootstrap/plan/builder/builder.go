@@ -157,7 +157,37 @@ type Etcd struct {
 	Learner bool
 	// QuotaBackendBytes is --quota-backend-bytes; 0 leaves etcd's default.
 	QuotaBackendBytes int64
+	// Epoch is the restore the member's cluster comes from (components.EtcdParams.Epoch).
+	Epoch string
+	// Restore seeds the data of the member that starts a restored cluster (Join false, Epoch
+	// set) before etcd first starts with it.
+	Restore *EtcdRestore
 }
+
+// EtcdRestore is where the member that starts a restored cluster takes its data from: a
+// snapshot the agent fetches from the manager, or the database of its own former data dir.
+type EtcdRestore struct {
+	// SnapshotSHA256 and SnapshotSize identify the snapshot in the manager's artifact cache;
+	// empty for member data.
+	SnapshotSHA256 string
+	SnapshotSize   int64
+	// FetchSnapshot puts the snapshot file in the Plan; false once the member is restored (the
+	// file is then removed from the host; the data dir exists, so the restore never runs again).
+	FetchSnapshot bool
+	// FromMemberData copies the database of the data dir of DataEpoch instead.
+	FromMemberData bool
+	DataEpoch      string
+}
+
+// EtcdSnapshotDir holds snapshot files fetched for a restore on the host.
+const EtcdSnapshotDir = "/var/lib/basalt/etcd-snapshots"
+
+// EtcdRevisionBump is how far a restore moves etcd's revision past the snapshot's (etcdutl
+// --bump-revision, with --mark-compacted): every revision a client saw before the restore is
+// below the restored cluster's, so watches of kube-apiserver, kubelets and controllers are told
+// their revision is compacted and list again, instead of waiting for revisions the restored
+// data will reuse for other writes. A billion is etcd's suggestion for Kubernetes.
+const EtcdRevisionBump = 1_000_000_000
 
 // HostFacts are what the agent found on the host.
 type HostFacts struct {
@@ -375,7 +405,7 @@ func (r *resolved) resolveEtcd() error {
 		members = []components.EtcdMember{{Name: r.Node.Name, PeerURL: self}}
 	}
 	slices.SortFunc(members, func(a, b components.EtcdMember) int { return strings.Compare(a.Name, b.Name) })
-	r.params.Etcd = components.EtcdParams{Members: members, Join: r.Etcd.Join, QuotaBackendBytes: r.Etcd.QuotaBackendBytes}
+	r.params.Etcd = components.EtcdParams{Members: members, Join: r.Etcd.Join, QuotaBackendBytes: r.Etcd.QuotaBackendBytes, Epoch: r.Etcd.Epoch}
 	return r.params.Validate()
 }
 

@@ -64,7 +64,7 @@ func fakeSum(s string) string {
 func testManifest(version string) *artifacts.Manifest {
 	m := &artifacts.Manifest{KubernetesVersion: version}
 	for i, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
-		"etcd", "etcdctl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl",
+		"etcd", "etcdctl", "etcdutl", "containerd", "containerd-shim-runc-v2", "ctr", "runc", "crictl",
 		"cni-bridge", "cni-host-local", "cni-loopback", "cni-portmap"} {
 		m.Artifacts = append(m.Artifacts, artifacts.Artifact{Name: name, Version: version, OS: "linux", Arch: "amd64",
 			Kind: artifacts.KindBinary, Path: "bin/" + name, SHA256: fakeSum(name + version), Size: int64(1000 + i)})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
@@ -190,8 +191,48 @@ func (b *planBuilder) etcd() error {
 		CAFile: ca, ClientCertFile: probe[0], ClientKeyFile: probe[1]}})
 	// The member's data goes with it: a host that leaves the cluster must not start an old member
 	// when it joins another one.
-	b.p.Services[len(b.p.Services)-1].StateDirs = []string{r.paths.EtcdDataDir}
+	svc := &b.p.Services[len(b.p.Services)-1]
+	svc.StateDirs = []string{components.EtcdDataDirOf(r.paths.EtcdDataDir, r.Etcd.Epoch)}
+	if r.Etcd.Restore != nil {
+		in, err := b.etcdRestore(svc.StateDirs[0])
+		if err != nil {
+			return err
+		}
+		svc.Init = in
+	}
 	return nil
+}
+
+// etcdRestore is the init command that writes the restored member's data dir with etcdutl
+// (docs/restore.md): from the snapshot fetched from the manager (its sha256 trailer checked by
+// etcdutl too), or from the database of the member's former data dir (no trailer there:
+// --skip-hash-check, as etcd documents for a copied data dir). The member is alone in the new
+// cluster, with the epoch's cluster token; the revision is bumped past every revision clients
+// have seen.
+func (b *planBuilder) etcdRestore(dataDir string) (*plan.Init, error) {
+	r, rs := b.r, b.r.Etcd.Restore
+	switch {
+	case r.Etcd.Join || r.Etcd.Epoch == "":
+		return nil, fieldErr("etcd.restore", "only the member that starts a restored cluster (etcd.join false, etcd.epoch set) is restored")
+	case rs.FromMemberData == artifacts.IsSHA256(rs.SnapshotSHA256):
+		return nil, fieldErr("etcd.restore", "exactly one of a snapshot (sha256) and member data is the source")
+	case rs.FromMemberData && rs.DataEpoch == r.Etcd.Epoch:
+		return nil, fieldErr("etcd.restore.dataEpoch", "%q: the member data must come from an earlier epoch than the restore's", rs.DataEpoch)
+	}
+	util, err := b.artifact("etcdutl", path.Join(r.paths.BinDir, "etcdutl"), artifacts.KindBinary)
+	if err != nil {
+		return nil, fieldErr("etcd.restore", "the artifact set has no etcdutl, which restores etcd data; rebuild it with hack/build-artifacts.sh: %v", err)
+	}
+	self := r.params.Etcd.Members[0]
+	src := path.Join(components.EtcdDataDirOf(r.paths.EtcdDataDir, rs.DataEpoch), "member", "snap", "db")
+	if !rs.FromMemberData {
+		src = path.Join(EtcdSnapshotDir, r.Etcd.Epoch+".db")
+		if rs.FetchSnapshot {
+			b.p.Artifacts = append(b.p.Artifacts, plan.Artifact{Name: "etcd-snapshot-" + r.Etcd.Epoch, SHA256: rs.SnapshotSHA256, Size: rs.SnapshotSize, Path: src, Mode: 0o600})
+		}
+	}
+	argv := EtcdRestoreArgv(util, src, rs.FromMemberData, dataDir+plan.InitSuffix, self, components.EtcdClusterToken(r.ClusterName, r.Etcd.Epoch))
+	return &plan.Init{Argv: argv, Creates: dataDir}, nil
 }
 
 // apiServer adds kube-apiserver, after etcd; probe GET /readyz (anonymous is allowed there).
@@ -327,4 +368,22 @@ func mustBeSame(f plan.File, mode uint32, content []byte) {
 	if f.Mode != mode || string(f.Content) != string(content) {
 		panic(fmt.Sprintf("builder: %s is written twice with different content", f.Path))
 	}
+}
+
+// EtcdRestoreArgv is the etcdutl command that writes, into the new folder dataDir, the data of a
+// one-member cluster (self, with the cluster token) from src: a snapshot file (its sha256
+// trailer checked) or, fromMemberData, a member's backend database (member/snap/db, no trailer),
+// with the revision bumped by EtcdRevisionBump and marked compacted.
+func EtcdRestoreArgv(etcdutl, src string, fromMemberData bool, dataDir string, self components.EtcdMember, token string) []string {
+	argv := []string{etcdutl, "snapshot", "restore", src}
+	if fromMemberData {
+		argv = append(argv, "--skip-hash-check")
+	}
+	return append(argv,
+		"--data-dir", dataDir,
+		"--name", self.Name,
+		"--initial-cluster", self.Name+"="+self.PeerURL,
+		"--initial-advertise-peer-urls", self.PeerURL,
+		"--initial-cluster-token", token,
+		"--bump-revision", strconv.Itoa(EtcdRevisionBump), "--mark-compacted")
 }

@@ -488,3 +488,17 @@ func label(m etcdcluster.Member) string { return cmp.Or(m.Name, m.HexID()) }
 func memberErr(op string, id uint64, err error) error {
 	return fmt.Errorf("%s member %s: %w", op, etcdcluster.HexID(id), err)
 }
+
+// Restore is etcdutl restoring a snapshot on machine name and etcd starting from it: the
+// cluster is replaced by one member with the given ID (etcdcluster.MemberIDOf of its peer URL
+// and the restore's token), which leads. Restoring again with the same ID changes nothing.
+func (c *Cluster) Restore(name, peerURL, clientURL string, id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.members) == 1 && c.members[0].ID == id {
+		return
+	}
+	c.members = []etcdcluster.Member{{ID: id, Name: name, PeerURLs: []string{peerURL}, ClientURLs: []string{clientURL}}}
+	c.leader = id
+	c.history = append(c.history, "Restore "+name)
+}

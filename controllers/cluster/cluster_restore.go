@@ -1,0 +1,261 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
+	"github.com/basalt-dev/basalt/bootstrap/components"
+	"github.com/basalt-dev/basalt/controllers/etcdcluster"
+	"github.com/basalt-dev/basalt/controllers/topology"
+)
+
+// SnapshotStager hands a stored snapshot to the agent that restores it (etcdbackup.Stager).
+type SnapshotStager interface {
+	// Stage reads the snapshot back from the Cluster's store, checks it and makes it fetchable
+	// by sha256 from the agent API; it returns that sha256 and the size.
+	Stage(ctx context.Context, c *basaltv1.Cluster, s basaltv1.EtcdSnapshot) (string, int64, error)
+}
+
+const (
+	// restoreRequeue: a restore is in progress.
+	restoreRequeue = 5 * time.Second
+	// restoreRetry: fetching the snapshot failed; try again.
+	restoreRetry = 30 * time.Second
+	// maxRestoreRequest bounds the annotation's value.
+	maxRestoreRequest = 256
+)
+
+// restoreEpoch names the etcd cluster a restore request makes: the same request of the same
+// Cluster always gets the same epoch, so a manager that crashed half way through switching the
+// Machines' records finds them switched to the epoch it computes again.
+func restoreEpoch(c *basaltv1.Cluster, request string) string {
+	h := sha256.Sum256([]byte(string(c.UID) + "/" + request))
+	return "r" + hex.EncodeToString(h[:4])
+}
+
+// restoreSource is the source part of a request: the value without a "#..." suffix.
+func restoreSource(request string) string {
+	src, _, _ := strings.Cut(request, "#")
+	return src
+}
+
+// reconcileRestore serves the basalt.dev/etcd-restore annotation (docs/restore.md). A new value
+// is accepted (or refused, phase Failed, with nothing changed); a snapshot is fetched and
+// checked (Fetching); then the chosen Machine's etcd record is replaced by one of a new epoch
+// that seeds its data from the snapshot or from its own former database, and every other
+// control-plane Machine's record is cleared (Restoring): their members belong to the cluster
+// before the restore, and they join the restored one as new learners once it runs, with empty
+// data folders of the new epoch. The restore is Completed when the chosen Machine's etcd
+// answers with the member ID the restore gives it. While it is not, restoring says so and the
+// membership, remediation and upgrade phases leave etcd alone.
+func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) (res ctrl.Result, restoring bool, err error) {
+	c := s.cluster
+	if v, ok := c.Annotations[basaltv1.AnnotationEtcdRestore]; ok && v != "" && (c.Status.EtcdRestore == nil || c.Status.EtcdRestore.Request != v) {
+		r.acceptRestore(ctx, s, cp, v)
+	}
+	st := c.Status.EtcdRestore
+	if st == nil || (st.Phase != basaltv1.RestorePhaseFetching && st.Phase != basaltv1.RestorePhaseRestoring) {
+		return ctrl.Result{}, false, nil
+	}
+	s.etcdRestoring = true
+	s.etcdReason = basaltv1.ReasonEtcdRestoring
+	seed := slices.IndexFunc(cp, func(n node) bool { return n.machine.Name == st.Machine })
+	if seed < 0 {
+		r.failRestore(s, fmt.Sprintf("Machine %s, which was to start the restored etcd, is gone or unbound; write another value to restore again", st.Machine))
+		return ctrl.Result{}, false, nil
+	}
+	if st.Phase == basaltv1.RestorePhaseFetching {
+		if r.Snapshots == nil || st.Snapshot == nil {
+			r.failRestore(s, "this manager cannot restore snapshots: it runs without the agent API")
+			return ctrl.Result{}, false, nil
+		}
+		sha, size, err := r.Snapshots.Stage(ctx, c, *st.Snapshot)
+		if err != nil {
+			st.Message = fmt.Sprintf("fetching snapshot %s: %v (retried in %s)", st.Snapshot.Name, err, restoreRetry)
+			s.etcdMessage = st.Message
+			return ctrl.Result{RequeueAfter: restoreRetry}, true, nil
+		}
+		want := &basaltv1.MachineEtcdRestore{SnapshotSHA256: sha, SnapshotSize: size}
+		if err := r.switchEtcdRecords(ctx, s, cp, seed, want); err != nil {
+			res, err := conflictRequeue(err)
+			return res, true, err
+		}
+		st.Phase = basaltv1.RestorePhaseRestoring
+	} else if err := r.switchEtcdRecords(ctx, s, cp, seed, nil); err != nil {
+		res, err := conflictRequeue(err)
+		return res, true, err
+	}
+	done, msg := r.restored(ctx, s, cp[seed])
+	if !done {
+		st.Message = msg
+		s.etcdMessage = msg
+		return ctrl.Result{RequeueAfter: restoreRequeue}, true, nil
+	}
+	if err := r.patchMachineStatus(ctx, cp[seed].machine, func(m *basaltv1.Machine) {
+		if m.Status.Etcd != nil && m.Status.Etcd.Restore != nil {
+			m.Status.Etcd.Restore.Done = true
+		}
+	}); err != nil {
+		res, err := conflictRequeue(err)
+		return res, true, err
+	}
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	st.Phase, st.CompletedAt = basaltv1.RestorePhaseCompleted, &now
+	st.Message = fmt.Sprintf("etcd runs on Machine %s from %s; the other control-plane Machines join it as new members", st.Machine, st.Source)
+	ctrl.LoggerFrom(ctx).Info("Restored etcd", "cluster", klog.KObj(c), "machine", st.Machine, "source", st.Source, "epoch", st.Epoch,
+		"took", now.Sub(st.StartedAt.Time).String())
+	r.Recorder.Eventf(c, cp[seed].machine, corev1.EventTypeNormal, "EtcdRestored", "RestoreEtcd", "%s", st.Message)
+	return ctrl.Result{RequeueAfter: time.Second}, true, nil
+}
+
+// acceptRestore records request v in status.etcdRestore: Fetching (a snapshot), Restoring
+// (member data) or Failed with what to change.
+func (r *Reconciler) acceptRestore(ctx context.Context, s *scope, cp []node, v string) {
+	c := s.cluster
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	st := &basaltv1.EtcdRestoreStatus{Request: v, StartedAt: &now}
+	c.Status.EtcdRestore = st
+	fail := func(format string, args ...any) {
+		st.Phase, st.Message = basaltv1.RestorePhaseFailed, fmt.Sprintf(format, args...)
+		ctrl.LoggerFrom(ctx).Info("Refused an etcd restore", "cluster", klog.KObj(c), "request", v, "reason", st.Message)
+		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "EtcdRestoreRefused", "RestoreEtcd", "%s", st.Message)
+	}
+	if len(v) > maxRestoreRequest {
+		st.Request = v[:maxRestoreRequest]
+		fail("the value of %s is longer than %d characters", basaltv1.AnnotationEtcdRestore, maxRestoreRequest)
+		return
+	}
+	st.Source, st.Epoch = restoreSource(v), restoreEpoch(c, v)
+	active := slices.DeleteFunc(slices.Clone(cp), func(n node) bool { return !n.machine.DeletionTimestamp.IsZero() })
+	if m, ok := strings.CutPrefix(st.Source, basaltv1.EtcdRestoreMemberPrefix); ok {
+		i := slices.IndexFunc(active, func(n node) bool { return n.machine.Name == m })
+		switch {
+		case i < 0:
+			fail("%s names no bound control-plane Machine of this Cluster", st.Source)
+			return
+		case active[i].machine.Status.Etcd == nil:
+			fail("Machine %s has no etcd member, so no data to restore from", m)
+			return
+		}
+		st.Machine, st.Phase = m, basaltv1.RestorePhaseRestoring
+		st.Message = fmt.Sprintf("Machine %s starts a new etcd cluster from its own data", m)
+	} else {
+		var snap *basaltv1.EtcdSnapshot
+		if b := c.Status.EtcdBackup; b != nil {
+			if i := slices.IndexFunc(b.Snapshots, func(x basaltv1.EtcdSnapshot) bool { return x.Name == st.Source }); i >= 0 {
+				snap = b.Snapshots[i].DeepCopy()
+			}
+		}
+		if snap == nil {
+			fail("snapshot %q is not listed in status.etcdBackup.snapshots; name one listed there, or member/<machine> to restore from a member's data", st.Source)
+			return
+		}
+		i := slices.IndexFunc(active, func(n node) bool { return topology.AgentConnected(n.host) })
+		if i < 0 {
+			fail("no control-plane Machine has a connected agent to restore onto; restore again once one has")
+			return
+		}
+		st.Snapshot, st.Machine, st.Phase = snap, active[i].machine.Name, basaltv1.RestorePhaseFetching
+		st.Message = fmt.Sprintf("fetching snapshot %s (revision %d) for Machine %s", snap.Name, snap.Revision, st.Machine)
+	}
+	ctrl.LoggerFrom(ctx).Info("Accepted an etcd restore", "cluster", klog.KObj(c), "request", v, "source", st.Source, "machine", st.Machine, "epoch", st.Epoch)
+	r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "EtcdRestoreStarted", "RestoreEtcd", "Restoring etcd from %s onto Machine %s (epoch %s)", st.Source, st.Machine, st.Epoch)
+}
+
+func (r *Reconciler) failRestore(s *scope, msg string) {
+	st := s.cluster.Status.EtcdRestore
+	st.Phase, st.Message = basaltv1.RestorePhaseFailed, msg
+	s.etcdRestoring = false
+	r.Recorder.Eventf(s.cluster, nil, corev1.EventTypeWarning, "EtcdRestoreFailed", "RestoreEtcd", "%s", msg)
+}
+
+// switchEtcdRecords gives the seed Machine the record of the member that starts the restored
+// cluster (want: its snapshot; nil: its own data, or the record already written) and clears
+// the record of every other control-plane Machine not yet in the restore's epoch. Each write is
+// idempotent, so a crash between them is repaired by the next pass.
+func (r *Reconciler) switchEtcdRecords(ctx context.Context, s *scope, cp []node, seed int, want *basaltv1.MachineEtcdRestore) error {
+	st := s.cluster.Status.EtcdRestore
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	for i, n := range cp {
+		rec := n.machine.Status.Etcd
+		if i != seed {
+			if rec != nil && rec.Epoch != st.Epoch {
+				if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) { m.Status.Etcd, m.Status.EtcdMemberID = nil, "" }); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if rec != nil && rec.Epoch == st.Epoch && rec.Restore != nil {
+			continue
+		}
+		restore := want
+		if restore == nil {
+			if rec == nil {
+				return fmt.Errorf("machine %s has no etcd record to restore from", n.machine.Name)
+			}
+			restore = &basaltv1.MachineEtcdRestore{FromMemberData: true, DataEpoch: rec.Epoch}
+		}
+		if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) {
+			m.Status.Etcd = &basaltv1.MachineEtcd{Join: false, AddedAt: &now, Epoch: st.Epoch, Restore: restore}
+			m.Status.EtcdMemberID = ""
+		}); err != nil {
+			return err
+		}
+		ctrl.LoggerFrom(ctx).Info("Recorded the member that starts the restored etcd", "machine", klog.KObj(n.machine), "epoch", st.Epoch)
+	}
+	return nil
+}
+
+// restored says whether the seed's etcd is the restored member: it answers on its client URL
+// with the member ID the restore's token gives its peer URL (the member the host ran before has
+// another ID, even with the same name and URL).
+func (r *Reconciler) restored(ctx context.Context, s *scope, seed node) (bool, string) {
+	st := s.cluster.Status.EtcdRestore
+	waiting := fmt.Sprintf("Machine %s restores etcd from %s (epoch %s)", st.Machine, st.Source, st.Epoch)
+	if fs := seed.machine.Status.FailedSteps; len(fs) > 0 {
+		waiting += fmt.Sprintf("; its agent reports %s failed: %s", fs[0].Step, fs[0].Error)
+	}
+	if !topology.ComponentHealthy(seed.machine, topology.ComponentEtcd) || s.material == nil {
+		return false, waiting
+	}
+	ip := netip.MustParseAddr(seed.ip)
+	ca, pair := s.material[clusterpki.EtcdCA], s.material[clusterpki.APIServerEtcdClient]
+	cli, err := r.etcdClient()(etcdcluster.Config{Endpoints: []string{topology.EtcdClientURL(ip)}, CA: ca.Cert, Cert: pair.Cert, Key: pair.Key})
+	if err != nil {
+		return false, waiting
+	}
+	defer func() { _ = cli.Close() }()
+	ectx, cancel := context.WithTimeout(ctx, etcdcluster.DefaultProbeTimeout)
+	defer cancel()
+	ms, err := cli.Members(ectx)
+	if err != nil {
+		return false, waiting
+	}
+	want := etcdcluster.MemberIDOf([]string{topology.EtcdPeerURL(ip)}, components.EtcdClusterToken(s.cluster.Name, st.Epoch))
+	return slices.ContainsFunc(ms, func(m etcdcluster.Member) bool { return m.ID == want }), waiting
+}
+
+// clusterEpoch is the epoch of the cluster's current etcd: the one its voting members' records
+// share ("" before any restore). A Machine added as a learner joins it.
+func clusterEpoch(cp []node) string {
+	for _, n := range cp {
+		if e := n.machine.Status.Etcd; e != nil && !e.Learner && n.machine.DeletionTimestamp.IsZero() {
+			return e.Epoch
+		}
+	}
+	return ""
+}
