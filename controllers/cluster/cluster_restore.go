@@ -72,10 +72,32 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 	}
 	s.etcdRestoring = true
 	s.etcdReason = basaltv1.ReasonEtcdRestoring
-	seed := slices.IndexFunc(cp, func(n node) bool { return n.machine.Name == st.Machine })
-	if seed < 0 {
-		r.failRestore(s, fmt.Sprintf("Machine %s, which was to start the restored etcd, is gone or unbound; write another value to restore again", st.Machine))
+	// Machines being deleted leave the old cluster at once (their members are not restored), so
+	// their deletion does not wait on a membership change that cannot happen.
+	for _, n := range cp {
+		if rec := n.machine.Status.Etcd; rec != nil && rec.Epoch != st.Epoch && !n.machine.DeletionTimestamp.IsZero() {
+			if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) { m.Status.Etcd, m.Status.EtcdMemberID = nil, "" }); err != nil {
+				res, err := conflictRequeue(err)
+				return res, true, err
+			}
+		}
+	}
+	seed := slices.IndexFunc(cp, func(n node) bool { return n.machine.Name == st.Machine && n.machine.DeletionTimestamp.IsZero() })
+	if seed < 0 && st.Snapshot == nil {
+		r.failRestore(s, fmt.Sprintf("Machine %s, whose member data was to be restored, is gone or being deleted; write another value to restore again", st.Machine))
 		return ctrl.Result{}, false, nil
+	}
+	if seed < 0 {
+		// A snapshot goes onto any control-plane Machine: the chosen one is gone (or none had a
+		// connected agent yet), so choose again, and fetch again for it.
+		seed = slices.IndexFunc(cp, func(n node) bool { return n.machine.DeletionTimestamp.IsZero() && topology.AgentConnected(n.host) })
+		if seed < 0 {
+			st.Machine, st.Phase = "", basaltv1.RestorePhaseFetching
+			st.Message = "waiting for a control-plane Machine with a connected agent to restore onto (delete the Machines whose Hosts are gone: the Cluster replaces them on free Hosts)"
+			s.etcdMessage = st.Message
+			return ctrl.Result{RequeueAfter: restoreRetry}, true, nil
+		}
+		st.Machine, st.Phase = cp[seed].machine.Name, basaltv1.RestorePhaseFetching
 	}
 	if st.Phase == basaltv1.RestorePhaseFetching {
 		if r.Snapshots == nil || st.Snapshot == nil {
@@ -163,13 +185,11 @@ func (r *Reconciler) acceptRestore(ctx context.Context, s *scope, cp []node, v s
 			fail("snapshot %q is not listed in status.etcdBackup.snapshots; name one listed there, or member/<machine> to restore from a member's data", st.Source)
 			return
 		}
-		i := slices.IndexFunc(active, func(n node) bool { return topology.AgentConnected(n.host) })
-		if i < 0 {
-			fail("no control-plane Machine has a connected agent to restore onto; restore again once one has")
-			return
+		st.Snapshot, st.Phase = snap, basaltv1.RestorePhaseFetching
+		if i := slices.IndexFunc(active, func(n node) bool { return topology.AgentConnected(n.host) }); i >= 0 {
+			st.Machine = active[i].machine.Name
 		}
-		st.Snapshot, st.Machine, st.Phase = snap, active[i].machine.Name, basaltv1.RestorePhaseFetching
-		st.Message = fmt.Sprintf("fetching snapshot %s (revision %d) for Machine %s", snap.Name, snap.Revision, st.Machine)
+		st.Message = fmt.Sprintf("fetching snapshot %s (revision %d)", snap.Name, snap.Revision)
 	}
 	ctrl.LoggerFrom(ctx).Info("Accepted an etcd restore", "cluster", klog.KObj(c), "request", v, "source", st.Source, "machine", st.Machine, "epoch", st.Epoch)
 	r.Recorder.Eventf(c, nil, corev1.EventTypeNormal, "EtcdRestoreStarted", "RestoreEtcd", "Restoring etcd from %s onto Machine %s (epoch %s)", st.Source, st.Machine, st.Epoch)
