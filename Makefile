@@ -134,7 +134,7 @@ conformance: ## Kubernetes' conformance suite against a 1 + 2 Cluster Basalt bri
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin BASALT_CONFORMANCE_VERSION=$(KUBE_VERSION) go test -tags conformance -count=1 -timeout 5h -run '^TestConformance$$' -v ./test/e2e/
 
 .PHONY: test-faults
-test-faults: ## Fault-injection suite on the bed: F1 host lost, F2 manager killed, F3 partitions, F5 API server restarted (docs/faults.md; not in make test; about an hour)
+test-faults: ## Fault-injection suite on the bed: F1 host lost, F2 manager killed, F3 partitions, F5 API server restarted, F6 quorum lost and recovered (docs/faults.md; not in make test; about an hour)
 	hack/build-artifacts.sh $(KUBE_VERSION) >/dev/null
 	hack/build-artifacts.sh $(KUBE_VERSION_PREV) >/dev/null
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test -tags faults -count=1 -timeout 3h -run '$(FAULTS_RUN)' -v ./test/e2e/ 2>&1 | tee $(BASALT_CACHE)/faults.log

@@ -165,22 +165,7 @@ func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kub
 		return nil
 	})
 	// Every node's kubelet renews its lease in the restored cluster.
-	framework.Eventually(t, 3*time.Minute, func() error {
-		nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, n := range nl.Items {
-			l, err := wc.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(asked) || !nodeReady(n) {
-				return fmt.Errorf("node %s: lease renewed %v, Ready %v", n.Name, l.Spec.RenewTime, nodeReady(n))
-			}
-		}
-		return nil
-	})
+	framework.Eventually(t, 3*time.Minute, func() error { return kubeletsReportSince(ctx, wc, asked, false) })
 	if err := c.List(ctx, ml, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
@@ -194,4 +179,27 @@ func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kub
 	}
 	t.Logf("MEASURE etcd restore: from snapshot %s (revision %d, %d bytes): Completed %s after the request, Cluster Ready %s after it (epoch %s, Machine %s)",
 		snap.Name, snap.Revision, snap.Size, restored.Round(100*time.Millisecond), ready.Round(100*time.Millisecond), st.Epoch, st.Machine)
+}
+
+// kubeletsReportSince says whether every node (every worker node, with workersOnly) is Ready
+// and its kubelet renewed its lease after since: the kubelets report to the cluster as it is
+// now, e.g. after a restore.
+func kubeletsReportSince(ctx context.Context, wc kubernetes.Interface, since time.Time, workersOnly bool) error {
+	nl, err := wc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, n := range nl.Items {
+		if _, cp := n.Labels["node-role.kubernetes.io/control-plane"]; cp && workersOnly {
+			continue
+		}
+		l, err := wc.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(since) || !nodeReady(n) {
+			return fmt.Errorf("node %s: lease renewed %v, Ready %v", n.Name, l.Spec.RenewTime, nodeReady(n))
+		}
+	}
+	return nil
 }

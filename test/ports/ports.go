@@ -2,6 +2,7 @@
 package ports
 
 import (
+	"io"
 	"net"
 	"testing"
 )
@@ -10,20 +11,13 @@ import (
 // held open together before being released, so they differ from each other.
 func FreeLoopback(t testing.TB, n int) []int {
 	t.Helper()
-	out := make([]int, 0, n)
-	ls := make([]net.Listener, 0, n)
-	for range n {
+	return free(t, n, func() (io.Closer, int, error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, 0, err
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return out
+		return l, l.Addr().(*net.TCPAddr).Port, nil
+	})
 }
 
 // FreeLoopbackUDP is FreeLoopback for UDP. Prefer opening the socket and handing it to the
@@ -31,18 +25,32 @@ func FreeLoopback(t testing.TB, n int) []int {
 // process's next ephemeral bind.
 func FreeLoopbackUDP(t testing.TB, n int) []int {
 	t.Helper()
-	out := make([]int, 0, n)
-	cs := make([]net.PacketConn, 0, n)
-	for range n {
+	return free(t, n, func() (io.Closer, int, error) {
 		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, 0, err
+		}
+		return c, c.LocalAddr().(*net.UDPAddr).Port, nil
+	})
+}
+
+// free opens n sockets with open, holds them all, then closes them and returns their ports.
+func free(t testing.TB, n int, open func() (io.Closer, int, error)) []int {
+	t.Helper()
+	out := make([]int, 0, n)
+	held := make([]io.Closer, 0, n)
+	defer func() {
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
+	for range n {
+		c, port, err := open()
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs = append(cs, c)
-		out = append(out, c.LocalAddr().(*net.UDPAddr).Port)
-	}
-	for _, c := range cs {
-		_ = c.Close()
+		held = append(held, c)
+		out = append(out, port)
 	}
 	return out
 }
