@@ -68,6 +68,38 @@ func (c *Client) NextPlan(ctx context.Context, applied string, wait time.Duratio
 	return &pr, nil
 }
 
+// Renew asks for a new certificate for the key of req's CSR (protocol.PathRenew).
+func (c *Client) Renew(ctx context.Context, req protocol.RenewRequest) (*protocol.RegisterResponse, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+protocol.PathRenew, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("renew: %s", answerError(resp))
+	}
+	var out protocol.RegisterResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, protocol.MaxRequestBytes)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("renew: answer: %w", err)
+	}
+	return &out, nil
+}
+
+// CloseIdleConnections closes kept-alive connections, so the next request makes a new TLS
+// handshake (with a renewed certificate).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // ReportStatus posts a status.
 func (c *Client) ReportStatus(ctx context.Context, st *protocol.Status) error {
 	b, err := json.Marshal(st)

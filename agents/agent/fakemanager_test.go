@@ -77,12 +77,14 @@ type fakeManager struct {
 	token     string
 	tokenUsed bool
 	registers int
-	plan      *plan.Plan
-	hash      string
-	changed   chan struct{}
-	statuses  []protocol.Status
-	blobs     map[string][]byte
-	fetches   map[string]int
+	// serials are the serial numbers of the client certificates calls were made with.
+	serials  []string
+	plan     *plan.Plan
+	hash     string
+	changed  chan struct{}
+	statuses []protocol.Status
+	blobs    map[string][]byte
+	fetches  map[string]int
 	// hold, when set for a sha256, makes its download send half the bytes and wait for release.
 	hold    map[string]chan struct{}
 	holding chan string
@@ -108,6 +110,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 	mux.HandleFunc("POST "+protocol.PathRegister, m.register)
 	mux.HandleFunc("GET "+protocol.PathPlan, m.authed(m.getPlan))
 	mux.HandleFunc("POST "+protocol.PathStatus, m.authed(m.postStatus))
+	mux.HandleFunc("POST "+protocol.PathRenew, m.authed(m.renew))
 	mux.HandleFunc("GET "+protocol.PathArtifacts+"{sha}", m.authed(m.artifact))
 	m.srv = httptest.NewUnstartedServer(mux)
 	m.srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
@@ -155,8 +158,42 @@ func (m *fakeManager) authed(h http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "client certificate required", http.StatusUnauthorized)
 			return
 		}
+		m.mu.Lock()
+		m.serials = append(m.serials, r.TLS.PeerCertificates[0].SerialNumber.String())
+		m.mu.Unlock()
 		h(w, r)
 	}
+}
+
+// renew signs a new certificate for the CSR's key, for the same host.
+func (m *fakeManager) renew(w http.ResponseWriter, r *http.Request) {
+	var req protocol.RenewRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, protocol.MaxRequestBytes)).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	blk, _ := pem.Decode(req.CSR)
+	if blk == nil {
+		http.Error(w, "no CSR", http.StatusBadRequest)
+		return
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		http.Error(w, "bad CSR", http.StatusBadRequest)
+		return
+	}
+	cert := m.agentCA.sign(m.t, csr.PublicKey, protocol.IdentityPrefix+m.namespace+"/"+m.host, []string{protocol.IdentityOrganization}, x509.ExtKeyUsageClientAuth, nil)
+	_ = json.NewEncoder(w).Encode(protocol.RegisterResponse{Certificate: cert, Namespace: m.namespace, Host: m.host})
+}
+
+// lastSerial is the serial of the client certificate of the latest authenticated call.
+func (m *fakeManager) lastSerial() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.serials) == 0 {
+		return ""
+	}
+	return m.serials[len(m.serials)-1]
 }
 
 // setPlan publishes a Plan; waiting long polls answer at once.

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/basalt-dev/basalt/agents/apply"
@@ -53,8 +54,21 @@ type Identity struct {
 	TokenSHA256 string `json:"tokenSHA256,omitempty"`
 
 	// TLS is the mutual-TLS client configuration: the pinned CA as the only root, the agent's
-	// certificate as client certificate.
+	// current certificate as client certificate (Renew replaces it).
 	TLS *tls.Config `json:"-"`
+
+	// cert is the current client certificate; copies of the Identity share it.
+	cert *atomic.Pointer[tls.Certificate]
+}
+
+// Certificate is the agent's current client certificate, parsed.
+func (id *Identity) Certificate() *x509.Certificate { return id.cert.Load().Leaf }
+
+// RenewAt is when the current certificate is due for renewal: protocol.RenewFraction of its
+// lifetime after it became valid.
+func (id *Identity) RenewAt() time.Time {
+	leaf := id.Certificate()
+	return leaf.NotBefore.Add(time.Duration(float64(leaf.NotAfter.Sub(leaf.NotBefore)) * protocol.RenewFraction))
 }
 
 // ErrNotBootstrapped is returned when the agent is neither registered nor has a bootstrap file.
@@ -182,7 +196,7 @@ func LoadIdentity(stateDir string) (*Identity, error) {
 	if err := json.Unmarshal(b, &id); err != nil {
 		return nil, fmt.Errorf("agent: %s: %w", IdentityFile, err)
 	}
-	pair, err := tls.LoadX509KeyPair(filepath.Join(stateDir, CertFile), filepath.Join(stateDir, KeyFile))
+	pair, err := loadKeyPair(stateDir)
 	if err != nil {
 		return nil, fmt.Errorf("agent: client certificate: %w", err)
 	}
@@ -194,8 +208,93 @@ func LoadIdentity(stateDir string) (*Identity, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("agent: %s holds no PEM certificate", CAFile)
 	}
-	id.TLS = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	id.cert = &atomic.Pointer[tls.Certificate]{}
+	id.cert.Store(pair)
+	cur := id.cert
+	id.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cur.Load(), nil }}
 	return &id, nil
+}
+
+// Files of a renewal in progress: the new key and certificate, renamed over KeyFile and
+// CertFile once both are written.
+const (
+	nextKeyFile  = KeyFile + ".next"
+	nextCertFile = CertFile + ".next"
+)
+
+// loadKeyPair loads the agent's certificate and key, finishing a renewal a crash interrupted:
+// the key is renamed into place before the certificate, so a key that does not match the
+// certificate is matched by the next certificate, which is then renamed too.
+func loadKeyPair(stateDir string) (*tls.Certificate, error) {
+	cert, key := filepath.Join(stateDir, CertFile), filepath.Join(stateDir, KeyFile)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		next := filepath.Join(stateDir, nextCertFile)
+		if p, nerr := tls.LoadX509KeyPair(next, key); nerr == nil {
+			if rerr := os.Rename(next, cert); rerr != nil {
+				return nil, rerr
+			}
+			pair, err = p, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Leftovers of a renewal that did not get its certificate.
+	for _, f := range []string{nextKeyFile, nextCertFile} {
+		_ = os.Remove(filepath.Join(stateDir, f))
+	}
+	return &pair, nil
+}
+
+// Renew replaces the agent's certificate with one for a new key, signed by the manager for the
+// same Host over mutual TLS with the current certificate (protocol.PathRenew). The new key and
+// certificate are written beside the current ones and renamed over them key first; a crash at
+// any point leaves the old pair, or a state loadKeyPair completes.
+func (id *Identity) Renew(ctx context.Context, stateDir string, c *Client) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	if err := apply.WriteFile(filepath.Join(stateDir, nextKeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "basalt-agent"}}, key)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Renew(ctx, protocol.RenewRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})})
+	if err != nil {
+		return err
+	}
+	if resp.Namespace != id.Namespace || resp.Host != id.Host {
+		return fmt.Errorf("agent: renew: the answer names %s/%s, this agent is %s/%s", resp.Namespace, resp.Host, id.Namespace, id.Host)
+	}
+	if err := checkCertificate(resp.Certificate, key, resp); err != nil {
+		return err
+	}
+	pair, err := tls.X509KeyPair(resp.Certificate, keyPEM)
+	if err != nil {
+		return err
+	}
+	if err := apply.WriteFile(filepath.Join(stateDir, nextCertFile), resp.Certificate, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(stateDir, nextKeyFile), filepath.Join(stateDir, KeyFile)); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(stateDir, nextCertFile), filepath.Join(stateDir, CertFile)); err != nil {
+		return err
+	}
+	id.cert.Store(&pair)
+	c.CloseIdleConnections()
+	return nil
 }
 
 func checkServer(s string) error {

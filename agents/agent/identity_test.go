@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
@@ -150,7 +151,7 @@ func TestUnauthenticatedCallsAreRefused(t *testing.T) {
 	}
 	noCert := *id
 	noCert.TLS = id.TLS.Clone()
-	noCert.TLS.Certificates = nil
+	noCert.TLS.GetClientCertificate = nil
 	if _, err := NewClient(&noCert).NextPlan(context.Background(), "", 0); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("plan without a client certificate: %v", err)
 	}
@@ -177,5 +178,79 @@ func TestSanitizeStatus(t *testing.T) {
 	}
 	if orig == st.Steps[0].Error {
 		t.Error("unchanged")
+	}
+}
+
+// TestRenewReplacesTheCertificate: Renew gets a certificate for a new key over mutual TLS, the
+// client uses it at once, and it is what a restarted agent loads; a renewal a crash cut between
+// renaming the key and the certificate is completed on load, and a renewal that got no
+// certificate leaves the old pair.
+func TestRenewReplacesTheCertificate(t *testing.T) {
+	m := newFakeManager(t)
+	dir := t.TempDir()
+	state, boot := filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
+	writeBootstrap(t, boot, m.bootstrap())
+	ctx := context.Background()
+	id, err := EnsureIdentity(ctx, state, boot, "v0.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := id.Certificate()
+	if want := old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) * 2 / 3); id.RenewAt().Sub(want).Abs() > time.Second {
+		t.Errorf("RenewAt %s, want two thirds of the lifetime %s", id.RenewAt(), want)
+	}
+	c := NewClient(id)
+	if _, err := c.NextPlan(ctx, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	oldKey, _ := os.ReadFile(filepath.Join(state, KeyFile))
+	if err := id.Renew(ctx, state, c); err != nil {
+		t.Fatal(err)
+	}
+	renewed := id.Certificate()
+	if renewed.SerialNumber.Cmp(old.SerialNumber) == 0 {
+		t.Fatal("the certificate did not change")
+	}
+	if k, _ := os.ReadFile(filepath.Join(state, KeyFile)); string(k) == string(oldKey) {
+		t.Error("the key did not change")
+	}
+	if _, err := c.NextPlan(ctx, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.lastSerial(); got != renewed.SerialNumber.String() {
+		t.Errorf("the next call presented serial %s, want the renewed %s", got, renewed.SerialNumber)
+	}
+	loaded, err := LoadIdentity(state)
+	if err != nil || loaded.Certificate().SerialNumber.Cmp(renewed.SerialNumber) != 0 {
+		t.Fatalf("reloaded identity: %v, %v", loaded, err)
+	}
+
+	// A crash after the new key was renamed into place, before the certificate.
+	certPEM, _ := os.ReadFile(filepath.Join(state, CertFile))
+	if err := id.Renew(ctx, state, c); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := os.ReadFile(filepath.Join(state, CertFile))
+	if err := os.WriteFile(filepath.Join(state, nextCertFile), third, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, CertFile), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadIdentity(state); err != nil {
+		t.Fatalf("load after a crash between the renames: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(state, CertFile)); string(got) != string(third) {
+		t.Error("the next certificate was not renamed into place")
+	}
+	// A renewal that got no answer: a new key beside the old pair, which stays.
+	if err := os.WriteFile(filepath.Join(state, nextKeyFile), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadIdentity(state); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(state, nextKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("the leftover next key was not removed")
 	}
 }

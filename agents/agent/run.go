@@ -142,6 +142,11 @@ func Run(ctx context.Context, o Options) error {
 		Root: o.Root, StateDir: filepath.Join(o.StateDir, "apply"), Fetcher: client, Runtime: rt,
 		Health: checker, Run: o.Run, Ctr: o.Ctr, DependencyTimeout: o.DependencyTimeout, Logger: log.With("component", "apply"),
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		renewLoop(ctx, id, o.StateDir, client, o.BackoffMax, log.With("component", "identity"))
+	}()
 	mon := &Monitor{Checker: checker, Runtime: rt}
 	wg.Add(1)
 	go func() {
@@ -163,6 +168,38 @@ func Run(ctx context.Context, o Options) error {
 		a.Disk, a.Reboot = disk, osdisk.Reboot
 	}
 	return a.Run(ctx)
+}
+
+// renewLoop renews the agent's certificate when it is due (Identity.RenewAt), retrying with
+// backoff, until ctx ends. It looks again at least hourly, so a clock that jumps is noticed.
+func renewLoop(ctx context.Context, id *Identity, stateDir string, c *Client, maxBackoff time.Duration, log *slog.Logger) {
+	bo := &backoff{initial: time.Second, max: maxBackoff}
+	for {
+		wait := min(time.Until(id.RenewAt()), time.Hour)
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			continue
+		}
+		if err := id.Renew(ctx, stateDir, c); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := bo.next()
+			log.Error("Cannot renew the agent certificate", "error", err, "expires", id.Certificate().NotAfter, "retryIn", d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			continue
+		}
+		bo.reset()
+		log.Info("Renewed the agent certificate", "validUntil", id.Certificate().NotAfter, "nextRenewal", id.RenewAt())
+	}
 }
 
 // registerLoop retries EnsureIdentity until it succeeds or ctx ends.

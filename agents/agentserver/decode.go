@@ -88,6 +88,15 @@ func decodeRegister(r io.Reader) (*protocol.RegisterRequest, *x509.CertificateRe
 	return req, csr, nil
 }
 
+// decodeRenew reads and checks a RenewRequest.
+func decodeRenew(r io.Reader) (*x509.CertificateRequest, error) {
+	req := &protocol.RenewRequest{}
+	if err := decodeStrict(r, req); err != nil {
+		return nil, err
+	}
+	return parseCSR(req.CSR)
+}
+
 // parseCSR parses a PEM certificate signing request, checks its signature and accepts only
 // ECDSA P-256/P-384 and RSA keys of 2048 to 8192 bits.
 func parseCSR(data []byte) (*x509.CertificateRequest, error) {

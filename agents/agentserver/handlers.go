@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -145,6 +146,36 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	// more than once, or by someone else) can only serve an impostor.
 	s.revokeTokens(ctx, ref, "Registered")
 	writeJSON(w, http.StatusOK, protocol.RegisterResponse{Certificate: cert, Namespace: ref.Namespace, Host: ref.Name})
+}
+
+// handleRenew signs a new client certificate for the Host the presented certificate speaks for
+// (still existing, same UID), for the key of the CSR, once protocol.MinRenewFraction of the
+// presented certificate's lifetime has passed.
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.authenticate(w, r)
+	if !ok || !s.authorizeHost(w, r, id) {
+		return
+	}
+	csr, err := decodeRenew(http.MaxBytesReader(w, r.Body, protocol.MaxRequestBytes))
+	if err != nil {
+		s.badBody(w, r, err)
+		return
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	if due := leaf.NotBefore.Add(time.Duration(float64(life) * protocol.MinRenewFraction)); s.Now().Before(due) {
+		s.reject(w, r, http.StatusConflict, "too_early", fmt.Sprintf("this certificate is renewed from %s on", due.UTC().Format(time.RFC3339)))
+		return
+	}
+	cert, err := s.signAgentCert(csr, id.Namespace, id.Host, id.UID)
+	if err != nil {
+		s.Log.Error(err, "Cannot sign an agent certificate", "host", id.String())
+		http.Error(w, "cannot sign the certificate", http.StatusInternalServerError)
+		return
+	}
+	renewalsTotal.Inc()
+	s.Log.Info("Agent certificate renewed", "host", id.String(), "previousNotAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+	writeJSON(w, http.StatusOK, protocol.RegisterResponse{Certificate: cert, Namespace: id.Namespace, Host: id.Host})
 }
 
 // revokeTokens revokes every outstanding bootstrap token of host. A failure is logged, not

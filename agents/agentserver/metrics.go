@@ -30,6 +30,10 @@ var (
 		Namespace: "basalt", Subsystem: "agent_api", Name: "registrations_total",
 		Help: "Agents that registered: bootstrap tokens exchanged for client certificates.",
 	})
+	renewalsTotal = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "basalt", Subsystem: "agent_api", Name: "renewals_total",
+		Help: "Agent client certificates renewed over mutual TLS.",
+	})
 	rejectedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "basalt", Subsystem: "agent_api", Name: "rejected_requests_total",
 		Help: "Agent API requests refused, by path and reason (invalid_token, no_identity, forbidden, bad_request, too_large, ...).",
@@ -37,13 +41,13 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(requestsTotal, requestDuration, registrationsTotal, rejectedTotal)
+	metrics.Registry.MustRegister(requestsTotal, requestDuration, registrationsTotal, renewalsTotal, rejectedTotal)
 }
 
 // pathLabel maps a request path to a bounded label value.
 func pathLabel(p string) string {
 	switch {
-	case p == protocol.PathRegister, p == protocol.PathPlan, p == protocol.PathStatus:
+	case p == protocol.PathRegister, p == protocol.PathPlan, p == protocol.PathStatus, p == protocol.PathRenew:
 		return p
 	case strings.HasPrefix(p, protocol.PathArtifacts):
 		return strings.TrimSuffix(protocol.PathArtifacts, "/")

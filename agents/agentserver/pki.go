@@ -209,8 +209,10 @@ func (s *Server) signAgentCert(csr *x509.CertificateRequest, ns, host string, ui
 	if err != nil {
 		return nil, err
 	}
-	notBefore := now.Add(-certBackdate).Truncate(time.Second)
-	notAfter := notBefore.Add(s.ClientCertValidity)
+	// Backdated for late clocks, but by at most a tenth of the validity: a short-lived
+	// certificate is not born half used (agents renew at two thirds of the lifetime).
+	notBefore := now.Add(-min(certBackdate, s.ClientCertValidity/10)).Truncate(time.Second)
+	notAfter := now.Add(s.ClientCertValidity).Truncate(time.Second)
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
 	}

@@ -373,6 +373,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+protocol.PathRegister, s.handleRegister)
 	mux.HandleFunc("GET "+protocol.PathPlan, s.handlePlan)
 	mux.HandleFunc("POST "+protocol.PathStatus, s.handleStatus)
+	mux.HandleFunc("POST "+protocol.PathRenew, s.handleRenew)
 	mux.HandleFunc("GET "+protocol.PathArtifacts+"{digest}", s.handleArtifact)
 	return instrument(mux)
 }

@@ -27,6 +27,9 @@ const (
 	PathPlan      = "/v1/plan"
 	PathStatus    = "/v1/status"
 	PathArtifacts = "/v1/artifacts/"
+	// PathRenew exchanges a registered agent's certificate, presented over mutual TLS, for a
+	// new one for a new key (RenewRequest → RegisterResponse).
+	PathRenew = "/v1/renew"
 )
 
 // Query parameters of PathPlan.
@@ -64,6 +67,23 @@ type RegisterRequest struct {
 	// AgentVersion is the agent's version.
 	AgentVersion string `json:"agentVersion"`
 }
+
+// RenewRequest asks for a new client certificate for the same Host, for a new key. The caller is
+// identified by the certificate it presents; it renews once RenewFraction of that certificate's
+// lifetime has passed (the manager refuses an earlier renewal).
+type RenewRequest struct {
+	// CSR is a PEM certificate signing request for the agent's new key.
+	CSR []byte `json:"csr"`
+}
+
+// RenewFraction is how much of its certificate's lifetime an agent lets pass before renewing
+// it: two thirds, so a year-long certificate is renewed four months before it expires, and a
+// manager that is away for less than that costs no agent its identity.
+const RenewFraction = 2.0 / 3.0
+
+// MinRenewFraction is how much of its lifetime must have passed before the manager renews a
+// certificate: a stolen certificate cannot be renewed into a fresh one at will.
+const MinRenewFraction = 0.5
 
 // RegisterResponse carries the signed client certificate.
 type RegisterResponse struct {

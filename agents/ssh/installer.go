@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -63,6 +64,8 @@ type Installer struct {
 	Root string
 	// Log receives progress at V(1). Default: discard.
 	Log logr.Logger
+	// Now is the clock a registered agent's certificate is checked against; default time.Now.
+	Now func() time.Time
 }
 
 // Target is a host reachable over SSH and the host keys it may present.
@@ -170,6 +173,18 @@ func (in *Installer) Install(ctx context.Context, input InstallInput) (InstallRe
 		return res, err
 	}
 	res.Init = facts.init
+	if facts.registered {
+		now := time.Now
+		if in.Now != nil {
+			now = in.Now
+		}
+		if why := facts.certExpired(now()); why != "" {
+			// Registered once, but the agent cannot talk to the manager any more (it was off
+			// past its renewal): a new bootstrap token registers it again with a new key.
+			log.Info("Registering the agent again", "reason", "CertificateUnusable", "detail", why)
+			facts.registered = false
+		}
+	}
 	res.Registered = facts.registered
 	if input.Agent.Arch != "" && facts.arch != "" && facts.arch != input.Agent.Arch {
 		return res, fmt.Errorf("ssh %s: the host is %s, the agent binary is built for %s", conn.addr, facts.arch, input.Agent.Arch)
@@ -394,7 +409,26 @@ type hostFacts struct {
 	binarySHA256 string
 	unitSHA256   string
 	registered   bool
-	running      bool
+	// certDER is the agent's certificate, base64 DER, when registered.
+	certDER string
+	running bool
+}
+
+// certExpired says why a registered agent's certificate can no longer identify it (expired,
+// or unreadable), or "" when it can.
+func (f hostFacts) certExpired(now time.Time) string {
+	der, err := base64.StdEncoding.DecodeString(f.certDER)
+	if err != nil {
+		return "its certificate is not PEM"
+	}
+	cert, err := x509.ParseCertificate(der)
+	switch {
+	case err != nil:
+		return "its certificate does not parse: " + err.Error()
+	case !now.Before(cert.NotAfter):
+		return "its certificate expired at " + cert.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return ""
 }
 
 // probe reads the host's state; it changes nothing.
@@ -422,6 +456,8 @@ func (c *conn) probe(ctx context.Context) (hostFacts, error) {
 			f.unitSHA256 = v
 		case "registered":
 			f.registered = v == "yes"
+		case "cert":
+			f.certDER = v
 		case "running":
 			f.running = v == "yes"
 		}

@@ -165,7 +165,7 @@ func TestInstallIsIdempotentAndUninstallRemovesEverything(t *testing.T) {
 
 	// The agent registers (it writes its certificate); the controller calls Install again with
 	// the recorded key and a fresh token: nothing is uploaded, written or restarted.
-	mustWrite(t, r.path(protocol.CertFile), []byte("certificate"), 0o600)
+	mustWrite(t, r.path(protocol.CertFile), agentCert(t, time.Now().Add(time.Hour)), 0o600)
 	second := r.boot
 	second.Token = "ghijkl.0123456789abcdef"
 	res2, err := r.install(agentssh.InstallInput{
@@ -412,7 +412,7 @@ esac
 	}
 
 	// Registered and running: the second install only checks.
-	mustWrite(t, r.path(protocol.CertFile), []byte("certificate"), 0o600)
+	mustWrite(t, r.path(protocol.CertFile), agentCert(t, time.Now().Add(time.Hour)), 0o600)
 	_ = os.Remove(calls)
 	res, err = r.install(agentssh.InstallInput{Target: withRecorded(r.target(), res.HostKey)})
 	if err != nil {
@@ -658,4 +658,57 @@ func eventually(t *testing.T, check func() error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestExpiredCertificateRegistersAgain: an agent whose certificate expired (it was off past its
+// renewal) counts as not registered, so a new bootstrap token is written and the agent
+// restarted to register again; one with a valid certificate is left alone.
+func TestExpiredCertificateRegistersAgain(t *testing.T) {
+	r := newRig(t)
+	res, err := r.install(agentssh.InstallInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCert := func(notAfter time.Time) {
+		t.Helper()
+		mustWrite(t, r.path(protocol.CertFile), agentCert(t, notAfter), 0o600)
+		_ = os.Remove(r.path(protocol.BootstrapPath))
+	}
+	second := r.boot
+	second.Token = "ghijkl.0123456789abcdef"
+	writeCert(time.Now().Add(-time.Minute))
+	res2, err := r.install(agentssh.InstallInput{Target: withRecorded(r.target(), res.HostKey), Bootstrap: second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Registered || !res2.BootstrapWritten || !res2.Restarted {
+		t.Errorf("install with an expired certificate: %+v; want a new bootstrap and a restart", res2)
+	}
+	boot, _ := json.Marshal(second)
+	assertFile(t, r.path(protocol.BootstrapPath), boot, 0o600)
+
+	writeCert(time.Now().Add(time.Hour))
+	res3, err := r.install(agentssh.InstallInput{Target: withRecorded(r.target(), res.HostKey), Bootstrap: second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res3.Registered || res3.BootstrapWritten || res3.Restarted {
+		t.Errorf("install with a valid certificate: %+v; want it left alone", res3)
+	}
+}
+
+// agentCert is a PEM certificate that expires at notAfter, as an agent's.
+func agentCert(t *testing.T, notAfter time.Time) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "basalt:host:ns/h"},
+		NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

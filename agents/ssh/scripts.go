@@ -68,7 +68,7 @@ echo "arch=$(uname -m)"
 if has_systemd; then echo init=systemd; else echo init=supervisor; fi
 if [ -f "$BIN" ]; then set -- $(sha256sum <"$BIN"); echo "binary=$1"; fi
 if [ -f "$UNIT" ]; then set -- $(sha256sum <"$UNIT"); echo "unit=$1"; fi
-if [ -s "$CERT" ]; then echo registered=yes; fi
+if [ -s "$CERT" ]; then echo registered=yes; echo "cert=$(grep -v -e '-----' "$CERT" | tr -d '\n\r ')"; fi
 if has_systemd; then
 	if systemctl is-active --quiet "$UNIT_NAME" 2>/dev/null; then echo running=yes; fi
 elif agent_pid >/dev/null; then

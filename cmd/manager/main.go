@@ -4,8 +4,10 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/basalt-dev/basalt/agents/agentserver"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/setup"
 )
@@ -47,6 +50,7 @@ func main() {
 	flag.StringVar(&setupOpts.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "The manager's namespace: agent API CAs and bootstrap tokens live there (default $POD_NAMESPACE).")
 	flag.StringVar(&setupOpts.AgentAPIAddr, "agent-api-bind-address", "", "Address the agent API (HTTPS, mTLS) listens on, e.g. :9443; empty disables it and SSH provisioning.")
 	flag.StringVar(&agentAddresses, "agent-api-addresses", "", "Comma-separated IPs or DNS names hosts reach the agent API at; the first goes into bootstraps.")
+	flag.DurationVar(&setupOpts.AgentCertValidity, "agent-cert-validity", agentserver.DefaultClientCertValidity, "How long an agent's client certificate is valid; agents renew theirs over mTLS at two thirds of it (at least 10m).")
 	flag.StringVar(&setupOpts.AgentBinary, "agent-binary", "", "Path of the agent executable installed on SSH hosts; empty disables SSH provisioning.")
 	flag.BoolVar(&setupOpts.RequirePinnedHostKeys, "ssh-require-pinned-host-keys", false, "Refuse SSH Hosts without spec.ssh.hostKeys instead of trusting the key they present on first contact.")
 	flag.StringVar(&artifactSets, "artifact-sets", "", "Comma-separated artifact-set folders the artifact cache fetches from.")
@@ -73,6 +77,10 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupOpts.ClusterConcurrency, setupOpts.MachineConcurrency, setupOpts.HostConcurrency = clusterWorkers, machineWorkers, hostWorkers
 	setupOpts.AgentAPIAddresses = splitList(agentAddresses)
+	if setupOpts.AgentCertValidity < 10*time.Minute {
+		fmt.Fprintf(os.Stderr, "--agent-cert-validity %s: at least 10m (agents renew at two thirds of it)\n", setupOpts.AgentCertValidity)
+		os.Exit(2)
+	}
 	setupOpts.ArtifactSets = splitList(artifactSets)
 	setupOpts.WatchNamespace = *watchNS
 	if pxeOpts.Interface != "" {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"time"
 
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +40,9 @@ type Options struct {
 	// AgentAPIAddresses are the IPs or DNS names agents reach the agent API at (its serving
 	// certificate's SANs); the first one goes into bootstraps.
 	AgentAPIAddresses []string
+	// AgentCertValidity is how long an agent's client certificate is valid (agents renew it at
+	// two thirds of that); default agentserver.DefaultClientCertValidity.
+	AgentCertValidity time.Duration
 	// AgentBinary is the path of the agent executable to install over SSH. Empty disables SSH
 	// provisioning: SSH Hosts stay Registering and say why.
 	AgentBinary string
@@ -115,6 +119,8 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 			Config:         mgr.GetConfig(),
 			Artifacts:      parts.Artifacts,
 			Log:            ctrl.Log.WithName("agent-api"),
+
+			ClientCertValidity: o.AgentCertValidity,
 		}
 		if err := mgr.Add(parts.AgentAPI); err != nil {
 			return nil, err

@@ -50,7 +50,10 @@ func TestClusterLifecycle(t *testing.T) {
 	// out as hack/build-artifacts.sh writes sets), and the manager fetches each artifact from it
 	// once, checks it and serves it to the hosts.
 	mirror := framework.ServeArtifactMirror(t, filepath.Dir(setDir))
-	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b})
+	// Agent certificates last 2 minutes here: the agents renew theirs every 80 s or so over
+	// mTLS while the test runs, and a renewal that failed would silence them within minutes.
+	renewedBefore := counter(t, "basalt_agent_api_renewals_total")
+	m := framework.StartManagement(t, framework.StartManagementInput{Bed: b, AgentCertValidity: 2 * time.Minute})
 	c := m.Env.Client
 	ns := m.Env.Namespace(t)
 	m.CreateSSHHosts(ctx, t, framework.SSHHostsInput{
@@ -167,6 +170,7 @@ func TestClusterLifecycle(t *testing.T) {
 	checkManifestAddon(ctx, t, c, wc, got)
 	snap := checkEtcdSnapshot(ctx, t, c, wc, ns, cl.Name)
 	checkEtcdRestore(ctx, t, c, wc, b.Hosts[0], ns, cl.Name, snap)
+	checkAgentsRenewed(ctx, t, c, ns, len(b.Hosts), renewedBefore, start)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
 	// the manager image (built FROM scratch, no registry) imported into the nodes' containerd:

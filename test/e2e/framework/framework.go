@@ -60,6 +60,8 @@ type StartManagementInput struct {
 	PXE *setup.PXEOptions
 	// ArtifactSets are the artifact-set folders the artifact cache serves from.
 	ArtifactSets []string
+	// AgentCertValidity is the validity of agent certificates; default the manager's (a year).
+	AgentCertValidity time.Duration
 }
 
 // StartManagement starts an API server and a manager with every controller, the agent API and SSH
@@ -93,6 +95,7 @@ func StartManagement(t *testing.T, in StartManagementInput) *Management {
 		AgentAPIAddr:       addr,
 		AgentAPIAddresses:  []string{gateway},
 		AgentBinary:        AgentBinary(t),
+		AgentCertValidity:  in.AgentCertValidity,
 		ArtifactSets:       in.ArtifactSets,
 		CacheDir:           t.TempDir(),
 		PXE:                in.PXE,
