@@ -81,8 +81,11 @@ func TestRemediationBrakes(t *testing.T) {
 	// nodeNotReadyTimeout until all three have, the Cluster controller sees them turn unhealthy
 	// together, as it would the nodes behind one dead switch, and not the first one alone (which
 	// it would rightly remediate).
+	// Both timeouts: a's agent is silent already, and a silent agent on a NotReady Node counts
+	// after agentSilentTimeout, so a alone would be replaced the moment its NotReady is seen.
 	updateCluster(t, c, func(c *basaltv1.Cluster) {
 		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Hour}
+		c.Spec.Remediation.AgentSilentTimeout = &metav1.Duration{Duration: time.Hour}
 	})
 	for _, m := range []basaltv1.Machine{a, b, d} {
 		agents.Hold(m.Name)
@@ -91,6 +94,7 @@ func TestRemediationBrakes(t *testing.T) {
 	waitNodeReadySeen(t, metav1.ConditionFalse, a, b, d)
 	updateCluster(t, c, func(c *basaltv1.Cluster) {
 		c.Spec.Remediation.NodeNotReadyTimeout = &metav1.Duration{Duration: time.Second}
+		c.Spec.Remediation.AgentSilentTimeout = &metav1.Duration{Duration: time.Second}
 	})
 	envtest.Eventually(t, 3*wait, func() error {
 		got, err := get(ctx, c)
