@@ -88,14 +88,13 @@ func checkEtcdSnapshot(ctx context.Context, t *testing.T, c client.Client, wc ku
 }
 
 // checkEtcdRestore is disaster recovery on the bed: after the snapshot, a ConfigMap is written;
-// then etcd's data is destroyed on the control-plane host (the member restarts empty, as after
-// a lost disk: the API server serves an empty cluster). The basalt.dev/etcd-restore annotation
-// names the snapshot: the manager fetches it back from the store, the agent restores it with
-// etcdutl into a new data folder and etcd starts from it. The ConfigMap written before the
-// snapshot is back, the one written after it is not, the Cluster is Ready again, and the
-// worker's kubelet reports to the restored cluster with no Machine replaced and no Host
-// provisioned again.
-func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kubernetes.Interface, cpHost *bed.Host, ns, name string, snap basaltv1.EtcdSnapshot) {
+// then destroy (when set) destroys etcd's data, and the basalt.dev/etcd-restore annotation names
+// the snapshot: the manager fetches it back from the store, the agent restores it with etcdutl
+// into a new data folder and etcd starts from it (the other control-plane members join it). The
+// ConfigMap written before the snapshot is back, the one written after it is not, the Cluster
+// is Ready again, and every kubelet reports to the restored cluster with no Machine replaced
+// and no Host provisioned again.
+func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kubernetes.Interface, ns, name string, snap basaltv1.EtcdSnapshot, destroy func(context.Context) error) {
 	t.Helper()
 	after := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "after-backup"}}
 	if _, err := wc.CoreV1().ConfigMaps("default").Create(ctx, after, metav1.CreateOptions{}); err != nil {
@@ -109,17 +108,18 @@ func checkEtcdRestore(ctx context.Context, t *testing.T, c client.Client, wc kub
 	for _, m := range ml.Items {
 		machines[m.Name] = string(m.UID)
 	}
-	// The disaster: etcd's data is gone; systemd starts the member again, empty.
-	if out, err := cpHost.Run(ctx, "systemctl kill -s KILL basalt-etcd; rm -rf /var/lib/etcd; sleep 1; systemctl restart basalt-etcd; sleep 3; ls /var/lib/etcd"); err != nil {
-		t.Fatalf("destroying etcd on %s: %v: %s", cpHost.Name, err, out)
-	}
-	framework.Eventually(t, 2*time.Minute, func() error {
-		_, err := wc.CoreV1().ConfigMaps("default").Get(ctx, "before-backup", metav1.GetOptions{})
-		if err == nil {
-			return errors.New("the ConfigMap is still there: etcd's data was not destroyed yet")
+	if destroy != nil {
+		if err := destroy(ctx); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		framework.Eventually(t, 2*time.Minute, func() error {
+			_, err := wc.CoreV1().ConfigMaps("default").Get(ctx, "before-backup", metav1.GetOptions{})
+			if err == nil {
+				return errors.New("the ConfigMap is still there: etcd's data was not destroyed yet")
+			}
+			return nil
+		})
+	}
 
 	cl := &basaltv1.Cluster{}
 	if err := c.Get(ctx, framework.ObjectKey(ns, name), cl); err != nil {
@@ -202,4 +202,15 @@ func kubeletsReportSince(ctx context.Context, wc kubernetes.Interface, since tim
 		}
 	}
 	return nil
+}
+
+// destroyEtcdData kills etcd on h and removes its data folder; systemd starts the member again,
+// empty (a lost disk).
+func destroyEtcdData(h *bed.Host) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if out, err := h.Run(ctx, "systemctl kill -s KILL basalt-etcd; rm -rf /var/lib/etcd; sleep 1; systemctl restart basalt-etcd; sleep 3; ls /var/lib/etcd"); err != nil {
+			return fmt.Errorf("destroying etcd on %s: %w: %s", h.Name, err, out)
+		}
+		return nil
+	}
 }

@@ -169,7 +169,7 @@ func TestClusterLifecycle(t *testing.T) {
 	checkRegistryPull(ctx, t, wc, registry, workerNode, b.Hosts[1], b.Hosts[0])
 	checkManifestAddon(ctx, t, c, wc, got)
 	snap := checkEtcdSnapshot(ctx, t, c, wc, ns, cl.Name)
-	checkEtcdRestore(ctx, t, c, wc, b.Hosts[0], ns, cl.Name, snap)
+	checkEtcdRestore(ctx, t, c, wc, ns, cl.Name, snap, destroyEtcdData(b.Hosts[0]))
 	checkAgentsRenewed(ctx, t, c, ns, len(b.Hosts), renewedBefore, start)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
