@@ -42,7 +42,7 @@ const (
 	// DefaultTokenGCInterval is how often expired bootstrap tokens are deleted.
 	DefaultTokenGCInterval = 5 * time.Minute
 	// DefaultClientCertValidity is how long an agent's client certificate is valid (1 year, like
-	// the cluster's leaf certificates). Agents re-register (or, later, renew) before it ends.
+	// the cluster's leaf certificates). Agents renew theirs at two thirds of it (PathRenew).
 	DefaultClientCertValidity = pki.DefaultValidity
 	// DefaultServingCertCheckInterval is how often the serving certificate is checked for renewal
 	// (pki.DefaultRenewBefore before it expires) and for changed addresses.
