@@ -54,10 +54,16 @@ type Reconciler struct {
 	// RootImage, when set, is written to the local disk of every network-booted Host when it is
 	// provisioned (see provisionDisk); nil leaves them running from the network.
 	RootImage *RootImage
+	// ReviveSilentAfter is how long a registered agent of an SSH Host may be silent before the
+	// agent is installed again (and how long between attempts): the install starts an agent
+	// that stopped, and registers again one whose certificate expired. Default 5 minutes.
+	ReviveSilentAfter time.Duration
 
 	// inspectingSince remembers, by Host UID, when this manager first saw the Host waiting for
 	// its hardware report.
 	inspectingSince sync.Map
+	// revivedAt remembers, by Host UID, when this manager last installed a silent agent again.
+	revivedAt sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=hosts,verbs=get;list;watch;update;patch
@@ -148,6 +154,7 @@ func (r *Reconciler) reconcile(ctx context.Context, s *scope) (ctrl.Result, erro
 		return ctrl.Result{}, fmt.Errorf("host %s: unknown state %q", klog.KObj(host), host.Status.State)
 	}
 	res = skeleton.Sooner(res, handler(r, ctx, s))
+	res = skeleton.Sooner(res, r.reviveSilentAgent(ctx, s))
 	res = skeleton.Sooner(res, r.powerCycleOnRequest(ctx, host))
 	if next := r.refreshPower(ctx, host); next > 0 {
 		res = skeleton.Sooner(res, ctrl.Result{RequeueAfter: next})

@@ -184,3 +184,35 @@ func (r *Reconciler) recordContact(ctx context.Context, h *basaltv1.Host, key cr
 	mutate(h)
 	return nil
 }
+
+// reviveSilentAgent installs the agent of an SSH Host again once its registered agent has been
+// silent for ReviveSilentAfter, at most once per ReviveSilentAfter. The install is idempotent:
+// it starts an agent that is not running, and writes a new bootstrap token for one whose
+// certificate expired or is unreadable (it was off past its renewal), which then registers
+// again with a new key. A host that cannot be reached fails the install (an event) and is
+// tried again later.
+func (r *Reconciler) reviveSilentAgent(ctx context.Context, s *scope) ctrl.Result {
+	h := s.host
+	last := h.Status.Agent.LastSeen
+	if r.Provisioner == nil || h.Spec.SSH == nil || last == nil || agentConnected(s) {
+		r.revivedAt.Delete(h.UID)
+		return ctrl.Result{}
+	}
+	after := r.ReviveSilentAfter
+	if after <= 0 {
+		after = 5 * time.Minute
+	}
+	if wait := after - time.Since(last.Time); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}
+	}
+	if v, ok := r.revivedAt.Load(h.UID); ok {
+		if wait := after - time.Since(v.(time.Time)); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}
+		}
+	}
+	r.revivedAt.Store(h.UID, time.Now())
+	ctrl.LoggerFrom(ctx).Info("Installing the agent again", "host", klog.KObj(h), "reason", basaltv1.ReasonAgentSilent, "lastSeen", last.UTC().Format(time.RFC3339))
+	r.Recorder.Eventf(h, nil, corev1.EventTypeNormal, "ReviveAgent", "InstallAgent", "The agent has been silent since %s: installing it again over SSH", last.UTC().Format(time.RFC3339))
+	r.installAgent(ctx, s)
+	return ctrl.Result{RequeueAfter: after}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cryptossh "golang.org/x/crypto/ssh"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/basalt-dev/basalt/agents/protocol"
@@ -53,7 +54,7 @@ func (emptyBootstrapper) RevokeTokens(context.Context, *basaltv1.Host) error { r
 
 // startSSHController runs the Host controller with an SSH provisioner around in, and creates the
 // Secret ssh/id with a usable private key in ns.
-func startSSHController(t *testing.T, ns string, in host.AgentInstaller, requirePinned bool) {
+func startSSHController(t *testing.T, ns string, in host.AgentInstaller, requirePinned bool, opts ...func(*host.Reconciler)) {
 	t.Helper()
 	env.CreateSSHKeySecret(t, ns)
 	mgr, err := env.NewManager()
@@ -62,6 +63,9 @@ func startSSHController(t *testing.T, ns string, in host.AgentInstaller, require
 	}
 	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-host"),
 		Provisioner: &host.Provisioner{Installer: in, Bootstrapper: emptyBootstrapper{}, RequirePinnedHostKeys: requirePinned}}
+	for _, o := range opts {
+		o(r)
+	}
 	if err := r.SetupWithManager(mgr, envtest.ControllerOptions()); err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +154,66 @@ func TestFailedInstallTrustsNoHostKey(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSilentAgentIsInstalledAgain: the registered agent of an SSH Host that has been silent for
+// ReviveSilentAfter is installed again (which starts a stopped agent and registers again one
+// whose certificate expired), at most once per ReviveSilentAfter; a reporting agent is left
+// alone.
+func TestSilentAgentIsInstalledAgain(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	in := &scriptedInstaller{key: hostKey(t)}
+	startSSHController(t, ns, in, false, func(r *host.Reconciler) {
+		r.ReviveSilentAfter = 2 * time.Second
+		r.Provisioner.RegisterTimeout = time.Second
+	})
+	h := sshHost(ns, "revive")
+	if err := env.Client.Create(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonWaitingForAgent)
+	// Registered, reporting.
+	got := &basaltv1.Host{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	env.UpdateHostStatus(t, got, func(h *basaltv1.Host) {
+		now := metav1.Now()
+		h.Status.Agent.LastSeen = &now
+	})
+	envtest.Eventually(t, wait, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+			return err
+		}
+		if got.Status.State == basaltv1.HostStateRegistering {
+			return errors.New("still Registering")
+		}
+		return nil
+	})
+	time.Sleep(1500 * time.Millisecond) // reconciles of the Registering Host already queued (a cache behind) may still install
+	installs := in.calls.Load()
+	time.Sleep(3 * time.Second)
+	if n := in.calls.Load(); n != installs {
+		t.Fatalf("a reporting agent was installed again (%d installs, %d before)", n, installs)
+	}
+	// Silent for an hour: installed again, once per ReviveSilentAfter.
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(h), got); err != nil {
+		t.Fatal(err)
+	}
+	env.UpdateHostStatus(t, got, func(h *basaltv1.Host) {
+		old := metav1.NewTime(time.Now().Add(-time.Hour))
+		h.Status.Agent.LastSeen = &old
+	})
+	envtest.Eventually(t, wait, func() error {
+		if n := in.calls.Load(); n <= installs {
+			return fmt.Errorf("%d installs, want more than %d", n, installs)
+		}
+		return nil
+	})
+	revived := in.calls.Load()
+	time.Sleep(time.Second)
+	if n := in.calls.Load(); n > revived+1 {
+		t.Errorf("%d installs within a second of the revival, want at most one more", n-revived)
+	}
 }
