@@ -170,7 +170,7 @@ func TestClusterLifecycle(t *testing.T) {
 	checkManifestAddon(ctx, t, c, wc, got)
 	snap := checkEtcdSnapshot(ctx, t, c, wc, ns, cl.Name)
 	checkEtcdRestore(ctx, t, c, wc, ns, cl.Name, snap, destroyEtcdData(b.Hosts[0]))
-	checkAgentsRenewed(ctx, t, c, ns, len(b.Hosts), renewedBefore, start)
+	checkAgentsRenewed(ctx, t, c, ns, b.Hosts, renewedBefore, start)
 
 	// Basalt's Helm chart, installed with the Helm SDK into the cluster Basalt just made, with
 	// the manager image (built FROM scratch, no registry) imported into the nodes' containerd:
