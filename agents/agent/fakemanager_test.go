@@ -136,18 +136,11 @@ func (m *fakeManager) register(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "token invalid or used", http.StatusUnauthorized)
 		return
 	}
-	blk, _ := pem.Decode(req.CSR)
-	if blk == nil {
-		http.Error(w, "no CSR", http.StatusBadRequest)
-		return
-	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
-	if err != nil || csr.CheckSignature() != nil {
-		http.Error(w, "bad CSR", http.StatusBadRequest)
+	cert, ok := m.signCSR(w, req.CSR)
+	if !ok {
 		return
 	}
 	m.tokenUsed = true
-	cert := m.agentCA.sign(m.t, csr.PublicKey, protocol.IdentityPrefix+m.namespace+"/"+m.host, []string{protocol.IdentityOrganization}, x509.ExtKeyUsageClientAuth, nil)
 	_ = json.NewEncoder(w).Encode(protocol.RegisterResponse{Certificate: cert, Namespace: m.namespace, Host: m.host})
 }
 
@@ -172,18 +165,26 @@ func (m *fakeManager) renew(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	blk, _ := pem.Decode(req.CSR)
+	cert, ok := m.signCSR(w, req.CSR)
+	if !ok {
+		return
+	}
+	_ = json.NewEncoder(w).Encode(protocol.RegisterResponse{Certificate: cert, Namespace: m.namespace, Host: m.host})
+}
+
+// signCSR signs the host's client certificate for the key of a PEM CSR, or answers 400.
+func (m *fakeManager) signCSR(w http.ResponseWriter, csrPEM []byte) ([]byte, bool) {
+	blk, _ := pem.Decode(csrPEM)
 	if blk == nil {
 		http.Error(w, "no CSR", http.StatusBadRequest)
-		return
+		return nil, false
 	}
 	csr, err := x509.ParseCertificateRequest(blk.Bytes)
 	if err != nil || csr.CheckSignature() != nil {
 		http.Error(w, "bad CSR", http.StatusBadRequest)
-		return
+		return nil, false
 	}
-	cert := m.agentCA.sign(m.t, csr.PublicKey, protocol.IdentityPrefix+m.namespace+"/"+m.host, []string{protocol.IdentityOrganization}, x509.ExtKeyUsageClientAuth, nil)
-	_ = json.NewEncoder(w).Encode(protocol.RegisterResponse{Certificate: cert, Namespace: m.namespace, Host: m.host})
+	return m.agentCA.sign(m.t, csr.PublicKey, protocol.IdentityPrefix+m.namespace+"/"+m.host, []string{protocol.IdentityOrganization}, x509.ExtKeyUsageClientAuth, nil), true
 }
 
 // lastSerial is the serial of the client certificate of the latest authenticated call.
