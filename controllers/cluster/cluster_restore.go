@@ -242,14 +242,16 @@ func (r *Reconciler) switchEtcdRecords(ctx context.Context, s *scope, cp []node,
 
 // restored says whether the seed's etcd is the restored member: it answers on its client URL
 // with the member ID the restore's token gives its peer URL (the member the host ran before has
-// another ID, even with the same name and URL).
+// another ID, even with the same name and URL, so a stale health report cannot complete it).
 func (r *Reconciler) restored(ctx context.Context, s *scope, seed node) (bool, string) {
 	st := s.cluster.Status.EtcdRestore
 	waiting := fmt.Sprintf("Machine %s restores etcd from %s (epoch %s)", st.Machine, st.Source, st.Epoch)
 	if fs := seed.machine.Status.FailedSteps; len(fs) > 0 {
 		waiting += fmt.Sprintf("; its agent reports %s failed: %s", fs[0].Step, fs[0].Error)
 	}
-	if !topology.ComponentHealthy(seed.machine, topology.ComponentEtcd) || s.material == nil {
+	// etcd is asked directly, not through the agent's health report: the report of the restarted
+	// member may come a heartbeat (15 s) later, and the member ID is the proof either way.
+	if s.material == nil {
 		return false, waiting
 	}
 	ip := netip.MustParseAddr(seed.ip)
