@@ -93,10 +93,20 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // and the agent storing the certificate leaves a burnt token: the Host then needs a new token.
 func EnsureIdentity(ctx context.Context, stateDir, bootstrapPath, version string) (*Identity, error) {
 	id, idErr := LoadIdentity(stateDir)
-	if idErr != nil && !errors.Is(idErr, fs.ErrNotExist) {
-		return nil, idErr
-	}
 	b, err := os.ReadFile(bootstrapPath)
+	if idErr != nil && !errors.Is(idErr, fs.ErrNotExist) {
+		if err != nil {
+			return nil, idErr
+		}
+		// An identity that cannot be loaded (a damaged certificate or key) and a bootstrap file
+		// (the installer saw the same and wrote a new token): register again.
+		id = nil
+		for _, f := range []string{CertFile, IdentityFile, KeyFile, CAFile, nextKeyFile, nextCertFile} {
+			if rerr := os.Remove(filepath.Join(stateDir, f)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				return nil, rerr
+			}
+		}
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && id != nil:
 		return id, nil

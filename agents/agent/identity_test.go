@@ -254,3 +254,33 @@ func TestRenewReplacesTheCertificate(t *testing.T) {
 		t.Error("the leftover next key was not removed")
 	}
 }
+
+// TestDamagedIdentityRegistersAgain: a certificate that no longer loads and a new bootstrap file
+// (what the SSH installer writes when it sees one) register the agent again.
+func TestDamagedIdentityRegistersAgain(t *testing.T) {
+	m := newFakeManager(t)
+	dir := t.TempDir()
+	state, boot := filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
+	writeBootstrap(t, boot, m.bootstrap())
+	ctx := context.Background()
+	if _, err := EnsureIdentity(ctx, state, boot, "v0.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, CertFile), []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureIdentity(ctx, state, boot, "v0.1.0"); err == nil {
+		t.Fatal("a damaged identity without a bootstrap file loaded")
+	}
+	m.mu.Lock()
+	m.token, m.tokenUsed = "ghijkl.0123456789abcdef", false
+	m.mu.Unlock()
+	writeBootstrap(t, boot, m.bootstrap())
+	id, err := EnsureIdentity(ctx, state, boot, "v0.1.0")
+	if err != nil || m.registerCount() != 2 {
+		t.Fatalf("registered again: %v, %d registrations", err, m.registerCount())
+	}
+	if _, err := NewClient(id).NextPlan(ctx, "", 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -167,6 +167,12 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, http.StatusConflict, "too_early", fmt.Sprintf("this certificate is renewed from %s on", due.UTC().Format(time.RFC3339)))
 		return
 	}
+	if caEnd := s.agentCA.cert.NotAfter; caEnd.Sub(s.Now()) < s.ClientCertValidity/3 {
+		// A certificate capped by the CA would be due again at once: agents would renew in a loop.
+		s.Log.Error(nil, "Refused an agent renewal: the agent CA expires soon and is not rotated", "host", id.String(), "caNotAfter", caEnd)
+		http.Error(w, fmt.Sprintf("the agent CA expires at %s: it must be rotated before certificates are renewed", caEnd.UTC().Format(time.RFC3339)), http.StatusServiceUnavailable)
+		return
+	}
 	cert, err := s.signAgentCert(csr, id.Namespace, id.Host, id.UID)
 	if err != nil {
 		s.Log.Error(err, "Cannot sign an agent certificate", "host", id.String())

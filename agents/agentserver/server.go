@@ -429,7 +429,8 @@ func (s *Server) onPlanEvent(o any, deleted bool) {
 		p := &plan.Plan{}
 		if err := json.Unmarshal(sec.Data[planstore.PlanKey], p); err == nil {
 			for _, a := range p.Artifacts {
-				s.Artifacts.Register(artifactcache.ArtifactRef{Name: a.Name, SHA256: a.SHA256, Size: a.Size})
+				s.Artifacts.Register(artifactcache.ArtifactRef{Name: a.Name, SHA256: a.SHA256, Size: a.Size,
+					Private: strings.HasPrefix(a.Name, plan.PrivateArtifactPrefix)})
 			}
 		}
 	}

@@ -303,6 +303,9 @@ func (r *run) removeStalePaths(ctx context.Context) {
 		for _, d := range s.StateDirs {
 			desired[d] = true
 		}
+		if s.Init != nil {
+			desired[s.Init.Output()] = true // removed by the init itself before it runs
+		}
 	}
 	var keep []string
 	for _, p := range want.Paths {

@@ -247,6 +247,11 @@ type File struct {
 	SHA256 string `json:"sha256"`
 }
 
+// PrivateArtifactPrefix starts the name of an artifact that holds a cluster's data (the etcd
+// snapshot of a restore): the agent API serves it only to the agent whose Plan lists it, and
+// the manager's cache keeps it readable by the manager only.
+const PrivateArtifactPrefix = "etcd-snapshot-"
+
 // Artifact is a file fetched from the manager's artifact cache.
 type Artifact struct {
 	// Name in the artifact set, e.g. kube-apiserver.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,8 +64,14 @@ func restoreSource(request string) string {
 // membership, remediation and upgrade phases leave etcd alone.
 func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) (res ctrl.Result, restoring bool, err error) {
 	c := s.cluster
-	if v, ok := c.Annotations[basaltv1.AnnotationEtcdRestore]; ok && v != "" && (c.Status.EtcdRestore == nil || c.Status.EtcdRestore.Request != v) {
+	if v, ok := c.Annotations[basaltv1.AnnotationEtcdRestore]; ok && v != "" && (c.Status.EtcdRestore == nil || c.Status.EtcdRestore.Request != truncate(v, maxRestoreRequest)) {
 		r.acceptRestore(ctx, s, cp, v)
+		if st := c.Status.EtcdRestore; st.Phase == basaltv1.RestorePhaseFetching || st.Phase == basaltv1.RestorePhaseRestoring {
+			// Recorded by this reconcile's status patch before any Machine is touched, so a
+			// crash or a conflict here never leaves two choices of seed in one epoch.
+			s.etcdRestoring, s.etcdReason, s.etcdMessage = true, basaltv1.ReasonEtcdRestoring, st.Message
+			return ctrl.Result{RequeueAfter: time.Second}, true, nil
+		}
 	}
 	st := c.Status.EtcdRestore
 	if st == nil || (st.Phase != basaltv1.RestorePhaseFetching && st.Phase != basaltv1.RestorePhaseRestoring) {
@@ -75,7 +82,7 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 	// Machines being deleted leave the old cluster at once (their members are not restored), so
 	// their deletion does not wait on a membership change that cannot happen.
 	for _, n := range cp {
-		if rec := n.machine.Status.Etcd; rec != nil && rec.Epoch != st.Epoch && !n.machine.DeletionTimestamp.IsZero() {
+		if n.machine.Status.Etcd != nil && !n.machine.DeletionTimestamp.IsZero() {
 			if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) { m.Status.Etcd, m.Status.EtcdMemberID = nil, "" }); err != nil {
 				res, err := conflictRequeue(err)
 				return res, true, err
@@ -84,7 +91,7 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 	}
 	seed := slices.IndexFunc(cp, func(n node) bool { return n.machine.Name == st.Machine && n.machine.DeletionTimestamp.IsZero() })
 	if seed < 0 && st.Snapshot == nil {
-		r.failRestore(s, fmt.Sprintf("Machine %s, whose member data was to be restored, is gone or being deleted; write another value to restore again", st.Machine))
+		r.failRestore(s, fmt.Sprintf("Machine %s, whose member data was to be restored, is gone or being deleted; restore from a snapshot instead", st.Machine))
 		return ctrl.Result{}, false, nil
 	}
 	if seed < 0 {
@@ -99,8 +106,13 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 		}
 		st.Machine, st.Phase = cp[seed].machine.Name, basaltv1.RestorePhaseFetching
 	}
-	if st.Phase == basaltv1.RestorePhaseFetching {
-		if r.Snapshots == nil || st.Snapshot == nil {
+	seedRec := cp[seed].machine.Status.Etcd
+	switched := seedRec != nil && seedRec.Epoch == st.Epoch && seedRec.Restore != nil
+	var want *basaltv1.MachineEtcdRestore
+	if st.Snapshot != nil && (!switched || !seedRec.Restore.Done) {
+		// Staged on every pass until the seed has its data: the manager's cache may have lost
+		// the file (a restart on an emptyDir), and staging again makes it private again.
+		if r.Snapshots == nil {
 			r.failRestore(s, "this manager cannot restore snapshots: it runs without the agent API")
 			return ctrl.Result{}, false, nil
 		}
@@ -110,15 +122,32 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 			s.etcdMessage = st.Message
 			return ctrl.Result{RequeueAfter: restoreRetry}, true, nil
 		}
-		want := &basaltv1.MachineEtcdRestore{SnapshotSHA256: sha, SnapshotSize: size}
-		if err := r.switchEtcdRecords(ctx, s, cp, seed, want); err != nil {
+		want = &basaltv1.MachineEtcdRestore{SnapshotSHA256: sha, SnapshotSize: size}
+	}
+	if st.Phase == basaltv1.RestorePhaseFetching {
+		// Recorded before the fence, so the Machines taken out see the restore when they build
+		// their fenced Plans.
+		st.Phase, st.Message = basaltv1.RestorePhaseRestoring, fmt.Sprintf("snapshot %s fetched and checked", st.Snapshot.Name)
+		s.etcdMessage = st.Message
+		return ctrl.Result{RequeueAfter: time.Second}, true, nil
+	}
+	if !switched {
+		// Fence first: the other members leave the old cluster (their Plans stop etcd and the
+		// API server) before the seed starts the new one, so no API server serves the old data
+		// beside the restored one.
+		if err := r.fenceOthers(ctx, s, cp, seed); err != nil {
 			res, err := conflictRequeue(err)
 			return res, true, err
 		}
-		st.Phase = basaltv1.RestorePhaseRestoring
-	} else if err := r.switchEtcdRecords(ctx, s, cp, seed, nil); err != nil {
-		res, err := conflictRequeue(err)
-		return res, true, err
+		if running := stillRunningEtcd(cp, seed); len(running) > 0 {
+			st.Message = fmt.Sprintf("waiting for Machines %s to stop their etcd members of the cluster before the restore", strings.Join(running, ", "))
+			s.etcdMessage = st.Message
+			return ctrl.Result{RequeueAfter: restoreRequeue}, true, nil
+		}
+		if err := r.switchSeed(ctx, s, cp[seed], want); err != nil {
+			res, err := conflictRequeue(err)
+			return res, true, err
+		}
 	}
 	done, msg := r.restored(ctx, s, cp[seed])
 	if !done {
@@ -156,7 +185,7 @@ func (r *Reconciler) acceptRestore(ctx context.Context, s *scope, cp []node, v s
 		r.Recorder.Eventf(c, nil, corev1.EventTypeWarning, "EtcdRestoreRefused", "RestoreEtcd", "%s", st.Message)
 	}
 	if len(v) > maxRestoreRequest {
-		st.Request = v[:maxRestoreRequest]
+		st.Request = truncate(v, maxRestoreRequest)
 		fail("the value of %s is longer than %d characters", basaltv1.AnnotationEtcdRestore, maxRestoreRequest)
 		return
 	}
@@ -202,42 +231,74 @@ func (r *Reconciler) failRestore(s *scope, msg string) {
 	r.Recorder.Eventf(s.cluster, nil, corev1.EventTypeWarning, "EtcdRestoreFailed", "RestoreEtcd", "%s", msg)
 }
 
-// switchEtcdRecords gives the seed Machine the record of the member that starts the restored
-// cluster (want: its snapshot; nil: its own data, or the record already written) and clears
-// the record of every other control-plane Machine not yet in the restore's epoch. Each write is
-// idempotent, so a crash between them is repaired by the next pass.
-func (r *Reconciler) switchEtcdRecords(ctx context.Context, s *scope, cp []node, seed int, want *basaltv1.MachineEtcdRestore) error {
+// fenceOthers clears the etcd record of every control-plane Machine but the seed that is not a
+// member of the restore's epoch yet (or that was chosen as a seed before): their Plans then run
+// no etcd and no API server (the Machine controller's fence during a restore), and they join the
+// restored cluster as learners once it runs. Idempotent.
+func (r *Reconciler) fenceOthers(ctx context.Context, s *scope, cp []node, seed int) error {
 	st := s.cluster.Status.EtcdRestore
-	now := metav1.NewTime(r.now().Truncate(time.Second))
 	for i, n := range cp {
 		rec := n.machine.Status.Etcd
-		if i != seed {
-			if rec != nil && rec.Epoch != st.Epoch {
-				if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) { m.Status.Etcd, m.Status.EtcdMemberID = nil, "" }); err != nil {
-					return err
-				}
-			}
+		if i == seed || rec == nil || (rec.Epoch == st.Epoch && rec.Restore == nil) {
 			continue
 		}
-		if rec != nil && rec.Epoch == st.Epoch && rec.Restore != nil {
-			continue
-		}
-		restore := want
-		if restore == nil {
-			if rec == nil {
-				return fmt.Errorf("machine %s has no etcd record to restore from", n.machine.Name)
-			}
-			restore = &basaltv1.MachineEtcdRestore{FromMemberData: true, DataEpoch: rec.Epoch}
-		}
-		if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) {
-			m.Status.Etcd = &basaltv1.MachineEtcd{Join: false, AddedAt: &now, Epoch: st.Epoch, Restore: restore}
-			m.Status.EtcdMemberID = ""
-		}); err != nil {
+		if err := r.patchMachineStatus(ctx, n.machine, func(m *basaltv1.Machine) { m.Status.Etcd, m.Status.EtcdMemberID = nil, "" }); err != nil {
 			return err
 		}
-		ctrl.LoggerFrom(ctx).Info("Recorded the member that starts the restored etcd", "machine", klog.KObj(n.machine), "epoch", st.Epoch)
+		ctrl.LoggerFrom(ctx).Info("Took a Machine out of etcd for the restore", "machine", klog.KObj(n.machine), "epoch", st.Epoch)
 	}
 	return nil
+}
+
+// stillRunningEtcd lists the other control-plane Machines whose connected agents still report
+// an etcd service: their fence Plan is not applied yet. A silent agent is not waited for (its
+// host is gone, or it applies the fence when it comes back; its member could not join the
+// restored cluster anyway: another folder, another token).
+func stillRunningEtcd(cp []node, seed int) []string {
+	var out []string
+	for i, n := range cp {
+		if i == seed || !n.machine.DeletionTimestamp.IsZero() || !topology.AgentConnected(n.host) {
+			continue
+		}
+		if slices.ContainsFunc(n.machine.Status.Components, func(c basaltv1.ComponentHealth) bool { return c.Name == topology.ComponentEtcd }) {
+			out = append(out, n.machine.Name)
+		}
+	}
+	return out
+}
+
+// switchSeed gives the seed Machine the record of the member that starts the restored cluster:
+// from the snapshot (want), or from its own former data (want nil).
+func (r *Reconciler) switchSeed(ctx context.Context, s *scope, seed node, want *basaltv1.MachineEtcdRestore) error {
+	st := s.cluster.Status.EtcdRestore
+	restore := want
+	if restore == nil {
+		rec := seed.machine.Status.Etcd
+		if rec == nil {
+			return fmt.Errorf("machine %s has no etcd record to restore from", seed.machine.Name)
+		}
+		restore = &basaltv1.MachineEtcdRestore{FromMemberData: true, DataEpoch: rec.Epoch}
+	}
+	now := metav1.NewTime(r.now().Truncate(time.Second))
+	if err := r.patchMachineStatus(ctx, seed.machine, func(m *basaltv1.Machine) {
+		m.Status.Etcd = &basaltv1.MachineEtcd{Join: false, AddedAt: &now, Epoch: st.Epoch, Restore: restore}
+		m.Status.EtcdMemberID = ""
+	}); err != nil {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("Recorded the member that starts the restored etcd", "machine", klog.KObj(seed.machine), "epoch", st.Epoch)
+	return nil
+}
+
+// truncate cuts s to at most n bytes at a character boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // restored says whether the seed's etcd is the restored member: it answers on its client URL

@@ -111,12 +111,22 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if in.Network.CNI == builder.CNIBridge || in.Network.CNI == "" {
 		in.Routes = topology.Routes(s.nodeIP, m.Status.PodCIDR, s.peers)
 	}
+	fenced := false
 	if cp {
 		in.Role = builder.RoleControlPlane
 		e := m.Status.Etcd
-		if e == nil {
+		switch {
+		case e == nil && restoreFences(c, m):
+			// An etcd restore took this Machine out of the cluster before the restored one
+			// starts: its node runs no etcd and no API server (as a worker's) until it joins
+			// the restored etcd as a learner.
+			fenced, in.Role = true, builder.RoleWorker
+		case e == nil:
 			return wait(basaltv1.ReasonWaitingForEtcdMember, "waiting for the Cluster controller to make this Machine the first etcd member or add it to etcd as a learner")
 		}
+	}
+	if cp && !fenced {
+		e := m.Status.Etcd
 		in.Etcd = builder.Etcd{Join: e.Join, Learner: e.Learner, QuotaBackendBytes: topology.EtcdQuota(s.cluster), Epoch: e.Epoch}
 		if rs := e.Restore; rs != nil {
 			in.Etcd.Restore = &builder.EtcdRestore{SnapshotSHA256: rs.SnapshotSHA256, SnapshotSize: rs.SnapshotSize,
@@ -126,7 +136,7 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 			in.Etcd.Members = append(in.Etcd.Members, components.EtcdMember{Name: p.Name, PeerURL: p.PeerURL})
 		}
 	}
-	if len(in.APIServers) == 0 && (!cp || in.Etcd.Learner) {
+	if len(in.APIServers) == 0 && (!cp || fenced || in.Etcd.Learner) {
 		return wait(basaltv1.ReasonWaitingForControlPlane, "no control-plane Machine runs kube-apiserver yet, so the node-local load balancer has no backend")
 	}
 	p, err := builder.Build(in)
@@ -226,4 +236,13 @@ func short(hash string) string {
 		return hash[:12]
 	}
 	return hash
+}
+
+// restoreFences says whether an etcd restore in progress keeps control-plane Machine m out of
+// etcd: the Cluster controller cleared its record (Restoring) and it is not the Machine that
+// restores. Once the restore completed, the Machine waits to join as a learner instead, keeping
+// the fenced Plan it has.
+func restoreFences(c *basaltv1.Cluster, m *basaltv1.Machine) bool {
+	st := c.Status.EtcdRestore
+	return st != nil && st.Phase == basaltv1.RestorePhaseRestoring && st.Machine != m.Name
 }

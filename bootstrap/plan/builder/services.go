@@ -228,7 +228,7 @@ func (b *planBuilder) etcdRestore(dataDir string) (*plan.Init, error) {
 	if !rs.FromMemberData {
 		src = path.Join(EtcdSnapshotDir, r.Etcd.Epoch+".db")
 		if rs.FetchSnapshot {
-			b.p.Artifacts = append(b.p.Artifacts, plan.Artifact{Name: "etcd-snapshot-" + r.Etcd.Epoch, SHA256: rs.SnapshotSHA256, Size: rs.SnapshotSize, Path: src, Mode: 0o600})
+			b.p.Artifacts = append(b.p.Artifacts, plan.Artifact{Name: plan.PrivateArtifactPrefix + r.Etcd.Epoch, SHA256: rs.SnapshotSHA256, Size: rs.SnapshotSize, Path: src, Mode: 0o600})
 		}
 	}
 	argv := EtcdRestoreArgv(util, src, rs.FromMemberData, dataDir+plan.InitSuffix, self, components.EtcdClusterToken(r.ClusterName, r.Etcd.Epoch))
