@@ -261,19 +261,30 @@ func NextMaintenance(o MaintenanceObserved, p MaintenancePolicy) MaintenanceActi
 	return MaintenanceAction{Kind: MaintainNone}
 }
 
+// maintenanceCallTimeout bounds each maintenance call but a defragmentation (listing alarms,
+// compacting, disarming).
+const maintenanceCallTimeout = 30 * time.Second
+
 // Maintain observes the voters at endpoints and the alarms, chooses a step with
 // NextMaintenance, makes it and records it in state.
 func Maintain(ctx context.Context, cli Client, m Maintainer, endpoints []string, p MaintenancePolicy, state *MaintenanceState, now time.Time) (MaintenanceAction, error) {
 	o := MaintenanceObserved{State: *state, Now: now}
+	// Observation is bounded per call: a member that is gone (its host off, its packets
+	// dropped) must not hold the caller's reconcile for the whole maintenance budget, which is
+	// meant for a defragmentation.
 	for _, ep := range endpoints {
-		h, err := cli.Health(ctx, ep)
+		hctx, cancel := context.WithTimeout(ctx, DefaultProbeTimeout)
+		h, err := cli.Health(hctx, ep)
+		cancel()
 		ms := MemberStatus{Endpoint: ep, Health: h, Answered: err == nil}
 		if err != nil {
 			ms.Err = err.Error()
 		}
 		o.Members = append(o.Members, ms)
 	}
-	alarms, err := m.Alarms(ctx)
+	actx, cancel := context.WithTimeout(ctx, maintenanceCallTimeout)
+	alarms, err := m.Alarms(actx)
+	cancel()
 	if err != nil {
 		return MaintenanceAction{Kind: MaintainWait, Reason: "Unreachable", Message: err.Error()}, err
 	}
@@ -281,7 +292,10 @@ func Maintain(ctx context.Context, cli Client, m Maintainer, endpoints []string,
 	a := NextMaintenance(o, p)
 	switch a.Kind {
 	case MaintainCompact:
-		if err = m.Compact(ctx, a.Revision); err == nil {
+		cctx, cancel := context.WithTimeout(ctx, maintenanceCallTimeout)
+		err = m.Compact(cctx, a.Revision)
+		cancel()
+		if err == nil {
 			state.CompactedRevision = a.Revision
 		}
 	case MaintainDefragment:
