@@ -27,10 +27,7 @@ func writeBootstrap(t *testing.T, path string, b protocol.Bootstrap) {
 }
 
 func TestRegisterStoresIdentityAndBurnsToken(t *testing.T) {
-	m := newFakeManager(t)
-	dir := t.TempDir()
-	state, boot := filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
-	writeBootstrap(t, boot, m.bootstrap())
+	m, state, boot := bootstrapped(t)
 	ctx := context.Background()
 
 	id, err := EnsureIdentity(ctx, state, boot, "v0.1.0")
@@ -186,10 +183,7 @@ func TestSanitizeStatus(t *testing.T) {
 // renaming the key and the certificate is completed on load, and a renewal that got no
 // certificate leaves the old pair.
 func TestRenewReplacesTheCertificate(t *testing.T) {
-	m := newFakeManager(t)
-	dir := t.TempDir()
-	state, boot := filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
-	writeBootstrap(t, boot, m.bootstrap())
+	m, state, boot := bootstrapped(t)
 	ctx := context.Background()
 	id, err := EnsureIdentity(ctx, state, boot, "v0.1.0")
 	if err != nil {
@@ -258,10 +252,7 @@ func TestRenewReplacesTheCertificate(t *testing.T) {
 // TestDamagedIdentityRegistersAgain: a certificate that no longer loads and a new bootstrap file
 // (what the SSH installer writes when it sees one) register the agent again.
 func TestDamagedIdentityRegistersAgain(t *testing.T) {
-	m := newFakeManager(t)
-	dir := t.TempDir()
-	state, boot := filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
-	writeBootstrap(t, boot, m.bootstrap())
+	m, state, boot := bootstrapped(t)
 	ctx := context.Background()
 	if _, err := EnsureIdentity(ctx, state, boot, "v0.1.0"); err != nil {
 		t.Fatal(err)
@@ -283,4 +274,14 @@ func TestDamagedIdentityRegistersAgain(t *testing.T) {
 	if _, err := NewClient(id).NextPlan(ctx, "", 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// bootstrapped is a fake manager and an agent state folder with a bootstrap file for it.
+func bootstrapped(t *testing.T) (m *fakeManager, state, boot string) {
+	t.Helper()
+	m = newFakeManager(t)
+	dir := t.TempDir()
+	state, boot = filepath.Join(dir, "state"), filepath.Join(dir, "etc", "bootstrap.json")
+	writeBootstrap(t, boot, m.bootstrap())
+	return m, state, boot
 }
