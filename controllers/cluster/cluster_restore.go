@@ -139,7 +139,7 @@ func (r *Reconciler) reconcileRestore(ctx context.Context, s *scope, cp []node) 
 			res, err := conflictRequeue(err)
 			return res, true, err
 		}
-		if running := stillRunningEtcd(cp, seed); len(running) > 0 {
+		if running := stillRunningEtcd(cp, seed, r.now()); len(running) > 0 {
 			st.Message = fmt.Sprintf("waiting for Machines %s to stop their etcd members of the cluster before the restore", strings.Join(running, ", "))
 			s.etcdMessage = st.Message
 			return ctrl.Result{RequeueAfter: restoreRequeue}, true, nil
@@ -250,14 +250,20 @@ func (r *Reconciler) fenceOthers(ctx context.Context, s *scope, cp []node, seed 
 	return nil
 }
 
-// stillRunningEtcd lists the other control-plane Machines whose connected agents still report
-// an etcd service: their fence Plan is not applied yet. A silent agent is not waited for (its
-// host is gone, or it applies the fence when it comes back; its member could not join the
-// restored cluster anyway: another folder, another token).
-func stillRunningEtcd(cp []node, seed int) []string {
+// fenceReportWindow is how recently an agent must have reported for the fence to wait for it:
+// a live agent reports every 15 s (and when an apply ends), while a host that is gone would be
+// waited for until its agent counts as silent (2 minutes).
+const fenceReportWindow = 30 * time.Second
+
+// stillRunningEtcd lists the other control-plane Machines whose agents, reporting, still report
+// an etcd service: their fence Plan is not applied yet. An agent that has not reported within
+// fenceReportWindow is not waited for (its host is gone, or it applies the fence when it comes
+// back; its member could not join the restored cluster anyway: another folder, another token).
+func stillRunningEtcd(cp []node, seed int, now time.Time) []string {
 	var out []string
 	for i, n := range cp {
-		if i == seed || !n.machine.DeletionTimestamp.IsZero() || !topology.AgentConnected(n.host) {
+		last := n.host.Status.Agent.LastSeen
+		if i == seed || !n.machine.DeletionTimestamp.IsZero() || last == nil || now.Sub(last.Time) > fenceReportWindow {
 			continue
 		}
 		if slices.ContainsFunc(n.machine.Status.Components, func(c basaltv1.ComponentHealth) bool { return c.Name == topology.ComponentEtcd }) {
