@@ -75,7 +75,7 @@ type testOptions struct {
 func (o testOptions) options(logTo io.Writer) Options {
 	return Options{
 		StateDir: o.StateDir, BootstrapPath: o.BootstrapPath, Root: o.Root, LogDir: o.LogDir, Version: "v-test",
-		Runtime: RuntimeSupervisor, LBConfig: "-", PlanWait: time.Second, StatusInterval: 100 * time.Millisecond,
+		Runtime: RuntimeSupervisor, LBConfig: "-", VIPConfig: "-", PlanWait: time.Second, StatusInterval: 100 * time.Millisecond,
 		DependencyTimeout: 20 * time.Second, BackoffMax: 300 * time.Millisecond, StopGrace: 5 * time.Second,
 		Run:       &fileRunner{path: o.CallLog},
 		Inspector: fixedHardware{},

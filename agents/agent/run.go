@@ -16,6 +16,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/probe"
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/agents/service"
+	"github.com/basalt-dev/basalt/agents/vip"
 )
 
 // Runtime choices.
@@ -61,6 +62,9 @@ type Options struct {
 	// instead of the file.
 	LBListen   string
 	LBBackends []string
+	// VIPConfig is the control-plane virtual IP configuration file the Plan writes; default
+	// vip.DefaultConfigPath; "-" turns the virtual IP off.
+	VIPConfig string
 	// Run runs systemctl, ip and ctr; default service.ExecRunner.
 	Run service.Runner
 	// Inspector reads the hardware; default inspect.Inspector{}.
@@ -81,6 +85,9 @@ func (o *Options) defaults() {
 	}
 	if o.LBConfig == "" {
 		o.LBConfig = lb.DefaultConfigPath
+	}
+	if o.VIPConfig == "" {
+		o.VIPConfig = vip.DefaultConfigPath
 	}
 	if o.BackoffMax <= 0 {
 		o.BackoffMax = time.Minute
@@ -120,6 +127,16 @@ func Run(ctx context.Context, o Options) error {
 			if err := w.Run(ctx); err != nil {
 				log.Error("Load balancer stopped", "error", err)
 			}
+		}()
+	}
+
+	// Nor does the virtual IP: it follows the Lease in the workload cluster.
+	if o.VIPConfig != "-" {
+		w := &vip.Watcher{Path: o.VIPConfig, Commands: o.Run, Logger: log.With("component", "vip")}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.Run(ctx)
 		}()
 	}
 

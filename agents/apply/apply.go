@@ -183,6 +183,9 @@ func (a *Applier) Apply(ctx context.Context, p *plan.Plan) ([]protocol.StepResul
 		r.configureLoadBalancers()
 	}
 	if ctx.Err() == nil {
+		r.configureVirtualIP()
+	}
+	if ctx.Err() == nil {
 		r.stopRemovedServices(ctx)
 	}
 	if ctx.Err() == nil {

@@ -58,6 +58,8 @@ const (
 	// ReasonWaitingForEndpoint says no control-plane endpoint is known yet: spec.controlPlane.endpoint
 	// is empty and no control-plane Machine has a Host.
 	ReasonWaitingForEndpoint = "WaitingForEndpoint"
+	// ReasonVirtualIPMoved is the event of spec.controlPlane.virtualIP moving to another node.
+	ReasonVirtualIPMoved = "VirtualIPMoved"
 	// ReasonCertificatesFailed says the cluster's PKI could not be ensured or stored; the message
 	// has the error.
 	ReasonCertificatesFailed = "CertificatesFailed"
@@ -224,6 +226,8 @@ type ClusterSpec struct {
 }
 
 // ControlPlaneSpec describes the control plane.
+// +kubebuilder:validation:XValidation:rule="!has(self.virtualIP) || !has(self.endpoint) || !isIP(self.endpoint.host) || self.endpoint.host == self.virtualIP.address",message="spec.controlPlane.endpoint.host must be virtualIP.address (or a DNS name that resolves to it) when spec.controlPlane.virtualIP is set; remove endpoint to use the virtual IP"
+// +kubebuilder:validation:XValidation:rule="!has(self.virtualIP) || !has(self.endpoint) || !has(self.endpoint.port) || self.endpoint.port == 6443",message="spec.controlPlane.endpoint.port must be 6443 with spec.controlPlane.virtualIP: the virtual IP leads straight to the API servers' port"
 type ControlPlaneSpec struct {
 	// replicas is the number of control-plane machines: 1, 3, 5 or 7, so etcd keeps quorum.
 	// +kubebuilder:default=1
@@ -238,9 +242,20 @@ type ControlPlaneSpec struct {
 	HostSelector metav1.LabelSelector `json:"hostSelector,omitzero"`
 
 	// endpoint is where users and nodes reach the API servers: a VIP or DNS name that fronts
-	// them. When empty, the first control-plane host's address is used.
+	// them. When empty, it is virtualIP.address with port 6443 if virtualIP is set, else the
+	// first control-plane host's address.
 	// +optional
 	Endpoint *APIEndpoint `json:"endpoint,omitempty"`
+
+	// virtualIP makes the agents on the control-plane hosts hold an IPv4 address for the API:
+	// one of them at a time, the one that holds the Lease kube-system/basalt-control-plane-vip
+	// and whose own API server is ready, adds it to the interface that carries its node address
+	// and announces it with gratuitous ARP; when that host or its API server stops, another takes
+	// it over within seconds. The address must be free and on the control-plane hosts' subnet.
+	// It becomes the endpoint (certificates, admin kubeconfig, the manager's connection) unless
+	// endpoint names a DNS name for it. See docs/vip.md.
+	// +optional
+	VirtualIP *VirtualIPSpec `json:"virtualIP,omitempty"`
 
 	// schedulable says whether ordinary pods may run on the control-plane nodes. false taints
 	// them node-role.kubernetes.io/control-plane:NoSchedule (the built-in add-ons tolerate it);
@@ -250,6 +265,30 @@ type ControlPlaneSpec struct {
 	// NoSchedule evicts nothing that already runs).
 	// +optional
 	Schedulable *bool `json:"schedulable,omitempty"`
+}
+
+// VirtualIPSpec is an address the control-plane hosts' agents hold for the API.
+type VirtualIPSpec struct {
+	// address is an unused IPv4 address on the control-plane hosts' subnet.
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="isIP(self) && ip(self).family() == 4 && !ip(self).isLoopback() && !ip(self).isUnspecified() && !ip(self).isLinkLocalUnicast()",message="virtualIP.address must be a routable IPv4 address such as 192.168.1.100 on the control-plane hosts' subnet"
+	// +required
+	Address string `json:"address"`
+}
+
+// VirtualIPStatus says which control-plane node holds the virtual IP.
+type VirtualIPStatus struct {
+	// address is the virtual IP.
+	Address string `json:"address"`
+	// holder is the node whose agent holds it, empty while none does.
+	// +optional
+	Holder string `json:"holder,omitempty"`
+	// transitions counts how often it moved from one node to another (the Lease's count).
+	// +optional
+	Transitions int32 `json:"transitions,omitempty"`
+	// renewedAt is the holder's last renewal of the Lease when it was read.
+	// +optional
+	RenewedAt *metav1.Time `json:"renewedAt,omitempty"`
 }
 
 // APIEndpoint is a host and port where the Kubernetes API is served.
@@ -546,6 +585,10 @@ type ClusterStatus struct {
 	// +optional
 	ControlPlaneEndpoint *APIEndpoint `json:"controlPlaneEndpoint,omitempty"`
 
+	// virtualIP is the state of spec.controlPlane.virtualIP, read from its Lease in the cluster.
+	// +optional
+	VirtualIP *VirtualIPStatus `json:"virtualIP,omitempty"`
+
 	// kubeconfigSecretRef names the Secret holding the admin kubeconfig (key "value").
 	// +optional
 	KubeconfigSecretRef *LocalObjectReference `json:"kubeconfigSecretRef,omitempty"`
@@ -621,6 +664,7 @@ type PoolStatus struct {
 // +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.workers.desired`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Last Backup",type=date,JSONPath=`.status.etcdBackup.snapshots[0].takenAt`,priority=1
+// +kubebuilder:printcolumn:name="VIP Holder",type=string,JSONPath=`.status.virtualIP.holder`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // Cluster is a Kubernetes cluster whose machines Basalt provisions and keeps alive.

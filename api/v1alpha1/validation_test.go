@@ -136,6 +136,28 @@ func TestCreateRejected(t *testing.T) {
 			c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "10.0.0.10", Port: 70000}
 			return c
 		}, "should be less than or equal to 65535"},
+		{"virtual IP not IPv4", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.VirtualIP = &basaltv1.VirtualIPSpec{Address: "fd00::10"}
+			return c
+		}, "virtualIP.address must be a routable IPv4 address"},
+		{"virtual IP loopback", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.VirtualIP = &basaltv1.VirtualIPSpec{Address: "127.0.0.10"}
+			return c
+		}, "virtualIP.address must be a routable IPv4 address"},
+		{"virtual IP and another endpoint address", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.VirtualIP = &basaltv1.VirtualIPSpec{Address: "10.0.0.10"}
+			c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "10.0.0.11", Port: 6443}
+			return c
+		}, "spec.controlPlane.endpoint.host must be virtualIP.address"},
+		{"virtual IP and another port", func() client.Object {
+			c := validCluster(ns)
+			c.Spec.ControlPlane.VirtualIP = &basaltv1.VirtualIPSpec{Address: "10.0.0.10"}
+			c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "api.example.com", Port: 443}
+			return c
+		}, "spec.controlPlane.endpoint.port must be 6443 with spec.controlPlane.virtualIP"},
 		{"duplicate worker pool names", func() client.Object {
 			c := validCluster(ns)
 			c.Spec.Workers = append(c.Spec.Workers, basaltv1.WorkerPool{Name: "a", Replicas: 1})
@@ -441,6 +463,15 @@ func TestUpdateAccepted(t *testing.T) {
 		if err := env.Client.Update(ctx, c); err != nil {
 			t.Fatalf("raising to %s: %v", v, err)
 		}
+	}
+	// A virtual IP, alone or behind a DNS name, may be added later.
+	c.Spec.ControlPlane.VirtualIP = &basaltv1.VirtualIPSpec{Address: "10.0.0.10"}
+	if err := env.Client.Update(ctx, c); err != nil {
+		t.Fatalf("adding a virtual IP: %v", err)
+	}
+	c.Spec.ControlPlane.Endpoint = &basaltv1.APIEndpoint{Host: "api.example.com", Port: 6443}
+	if err := env.Client.Update(ctx, c); err != nil {
+		t.Fatalf("a DNS name for the virtual IP: %v", err)
 	}
 	m := validMachine(ns)
 	if err := env.Client.Create(ctx, m); err != nil {

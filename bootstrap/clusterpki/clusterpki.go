@@ -54,6 +54,8 @@ const (
 	KubeProxy                = "kube-proxy"
 	ControllerManagerServing = "controller-manager-serving"
 	SchedulerServing         = "scheduler-serving"
+	// VirtualIP is the client certificate of the control-plane virtual IP's elector.
+	VirtualIP = "control-plane-vip"
 	// MetricsServerServing is the serving certificate of the metrics-server add-on.
 	MetricsServerServing = "metrics-server-serving"
 )
@@ -268,6 +270,7 @@ func (in Input) leaves() ([]leaf, error) {
 		{pki.KubeProxyCert(), ClusterCA},
 		{pki.ControllerManagerServingCert(), ClusterCA},
 		{pki.SchedulerServingCert(), ClusterCA},
+		{pki.VirtualIPCert(), ClusterCA},
 	}
 	add := func(ca string, req pki.CertRequest, err error) error {
 		if err != nil {

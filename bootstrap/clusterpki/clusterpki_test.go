@@ -66,7 +66,7 @@ var wantLeaves = map[string]struct {
 	Admin: {ClusterCA, x509.ExtKeyUsageClientAuth}, ControllerManager: {ClusterCA, x509.ExtKeyUsageClientAuth},
 	Scheduler: {ClusterCA, x509.ExtKeyUsageClientAuth}, KubeProxy: {ClusterCA, x509.ExtKeyUsageClientAuth},
 	ControllerManagerServing: {ClusterCA, x509.ExtKeyUsageServerAuth}, SchedulerServing: {ClusterCA, x509.ExtKeyUsageServerAuth},
-	MetricsServerServing: {ClusterCA, x509.ExtKeyUsageServerAuth},
+	MetricsServerServing: {ClusterCA, x509.ExtKeyUsageServerAuth}, VirtualIP: {ClusterCA, x509.ExtKeyUsageClientAuth},
 }
 
 func TestEnsureCreatesEverythingThenNothing(t *testing.T) {

@@ -33,6 +33,9 @@ type NodeCertificates struct {
 	Scheduler                pki.KeyPair
 	ControllerManagerServing pki.KeyPair
 	SchedulerServing         pki.KeyPair
+	// VirtualIP is the client certificate the agent holds the control-plane virtual IP's Lease
+	// with.
+	VirtualIP pki.KeyPair
 }
 
 // ForNode picks what node needs from the cluster's material. An error names the missing entry
@@ -69,6 +72,7 @@ func (m Material) ForNode(node string, controlPlane bool) (NodeCertificates, err
 		nc.Scheduler = get(Scheduler, false)
 		nc.ControllerManagerServing = get(ControllerManagerServing, false)
 		nc.SchedulerServing = get(SchedulerServing, false)
+		nc.VirtualIP = get(VirtualIP, false)
 	}
 	if len(missing) > 0 {
 		return NodeCertificates{}, fmt.Errorf("clusterpki: node %s: no %q in the material", node, missing)

@@ -403,6 +403,9 @@ func (p Paths) EtcdHealthcheckClient() CertPaths { return p.pair("etcd/healthche
 // KubeletServing is this node's kubelet serving certificate.
 func (p Paths) KubeletServing() CertPaths { return p.pair("kubelet") }
 
+// VirtualIPClient is the client certificate the agent writes the virtual IP's Lease with.
+func (p Paths) VirtualIPClient() CertPaths { return p.pair("control-plane-vip") }
+
 // Kubeconfig is the kubeconfig file of a component: "controller-manager", "scheduler",
 // "kubelet", "kube-proxy" (or "admin", which Basalt does not put on hosts).
 func (p Paths) Kubeconfig(component string) string {

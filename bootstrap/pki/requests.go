@@ -37,6 +37,9 @@ const (
 	ControllerManagerUser = "system:kube-controller-manager"
 	SchedulerUser         = "system:kube-scheduler"
 	KubeProxyUser         = "system:kube-proxy"
+	// VirtualIPUser is the CN the agents on control-plane hosts present to hold the control-plane
+	// virtual IP's Lease; a Role lets it read and write that Lease only.
+	VirtualIPUser = "basalt:control-plane-vip"
 	// NodesGroup is the group of every kubelet; NodeUserPrefix + node name is its user, which
 	// the Node authorizer and the NodeRestriction admission plugin require.
 	NodesGroup     = "system:nodes"
@@ -214,6 +217,12 @@ func MetricsServerServingCert(dnsDomain string) (CertRequest, error) {
 func loopbackServingCert(name, cn string) CertRequest {
 	return CertRequest{Name: name, Issuer: ClusterCA, CommonName: cn, Usage: UsageServer,
 		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv6loopback}}
+}
+
+// VirtualIPCert is the client certificate the agents on control-plane hosts write the virtual
+// IP's Lease with (one for every control-plane host, like the controller-manager's).
+func VirtualIPCert() CertRequest {
+	return CertRequest{Name: "control-plane-vip", Issuer: ClusterCA, CommonName: VirtualIPUser, Usage: UsageClient}
 }
 
 // KubeProxyCert is the client certificate of kube-proxy (bound to system:node-proxier by the

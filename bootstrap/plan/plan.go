@@ -62,6 +62,9 @@ type Plan struct {
 	// LoadBalancers are TCP load balancers the agent runs in its own process, e.g. the
 	// node-local load balancer kubelet and kube-proxy reach the API servers through.
 	LoadBalancers []LoadBalancer `json:"loadBalancers,omitempty"`
+	// VirtualIP is the control-plane address the agent holds while it leads (control-plane
+	// hosts of a Cluster with spec.controlPlane.virtualIP).
+	VirtualIP *VirtualIP `json:"virtualIP,omitempty"`
 	// OS puts the host's root filesystem on a local disk. An agent running from the network
 	// (the PXE initramfs, in RAM) writes OS.Image to OS.Disk, carries its identity over and
 	// reboots into it; an agent already running from that image on that disk goes on with the
@@ -95,7 +98,7 @@ func Empty(host string) *Plan { return &Plan{Format: FormatVersion, Host: host} 
 // IsEmpty says whether p writes, runs and programs nothing (an Empty Plan, perhaps with OS).
 func (p *Plan) IsEmpty() bool {
 	return len(p.Files) == 0 && len(p.Artifacts) == 0 && len(p.Services) == 0 && len(p.Routes) == 0 &&
-		len(p.Images) == 0 && len(p.LoadBalancers) == 0
+		len(p.Images) == 0 && len(p.LoadBalancers) == 0 && p.VirtualIP == nil
 }
 
 // OSImage is a root filesystem image and the disk it is written to.
@@ -602,6 +605,9 @@ func (p *Plan) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: destination %q is routed twice", field, r.Destination))
 		}
 		dests[r.Destination] = true
+	}
+	if p.VirtualIP != nil {
+		errs = append(errs, p.VirtualIP.Validate())
 	}
 	lbs := map[string]bool{}
 	for i, lb := range p.LoadBalancers {

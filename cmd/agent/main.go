@@ -22,6 +22,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/inspect"
 	"github.com/basalt-dev/basalt/agents/lb"
 	"github.com/basalt-dev/basalt/agents/protocol"
+	"github.com/basalt-dev/basalt/agents/vip"
 )
 
 // version is set with -ldflags "-X main.version=...".
@@ -48,6 +49,7 @@ func main() {
 	flag.DurationVar(&o.DependencyTimeout, "dependency-timeout", 2*time.Minute, "How long a service waits for its dependencies' probes before its start fails.")
 	flag.DurationVar(&o.BackoffMax, "backoff-max", time.Minute, "Longest delay between retries (registration, polling, applying, service restarts).")
 	flag.StringVar(&o.LBConfig, "lb-config", lb.DefaultConfigPath, `Load balancer configuration file the Plan writes ({"listen","backends"}); "-" turns the load balancer off.`)
+	flag.StringVar(&o.VIPConfig, "vip-config", vip.DefaultConfigPath, `Control-plane virtual IP configuration file the Plan writes; "-" turns the virtual IP off.`)
 	flag.StringVar(&o.LBListen, "lb-listen", lb.DefaultListen, "Load balancer listening address when --lb-backends is set.")
 	flag.StringVar(&backends, "lb-backends", "", "Comma-separated API servers (host:port); when set, used instead of --lb-config.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, warn or error.")

@@ -116,6 +116,10 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) (ctrl.
 		Validity:    days(c.Spec.Certificates.ValidityDays),
 		RenewBefore: days(c.Spec.Certificates.RenewBeforeDays),
 	}
+	if v := c.Spec.ControlPlane.VirtualIP; v != nil && s.endpoint.Host != v.Address {
+		// endpoint names a DNS name for the virtual IP: clients may use either.
+		in.ExtraSANs = append(in.ExtraSANs, v.Address)
+	}
 	var names []string
 	for _, n := range cp {
 		in.ControlPlane = append(in.ControlPlane, clusterpki.Node{Name: n.machine.Name, IPs: []net.IP{net.ParseIP(n.ip)}})

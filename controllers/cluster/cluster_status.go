@@ -292,10 +292,11 @@ func countGroup(c *basaltv1.Cluster, desired int32, ms []*basaltv1.Machine) basa
 	return counts
 }
 
-// endpoint is spec.controlPlane.endpoint or, by default, the address of a bound control-plane
-// Machine's Host: the one in use as long as one of the Hosts still has it (a default endpoint
-// moves only when its Host leaves the cluster, since it re-issues the API server certificates and
-// the admin kubeconfig), else the oldest bound control-plane Machine's.
+// endpoint is spec.controlPlane.endpoint, else spec.controlPlane.virtualIP's address, else, by
+// default, the address of a bound control-plane Machine's Host: the one in use as long as one of
+// the Hosts still has it (a default endpoint moves only when its Host leaves the cluster, since it
+// re-issues the API server certificates and the admin kubeconfig), else the oldest bound
+// control-plane Machine's.
 func endpoint(s *scope) *basaltv1.APIEndpoint {
 	if ep := s.cluster.Spec.ControlPlane.Endpoint; ep != nil {
 		out := ep.DeepCopy()
@@ -303,6 +304,9 @@ func endpoint(s *scope) *basaltv1.APIEndpoint {
 			out.Port = topology.APIServerPort
 		}
 		return out
+	}
+	if v := s.cluster.Spec.ControlPlane.VirtualIP; v != nil {
+		return &basaltv1.APIEndpoint{Host: v.Address, Port: topology.APIServerPort}
 	}
 	cp, _ := s.boundNodes()
 	if cur := s.cluster.Status.ControlPlaneEndpoint; cur != nil {

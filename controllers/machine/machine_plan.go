@@ -108,6 +108,9 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	if ep := c.Status.ControlPlaneEndpoint; ep != nil {
 		in.Endpoint = topology.Endpoint(ep)
 	}
+	if v := c.Spec.ControlPlane.VirtualIP; v != nil {
+		in.VirtualIP = v.Address
+	}
 	if in.Network.CNI == builder.CNIBridge || in.Network.CNI == "" {
 		in.Routes = topology.Routes(s.nodeIP, m.Status.PodCIDR, s.peers)
 	}
@@ -194,27 +197,16 @@ func (r *Reconciler) observePeers(ctx context.Context, s *scope) error {
 	if err := r.Client.List(ctx, hl, client.InNamespace(s.machine.Namespace)); err != nil {
 		return err
 	}
-	hosts := map[string]*basaltv1.Host{}
-	for i := range hl.Items {
-		hosts[hl.Items[i].Name] = &hl.Items[i]
-	}
 	for i := range ml.Items {
-		pm := &ml.Items[i]
-		if pm.Name == s.machine.Name {
-			pm = s.machine // this reconcile's view of itself
+		if ml.Items[i].Name == s.machine.Name {
+			ml.Items[i] = *s.machine
 		}
-		if pm.Spec.HostRef == nil {
-			continue
+	}
+	s.peers = topology.Peers(ml.Items, hl.Items)
+	for i := range s.peers {
+		if s.peers[i].Machine.Name == s.machine.Name {
+			s.peers[i].Machine = s.machine // this reconcile's view of itself
 		}
-		h := hosts[pm.Spec.HostRef.Name]
-		if h == nil || h.Status.ConsumerRef == nil || h.Status.ConsumerRef.Name != pm.Name {
-			continue
-		}
-		ip, err := topology.NodeIP(h)
-		if err != nil {
-			continue
-		}
-		s.peers = append(s.peers, topology.Peer{Machine: pm, IP: ip})
 	}
 	return nil
 }

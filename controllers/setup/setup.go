@@ -4,6 +4,7 @@
 package setup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -11,17 +12,20 @@ import (
 
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/basalt-dev/basalt/agents/agentserver"
 	"github.com/basalt-dev/basalt/agents/artifactcache"
 	agentssh "github.com/basalt-dev/basalt/agents/ssh"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	clustercontroller "github.com/basalt-dev/basalt/controllers/cluster"
 	"github.com/basalt-dev/basalt/controllers/etcdbackup"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/controllers/topology"
 	"github.com/basalt-dev/basalt/controllers/workload"
 	"github.com/basalt-dev/basalt/pxe"
 )
@@ -147,7 +151,7 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		}
 		return c
 	}
-	workloads := &workload.Clients{Reader: mgr.GetAPIReader()}
+	workloads := &workload.Clients{Reader: mgr.GetAPIReader(), Alternates: apiServersOf(mgr.GetClient())}
 	// One source of artifact sets for both controllers: the local sets, and Clusters' mirrors
 	// whose artifacts the cache fetches (only with the agent API, which serves them).
 	source := &artifactsource.Source{Sets: sets, Cache: parts.Artifacts}
@@ -200,4 +204,20 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		}
 	}
 	return parts, nil
+}
+
+// apiServersOf lists a Cluster's API servers (host:port) from the cache: its control-plane
+// Machines that run kube-apiserver, at their Hosts' node addresses.
+func apiServersOf(c client.Reader) func(ctx context.Context, namespace, name string) []string {
+	return func(ctx context.Context, namespace, name string) []string {
+		ml := &basaltv1.MachineList{}
+		if err := c.List(ctx, ml, client.InNamespace(namespace), client.MatchingLabels{basaltv1.LabelClusterName: name}); err != nil {
+			return nil
+		}
+		hl := &basaltv1.HostList{}
+		if err := c.List(ctx, hl, client.InNamespace(namespace)); err != nil {
+			return nil
+		}
+		return topology.APIServers(topology.Peers(ml.Items, hl.Items))
+	}
 }

@@ -152,6 +152,33 @@ type Peer struct {
 	IP netip.Addr
 }
 
+// Peers returns the Machines bound to Hosts that name them as consumer, with the Hosts' node IPs,
+// in the order of machines; Machines without such a Host or address are left out. The Peers
+// point into machines.
+func Peers(machines []basaltv1.Machine, hosts []basaltv1.Host) []Peer {
+	byName := map[string]*basaltv1.Host{}
+	for i := range hosts {
+		byName[hosts[i].Name] = &hosts[i]
+	}
+	var out []Peer
+	for i := range machines {
+		m := &machines[i]
+		if m.Spec.HostRef == nil {
+			continue
+		}
+		h := byName[m.Spec.HostRef.Name]
+		if h == nil || h.Status.ConsumerRef == nil || h.Status.ConsumerRef.Name != m.Name {
+			continue
+		}
+		ip, err := NodeIP(h)
+		if err != nil {
+			continue
+		}
+		out = append(out, Peer{Machine: m, IP: ip})
+	}
+	return out
+}
+
 // Routes returns, for a node at self with its own pod range, the host-gw routes to every peer's
 // pod range, sorted by destination. Peers without a pod range, at the same IP, or whose range is
 // the node's own are left out.

@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
@@ -45,6 +48,14 @@ type Clients struct {
 	// RewriteConfig, when set, changes the configs RESTConfig returns. Tests point every
 	// workload cluster at a test API server with it, as with New.
 	RewriteConfig func(cfg *rest.Config) *rest.Config
+	// Alternates, when set, lists the API servers (host:port) of the Cluster namespace/name. A
+	// connection to the endpoint that cannot be made (a virtual IP no agent holds yet, or
+	// whose holders are all gone; a default endpoint whose host is down) is made to them in
+	// turn; the endpoint stays the TLS server name, which every API server's certificate carries.
+	// Such a connection is closed after AlternateLifetime, so the endpoint is tried again.
+	Alternates func(ctx context.Context, namespace, name string) []string
+	// AlternateLifetime bounds a connection to an alternate; zero means a minute.
+	AlternateLifetime time.Duration
 
 	mu    sync.Mutex
 	cache map[types.UID]cached
@@ -115,7 +126,52 @@ func (w *Clients) restConfig(c *basaltv1.Cluster, kubeconfig []byte) (*rest.Conf
 		cfg.Timeout = DefaultTimeout
 	}
 	cfg.UserAgent = "basalt-manager"
+	if w.Alternates != nil {
+		cfg.Dial = w.dialer(c.Namespace, c.Name)
+	}
 	return cfg, nil
+}
+
+// endpointDialTimeout bounds the connection to the endpoint before the alternates are tried.
+const endpointDialTimeout = 3 * time.Second
+
+// dialer connects to the endpoint, else to the first alternate that answers.
+func (w *Clients) dialer(namespace, name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: endpointDialTimeout, KeepAlive: 30 * time.Second}
+	life := w.AlternateLifetime
+	if life <= 0 {
+		life = time.Minute
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err == nil || ctx.Err() != nil {
+			return conn, err
+		}
+		for _, alt := range w.Alternates(ctx, namespace, name) {
+			if alt == addr {
+				continue
+			}
+			ac, aerr := d.DialContext(ctx, network, alt)
+			if aerr != nil {
+				continue
+			}
+			alternateDials.Inc()
+			t := time.AfterFunc(life, func() { _ = ac.Close() })
+			return &timedConn{Conn: ac, timer: t}, nil
+		}
+		return nil, err
+	}
+}
+
+// timedConn is a connection to an alternate, closed when its lifetime ends.
+type timedConn struct {
+	net.Conn
+	timer *time.Timer
+}
+
+func (c *timedConn) Close() error {
+	c.timer.Stop()
+	return c.Conn.Close()
 }
 
 // Forget drops the client of the Cluster with this UID (the Cluster is gone).
@@ -124,3 +180,11 @@ func (w *Clients) Forget(uid types.UID) {
 	defer w.mu.Unlock()
 	delete(w.cache, uid)
 }
+
+// alternateDials counts connections made to an alternate because the endpoint did not answer.
+var alternateDials = prometheus.NewCounter(prometheus.CounterOpts{
+	Namespace: "basalt", Subsystem: "workload", Name: "alternate_dials_total",
+	Help: "Connections to a workload API server made past the Cluster's endpoint (a virtual IP or host that did not answer).",
+})
+
+func init() { crmetrics.Registry.MustRegister(alternateDials) }

@@ -75,6 +75,9 @@ type Input struct {
 	// change the Plan: components on nodes reach the API servers through the node-local load
 	// balancer (APIServers), and the endpoint is a SAN of the certificates already.
 	Endpoint string
+	// VirtualIP is spec.controlPlane.virtualIP.address: the agent of a control-plane node that
+	// runs kube-apiserver campaigns for it (plan.VirtualIP). Empty: none.
+	VirtualIP string
 	// Ports of the host services; zero fields take the defaults.
 	Ports Ports
 	// Etcd is this node's etcd member (control-plane nodes).
@@ -263,7 +266,7 @@ func Build(in Input) (*plan.Plan, error) {
 	if r.cp {
 		steps = append(steps, b.etcd)
 		if r.apiUp {
-			steps = append(steps, b.apiServer, b.controllerManager, b.scheduler)
+			steps = append(steps, b.apiServer, b.controllerManager, b.scheduler, b.virtualIP)
 		}
 	}
 	steps = append(steps, b.loadBalancer, b.images)

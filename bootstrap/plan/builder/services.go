@@ -322,6 +322,33 @@ func (b *planBuilder) scheduler() error {
 	return nil
 }
 
+// virtualIP has the agent campaign for the control-plane virtual IP: it holds the address while
+// it holds the Lease (written through the node-local load balancer) and its own kube-apiserver
+// is ready.
+func (b *planBuilder) virtualIP() error {
+	r, certs, pk := b.r, b.r.Certificates, b.r.paths
+	if r.VirtualIP == "" {
+		return nil
+	}
+	if len(certs.VirtualIP.Cert) == 0 || len(certs.VirtualIP.Key) == 0 {
+		return fieldErr("certificates.virtualIP", "required with virtualIP")
+	}
+	at := pk.VirtualIPClient()
+	b.pair(at, certs.VirtualIP)
+	b.file(pk.CACert(), modePublic, certs.CA)
+	b.p.VirtualIP = &plan.VirtualIP{
+		Address: r.VirtualIP, NodeAddress: r.nodeIP.String(), Identity: r.Node.Name,
+		Server:         "https://" + joinHostPort(r.loopback, r.ports.LoadBalancer),
+		LeaseNamespace: components.VirtualIPLeaseNamespace, LeaseName: components.VirtualIPLeaseName,
+		Health: b.url("https", r.ports.APIServer, "/readyz"),
+		CAFile: pk.CACert(), CertFile: at.Cert, KeyFile: at.Key,
+	}
+	if err := b.p.VirtualIP.Validate(); err != nil {
+		return fieldErr("virtualIP", "%v", err)
+	}
+	return nil
+}
+
 // loadBalancer adds the node-local load balancer in front of every kube-apiserver.
 func (b *planBuilder) loadBalancer() error {
 	b.p.LoadBalancers = []plan.LoadBalancer{{

@@ -147,6 +147,11 @@ func (b *Bed) labels() []string {
 	return []string{LabelRun + "=" + b.RunID, LabelLease + "=" + b.lease.path, LabelOwner + "=" + ownerLabel()}
 }
 
+// VirtualIP is an address of the bed's subnet that no host and no Docker container gets (.250):
+// hosts take .11 onwards (at most 200 of them), the gateway is .1. A Cluster's
+// spec.controlPlane.virtualIP on the bed uses it.
+func (b *Bed) VirtualIP() string { return hostAddr(b.Subnet, 250).String() }
+
 func (b *Bed) start(ctx context.Context) error {
 	t0 := time.Now()
 	b.Network = "basalt-tb-" + b.RunID
