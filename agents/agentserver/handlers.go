@@ -65,10 +65,15 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (agentIden
 	return id, true
 }
 
-// authorizeHost checks that the certificate's Host still exists with the certificate's UID.
+// authorizeHost checks that the certificate's Host still exists with the certificate's UID and
+// that the certificate is one the Host accepts (certificateAccepted); a serial the cached Host
+// does not know yet (a renewal a moment ago) is checked again on the API server.
 func (s *Server) authorizeHost(w http.ResponseWriter, r *http.Request, id agentIdentity) bool {
 	h := &basaltv1.Host{}
 	err := s.HostReader.Get(r.Context(), client.ObjectKey{Namespace: id.Namespace, Name: id.Host}, h)
+	if err == nil && h.UID == id.UID && !certificateAccepted(h, id.Serial) {
+		err = s.APIReader.Get(r.Context(), client.ObjectKey{Namespace: id.Namespace, Name: id.Host}, h)
+	}
 	switch {
 	case apierrors.IsNotFound(err) || (err == nil && h.UID != id.UID):
 		s.Log.Info("Refused request from the agent of a Host that is gone", "host", id.String(), "path", r.URL.Path, "reason", "HostGone")
@@ -78,8 +83,30 @@ func (s *Server) authorizeHost(w http.ResponseWriter, r *http.Request, id agentI
 		s.Log.Error(err, "Cannot read Host", "host", id.String())
 		http.Error(w, msgUnavailable, http.StatusServiceUnavailable)
 		return false
+	case !certificateAccepted(h, id.Serial):
+		s.superseded(w, r, id)
+		return false
 	}
+	closeIfReplaced(w, h, id)
 	return true
+}
+
+// closeIfReplaced ends, after this answer, a connection that still carries a certificate a
+// renewal replaced (opened before it): the agent's next request opens one with its new
+// certificate, before the next renewal makes the old one unacceptable. ("Connection: close"
+// makes an HTTP/2 server send GOAWAY.)
+func closeIfReplaced(w http.ResponseWriter, h *basaltv1.Host, id agentIdentity) {
+	if a := h.Status.Agent; a.CertificateSerial != "" && id.Serial != a.CertificateSerial {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// superseded refuses a certificate of the Host that is no longer its last or the one before:
+// another copy of the agent's identity renewed it, or the Host registered again since.
+func (s *Server) superseded(w http.ResponseWriter, r *http.Request, id agentIdentity) {
+	s.Log.Info("Refused a superseded agent certificate: the Host's agent registered or renewed with another one since; if this is the Host's own agent, a copy of its identity exists elsewhere",
+		"host", id.String(), "path", r.URL.Path, "serial", id.Serial, "remote", r.RemoteAddr, "reason", "Superseded")
+	s.reject(w, r, http.StatusForbidden, "superseded", msgForbidden)
 }
 
 // badBody answers a body that could not be decoded: 413 when too large, 400 otherwise.
@@ -118,10 +145,19 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	hostKey := klog.KRef(ref.Namespace, ref.Name)
 	id := agentIdentity{Namespace: ref.Namespace, Host: ref.Name, UID: ref.UID}
+	cert, serial, err := s.signAgentCert(csr, ref.Namespace, ref.Name, ref.UID)
+	if err != nil {
+		s.Log.Error(err, "Cannot sign an agent certificate", "host", hostKey)
+		http.Error(w, "cannot sign the certificate", http.StatusInternalServerError)
+		return
+	}
 	now := metav1.NewTime(s.Now().Truncate(time.Second))
+	// The new certificate is the only one the Host accepts from now on: any earlier one (a
+	// former registration's, or a copy of it) is shut out.
 	_, err = s.updateHost(ctx, id, func(h *basaltv1.Host) {
 		h.Status.Agent.Version = req.AgentVersion
 		h.Status.Agent.LastSeen = &now
+		h.Status.Agent.CertificateSerial, h.Status.Agent.PreviousCertificateSerial = serial, ""
 	})
 	if errors.Is(err, errHostGone) {
 		s.Log.Info("Refused registration", "host", hostKey, "remote", r.RemoteAddr, "reason", "HostGone")
@@ -132,12 +168,6 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		// The token is spent; the Host controller issues a new one.
 		s.Log.Error(err, "Cannot record the registration", "host", hostKey)
 		http.Error(w, msgUnavailable, http.StatusServiceUnavailable)
-		return
-	}
-	cert, err := s.signAgentCert(csr, ref.Namespace, ref.Name, ref.UID)
-	if err != nil {
-		s.Log.Error(err, "Cannot sign an agent certificate", "host", hostKey)
-		http.Error(w, "cannot sign the certificate", http.StatusInternalServerError)
 		return
 	}
 	registrationsTotal.Inc()
@@ -173,10 +203,33 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("the agent CA expires at %s: it must be rotated before certificates are renewed", caEnd.UTC().Format(time.RFC3339)), http.StatusServiceUnavailable)
 		return
 	}
-	cert, err := s.signAgentCert(csr, id.Namespace, id.Host, id.UID)
+	cert, serial, err := s.signAgentCert(csr, id.Namespace, id.Host, id.UID)
 	if err != nil {
 		s.Log.Error(err, "Cannot sign an agent certificate", "host", id.String())
 		http.Error(w, "cannot sign the certificate", http.StatusInternalServerError)
+		return
+	}
+	// Only the last certificate issued is renewed (not the one before it, which authorizeHost
+	// still accepts): of two copies of one identity, the first to renew keeps it.
+	last := true
+	_, err = s.updateHost(r.Context(), id, func(h *basaltv1.Host) {
+		a := &h.Status.Agent
+		if a.CertificateSerial != "" && a.CertificateSerial != id.Serial {
+			last = false
+			return
+		}
+		a.CertificateSerial, a.PreviousCertificateSerial = serial, id.Serial
+	})
+	switch {
+	case errors.Is(err, errHostGone):
+		s.reject(w, r, http.StatusForbidden, "host_gone", msgForbidden)
+		return
+	case err != nil:
+		s.Log.Error(err, "Cannot record a renewed agent certificate", "host", id.String())
+		http.Error(w, msgUnavailable, http.StatusServiceUnavailable)
+		return
+	case !last:
+		s.superseded(w, r, id)
 		return
 	}
 	renewalsTotal.Inc()
@@ -320,8 +373,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	fromDisk := false
+	fromDisk, accepted := false, true
 	host, err := s.updateHost(ctx, id, func(h *basaltv1.Host) {
+		if accepted = certificateAccepted(h, id.Serial); !accepted {
+			return
+		}
 		wasOnDisk := h.Status.Agent.Root != nil
 		s.applyHostReport(h, st)
 		fromDisk = !wasOnDisk && h.Status.Agent.Root != nil
@@ -336,6 +392,11 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msgUnavailable, http.StatusServiceUnavailable)
 		return
 	}
+	if !accepted {
+		s.superseded(w, r, id)
+		return
+	}
+	closeIfReplaced(w, host, id)
 	if fromDisk {
 		// The agent now runs from the root filesystem on the Host's disk, with the identity
 		// it registered with: the token of the script that booted it there is not needed.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/basalt-dev/basalt/agents/protocol"
 	"github.com/basalt-dev/basalt/agents/tokens"
+	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/pki"
 )
 
@@ -202,12 +203,12 @@ func (s *Server) ensureServingCertLocked(ctx context.Context) error {
 
 // signAgentCert issues the client certificate of host for the key in csr. The subject is set
 // here, never taken from the CSR.
-func (s *Server) signAgentCert(csr *x509.CertificateRequest, ns, host string, uid types.UID) ([]byte, error) {
+func (s *Server) signAgentCert(csr *x509.CertificateRequest, ns, host string, uid types.UID) (certPEM []byte, serialHex string, err error) {
 	ca := s.agentCA
 	now := s.Now()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	// Backdated for late clocks, but by at most a tenth of the validity: a short-lived
 	// certificate is not born half used (agents renew at two thirds of the lifetime).
@@ -222,7 +223,7 @@ func (s *Server) signAgentCert(csr *x509.CertificateRequest, ns, host string, ui
 	}
 	uidURI, err := url.Parse(hostUIDURIPrefix + string(uid))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -236,9 +237,9 @@ func (s *Server) signAgentCert(csr *x509.CertificateRequest, ns, host string, ui
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serialString(serial), nil
 }
 
 // Identity is the CommonName of the client certificate of Host namespace/name.
@@ -251,6 +252,19 @@ type agentIdentity struct {
 	Namespace string
 	Host      string
 	UID       types.UID
+	// Serial is the presented certificate's serial number, serialString.
+	Serial string
+}
+
+// serialString is how a certificate serial is recorded on a Host: lowercase hex.
+func serialString(n *big.Int) string { return n.Text(16) }
+
+// certificateAccepted says whether the certificate with this serial may speak for h: the last
+// one issued to it or the one that replaced (a connection opened before a renewal still carries
+// it). A Host with none recorded (registered before serials were) accepts any of its certificates.
+func certificateAccepted(h *basaltv1.Host, serial string) bool {
+	a := h.Status.Agent
+	return a.CertificateSerial == "" || serial == a.CertificateSerial || serial == a.PreviousCertificateSerial
 }
 
 func (id agentIdentity) String() string { return id.Namespace + "/" + id.Host }
@@ -285,7 +299,7 @@ func parseIdentity(cert *x509.Certificate) (agentIdentity, error) {
 	if !ok || !validNamespace(ns) || !validName(host) {
 		return agentIdentity{}, errors.New("common name does not name a Host")
 	}
-	id := agentIdentity{Namespace: ns, Host: host}
+	id := agentIdentity{Namespace: ns, Host: host, Serial: serialString(cert.SerialNumber)}
 	for _, u := range cert.URIs {
 		if uid, ok := strings.CutPrefix(u.String(), hostUIDURIPrefix); ok {
 			id.UID = types.UID(uid)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +86,116 @@ type statusError struct{ code int }
 
 func (e *statusError) Error() string {
 	return http.StatusText(e.code) + ", want 403 for a deleted Host"
+}
+
+// renewWith renews c's certificate for a new key and returns a client with the new one, or the
+// refusal's status code.
+func renewWith(t *testing.T, h *harness, c *http.Client) (*http.Client, *x509.Certificate, int) {
+	t.Helper()
+	key := newKey(t)
+	code, body := post(t, c, h.url+protocol.PathRenew, protocol.RenewRequest{CSR: csr(t, key)})
+	if code != http.StatusOK {
+		return nil, nil, code
+	}
+	var resp protocol.RegisterResponse
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(resp.Certificate)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fresh client: the renewed certificate on a new connection, as the agent's next dial.
+	return h.client(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}), cert, code
+}
+
+// TestCopiedIdentityIsShutOut: two holders of one agent certificate (the agent and a copy of its
+// key and certificate). The first to renew keeps the identity; the other's renewal is refused,
+// and its certificate is refused once the identity renewed again; a new registration (the
+// Host's agent installed again) shuts every earlier certificate out.
+func TestCopiedIdentityIsShutOut(t *testing.T) {
+	h := newHarness(t, func(s *agentserver.Server) { s.ClientCertValidity = time.Hour })
+	// The handshake checks certificates against the real clock, the server's renewal rules
+	// against h.clock: registered 57 minutes ago, renewed by the copy 27 minutes ago, renewed
+	// again a minute from now, so every certificate used below is valid now (each is backdated 6
+	// minutes).
+	h.clock.Advance(-57 * time.Minute)
+	host := h.createHost("node-1")
+	a := h.register(host)
+	if got := h.getHost("node-1").Status.Agent.CertificateSerial; got != a.cert.SerialNumber.Text(16) {
+		t.Fatalf("status.agent.certificateSerial %q after registration, want %x", got, a.cert.SerialNumber)
+	}
+	copyClient := h.client(a.pair) // the copy: same key and certificate, its own connections
+	h.clock.Advance(30 * time.Minute)
+
+	stolen, stolenCert, code := renewWith(t, h, copyClient)
+	if code != http.StatusOK {
+		t.Fatalf("the copy's renewal: %d", code)
+	}
+	st := h.getHost("node-1").Status.Agent
+	if st.CertificateSerial != stolenCert.SerialNumber.Text(16) || st.PreviousCertificateSerial != a.cert.SerialNumber.Text(16) {
+		t.Fatalf("serials after the renewal: %+v", st)
+	}
+	// The renewed certificate works at once (the cached Host may not know it yet).
+	if code, body := post(t, stolen, h.url+protocol.PathStatus, protocol.Status{AgentVersion: "v0.1.0-test"}); code/100 != 2 {
+		t.Fatalf("status with the renewed certificate: %d %s", code, body)
+	}
+	before := metricValue(t, "basalt_agent_api_rejected_requests_total", map[string]string{"path": protocol.PathRenew, "reason": "superseded"})
+	if _, _, code := renewWith(t, h, a.client); code != http.StatusForbidden {
+		t.Fatalf("the other holder's renewal of the replaced certificate: %d, want 403", code)
+	}
+	if got := metricValue(t, "basalt_agent_api_rejected_requests_total", map[string]string{"path": protocol.PathRenew, "reason": "superseded"}); got != before+1 {
+		t.Errorf("superseded renewals counted %v → %v", before, got)
+	}
+	// The replaced certificate still reports (connections opened before a renewal carry it),
+	// and its connection is closed after the answer ...
+	for i := range 2 {
+		reused := false
+		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost,
+			h.url+protocol.PathStatus, strings.NewReader(`{"agentVersion":"v0.1.0-test"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := a.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("status with the replaced certificate: %d", resp.StatusCode)
+		}
+		if i == 1 && reused {
+			t.Error("the connection of a replaced certificate was used again")
+		}
+	}
+	// ... until the identity renews again.
+	h.clock.Advance(28 * time.Minute)
+	stolen2, _, code := renewWith(t, h, stolen)
+	if code != http.StatusOK {
+		t.Fatalf("second renewal: %d", code)
+	}
+	for _, p := range []string{protocol.PathStatus, protocol.PathRenew} {
+		if code, _ := post(t, a.client, h.url+p, protocol.Status{AgentVersion: "v0.1.0-test"}); code != http.StatusForbidden {
+			t.Errorf("%s with a certificate two renewals old: %d, want 403", p, code)
+		}
+	}
+	if r, _ := get(t, a.client, h.url+protocol.PathPlan); r.StatusCode != http.StatusForbidden {
+		t.Errorf("plan with a certificate two renewals old: %d, want 403", r.StatusCode)
+	}
+
+	// The Host's agent registers again with a new token: the copy is out.
+	fresh := h.register(host)
+	st = h.getHost("node-1").Status.Agent
+	if st.CertificateSerial != fresh.cert.SerialNumber.Text(16) || st.PreviousCertificateSerial != "" {
+		t.Fatalf("serials after a new registration: %+v", st)
+	}
+	if code, _ := post(t, stolen2, h.url+protocol.PathStatus, protocol.Status{AgentVersion: "v0.1.0-test"}); code != http.StatusForbidden {
+		t.Errorf("status with the copy's certificate after a new registration: %d, want 403", code)
+	}
+	if code, body := post(t, fresh.client, h.url+protocol.PathStatus, protocol.Status{AgentVersion: "v0.1.0-test"}); code/100 != 2 {
+		t.Errorf("status after the new registration: %d %s", code, body)
+	}
 }

@@ -3,6 +3,7 @@ package agentserver
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"math/big"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 func TestParseIdentity(t *testing.T) {
 	uid, _ := url.Parse(hostUIDURIPrefix + "1234")
 	cert := func(cn string, orgs []string, uris ...*url.URL) *x509.Certificate {
-		return &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: orgs}, URIs: uris}
+		return &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: orgs}, URIs: uris, SerialNumber: big.NewInt(0xabc)}
 	}
 	org := []string{protocol.IdentityOrganization}
 	for _, tc := range []struct {
@@ -24,7 +25,7 @@ func TestParseIdentity(t *testing.T) {
 		want agentIdentity
 		ok   bool
 	}{
-		{"valid", cert(protocol.IdentityPrefix+"site-a/node-1.rack-2", org, uid), agentIdentity{"site-a", "node-1.rack-2", "1234"}, true},
+		{"valid", cert(protocol.IdentityPrefix+"site-a/node-1.rack-2", org, uid), agentIdentity{"site-a", "node-1.rack-2", "1234", "abc"}, true},
 		{"no uid", cert(protocol.IdentityPrefix+"site-a/node-1", org), agentIdentity{}, false},
 		{"wrong org", cert(protocol.IdentityPrefix+"site-a/node-1", []string{"system:masters"}, uid), agentIdentity{}, false},
 		{"two orgs", cert(protocol.IdentityPrefix+"site-a/node-1", append(org, "system:masters"), uid), agentIdentity{}, false},

@@ -523,6 +523,18 @@ type AgentStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +optional
 	PlanHash string `json:"planHash,omitempty"`
+	// certificateSerial is the serial number (hex) of the client certificate the agent API
+	// issued to this Host's agent last (registration or renewal), previousCertificateSerial the
+	// one it replaced. The agent API accepts no other certificate of this Host, and renews only
+	// the last one: a copy of the identity that renews first shuts the other out, which then goes
+	// silent and is registered again (an SSH Host is installed again), shutting the copy out.
+	// A registration clears previousCertificateSerial.
+	// +kubebuilder:validation:MaxLength=40
+	// +optional
+	CertificateSerial string `json:"certificateSerial,omitempty"`
+	// +kubebuilder:validation:MaxLength=40
+	// +optional
+	PreviousCertificateSerial string `json:"previousCertificateSerial,omitempty"`
 }
 
 // AgentRoot is a root filesystem image Basalt wrote to a local disk.
