@@ -131,12 +131,13 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	// Nor does the virtual IP: it follows the Lease in the workload cluster.
+	var vipWatcher *vip.Watcher
 	if o.VIPConfig != "-" {
-		w := &vip.Watcher{Path: o.VIPConfig, Commands: o.Run, Logger: log.With("component", "vip")}
+		vipWatcher = &vip.Watcher{Path: o.VIPConfig, Commands: o.Run, Logger: log.With("component", "vip")}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w.Run(ctx)
+			vipWatcher.Run(ctx)
 		}()
 	}
 
@@ -158,6 +159,9 @@ func Run(ctx context.Context, o Options) error {
 	applier := &apply.Applier{
 		Root: o.Root, StateDir: filepath.Join(o.StateDir, "apply"), Fetcher: client, Runtime: rt,
 		Health: checker, Run: o.Run, Ctr: o.Ctr, DependencyTimeout: o.DependencyTimeout, Logger: log.With("component", "apply"),
+	}
+	if vipWatcher != nil {
+		applier.BeforeDisrupt = vipWatcher.StepDown
 	}
 	wg.Add(1)
 	go func() {

@@ -93,6 +93,9 @@ type Applier struct {
 	Mounts Unmounter
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// BeforeDisrupt, when set, is called before a running service is restarted or stopped (the
+	// agent's virtual IP moves away first when it depends on the service).
+	BeforeDisrupt func(ctx context.Context, service string)
 
 	mu       sync.Mutex
 	verified map[string]verifiedFile

@@ -130,6 +130,35 @@ func TestChangeRestartsOnlyWhatReadsIt(t *testing.T) {
 	}
 }
 
+// TestBeforeDisruptIsCalled: the agent hears of a running service's restart or stop before it
+// happens (its virtual IP moves away first), and not of a first start.
+func TestBeforeDisruptIsCalled(t *testing.T) {
+	e := newEnv(t)
+	var told []string
+	e.a.BeforeDisrupt = func(_ context.Context, name string) {
+		told = append(told, name+" ("+strings.Join(e.rt.takeLog(), ",")+")")
+	}
+	p := basePlan(e)
+	e.mustApply(t, p)
+	if len(told) != 0 {
+		t.Fatalf("told of %v on the first start", told)
+	}
+	e.rt.takeLog()
+	p.Services[0].Argv = append(p.Services[0].Argv, "--snapshot-count=10000")
+	e.mustApply(t, p)
+	// Told before the restart: nothing had happened to the service yet.
+	if d := cmp.Diff([]string{"etcd ()"}, told); d != "" {
+		t.Errorf("after an etcd flag change (-want +got):\n%s", d)
+	}
+	told = nil
+	e.rt.takeLog()
+	p.Services = p.Services[:1] // kube-apiserver leaves the Plan
+	e.mustApply(t, p)
+	if d := cmp.Diff([]string{"kube-apiserver ()"}, told); d != "" {
+		t.Errorf("after kube-apiserver left the Plan (-want +got):\n%s", d)
+	}
+}
+
 func TestArtifactChecksumMismatchIsRefused(t *testing.T) {
 	e := newEnv(t)
 	p := basePlan(e)

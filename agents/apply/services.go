@@ -33,6 +33,7 @@ func (r *run) stopRemovedServices(ctx context.Context) {
 	}
 	for _, name := range service.StopOrder(gone) {
 		r.Logger.Info("Stopping service", "service", name, "reason", "no longer in the Plan")
+		r.beforeDisrupt(ctx, name)
 		err := r.Runtime.Stop(ctx, name)
 		r.step("service:"+name+" (stopped)", err, err == nil)
 	}
@@ -121,6 +122,9 @@ func (r *run) ensureService(ctx context.Context, name string) (err error) {
 			reason = "not running"
 		}
 		r.Logger.Info("Starting service", "service", name, "hash", hash, "oldHash", st.Hash, "reason", reason)
+		if st.Active {
+			r.beforeDisrupt(ctx, name)
+		}
 	}
 	ran, err := r.ensureInit(ctx, svc)
 	if err != nil {
@@ -228,5 +232,12 @@ func (r *run) importImages(ctx context.Context) {
 			err = r.saveImages(imported)
 		}
 		r.step("image:"+img, err, err == nil)
+	}
+}
+
+// beforeDisrupt tells the agent that a running service is about to be restarted or stopped.
+func (a *Applier) beforeDisrupt(ctx context.Context, name string) {
+	if a.BeforeDisrupt != nil {
+		a.BeforeDisrupt(ctx, name)
 	}
 }

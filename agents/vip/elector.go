@@ -24,7 +24,7 @@ import (
 // LeaseDuration.
 const (
 	DefaultLeaseDuration = 6 * time.Second
-	DefaultRenewDeadline = 4 * time.Second
+	DefaultRenewDeadline = 3 * time.Second
 	DefaultRetryPeriod   = time.Second
 )
 
@@ -47,6 +47,11 @@ type Elector struct {
 
 	now func() time.Time
 
+	// stepDown carries StepDown's requests into Run's goroutine.
+	stepDown chan stepDownRequest
+	// pausedUntil: no campaigning before then (a service the address depends on restarts).
+	pausedUntil time.Time
+
 	holding    bool
 	lastRenew  time.Time // when this host last wrote the Lease as holder
 	announce   int       // gratuitous ARPs still to repeat
@@ -59,10 +64,13 @@ func (e *Elector) defaults() {
 		e.LeaseDuration = DefaultLeaseDuration
 	}
 	if e.RenewDeadline <= 0 || e.RenewDeadline >= e.LeaseDuration {
-		e.RenewDeadline = e.LeaseDuration * 2 / 3
+		e.RenewDeadline = e.LeaseDuration / 2
 	}
 	if e.RetryPeriod <= 0 {
 		e.RetryPeriod = DefaultRetryPeriod
+	}
+	if e.RenewDeadline+e.RetryPeriod >= e.LeaseDuration {
+		e.RetryPeriod = (e.LeaseDuration - e.RenewDeadline) / 2
 	}
 	if e.Logger == nil {
 		e.Logger = slog.Default()
@@ -70,6 +78,44 @@ func (e *Elector) defaults() {
 	if e.now == nil {
 		e.now = time.Now
 	}
+	if e.stepDown == nil {
+		e.stepDown = make(chan stepDownRequest)
+	}
+}
+
+type stepDownRequest struct {
+	pause time.Duration
+	held  chan bool
+}
+
+// NewElector returns an Elector with its defaults set, ready for Run and StepDown.
+func NewElector(e *Elector) *Elector {
+	e.defaults()
+	return e
+}
+
+// StepDown gives the address up if this host holds it and keeps it from campaigning for pause;
+// it says whether it held the address. It must be called while Run runs (it waits for Run's
+// goroutine, or for ctx).
+func (e *Elector) StepDown(ctx context.Context, pause time.Duration) bool {
+	req := stepDownRequest{pause: pause, held: make(chan bool, 1)}
+	select {
+	case e.stepDown <- req:
+	case <-ctx.Done():
+		return false
+	}
+	select {
+	case held := <-req.held:
+		return held
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// HeldByOther says whether the Lease names a holder other than this host.
+func (e *Elector) HeldByOther(ctx context.Context) bool {
+	cur, err := e.Lease.get(ctx)
+	return err == nil && cur != nil && cur.Holder != "" && cur.Holder != e.Identity
 }
 
 // Run campaigns until ctx ends, then gives the Lease and the address up.
@@ -83,23 +129,44 @@ func (e *Elector) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		e.step(ctx)
-		select {
-		case <-ctx.Done():
+		if !e.wait(ctx, t.C) {
 			stop, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			e.release(stop, "the agent stops or the Plan no longer has a virtual IP")
 			cancel()
 			return
-		case <-t.C:
+		}
+	}
+}
+
+// wait serves step-down requests until the next tick (true) or the end of ctx (false).
+func (e *Elector) wait(ctx context.Context, tick <-chan time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case req := <-e.stepDown:
+			e.pausedUntil = e.now().Add(req.pause)
+			held := e.holding
+			e.release(ctx, "a service the address depends on is about to restart")
+			req.held <- held
+		case <-tick:
+			return true
 		}
 	}
 }
 
 // step is one round: renew or give up when holding, else take the Lease when it is free.
 func (e *Elector) step(ctx context.Context) {
-	// A round may take longer than RetryPeriod on a busy host, but not so long that the holder
-	// misses its renewal deadline on one slow request.
-	rctx, cancel := context.WithTimeout(ctx, max(e.RetryPeriod, e.RenewDeadline/2))
+	// A round lasts at most RetryPeriod, and a holder checks its deadline before each: it drops
+	// the address at most RenewDeadline + RetryPeriod after its last renewal, well before the
+	// others may take the Lease (LeaseDuration after they saw that renewal).
+	e.checkDeadline(ctx)
+	rctx, cancel := context.WithTimeout(ctx, e.RetryPeriod)
 	defer cancel()
+	if e.now().Before(e.pausedUntil) {
+		e.release(ctx, "a service the address depends on restarts")
+		return
+	}
 	healthy := e.Healthy(rctx)
 	if e.holding && !healthy {
 		e.release(ctx, "the API server here is not ready")
@@ -201,7 +268,9 @@ func (e *Elector) release(ctx context.Context, why string) {
 		next := *cur
 		next.Holder, next.DurationSeconds = "", 1
 		next.Renew = e.now()
-		if err := e.Lease.write(ctx, &next); err != nil {
+		wctx, cancel := context.WithTimeout(ctx, e.RetryPeriod)
+		defer cancel()
+		if err := e.Lease.write(wctx, &next); err != nil {
 			e.Logger.Info("Could not give the virtual IP Lease up; the others take it when it expires", "error", err)
 		} else {
 			e.observed, e.observedAt = &next, e.now()

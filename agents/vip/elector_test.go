@@ -261,6 +261,34 @@ func TestElection(t *testing.T) {
 		}
 	})
 
+	t.Run("a holder steps down before a restart and another takes over at once", func(t *testing.T) {
+		deleteLease(t)
+		log := &holdLog{}
+		cs := map[string]*candidate{}
+		for _, n := range []string{"cp-1", "cp-2"} {
+			cs[n] = start(t, n, log, 30*time.Second, 20*time.Second)
+		}
+		first := holder(t, log, cs, 20*time.Second, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if !cs[first].e.StepDown(ctx, 2*time.Second) {
+			t.Fatalf("%s did not hold the address when asked to step down", first)
+		}
+		if has, _ := cs[first].link.Has(); has {
+			t.Fatal("the address is still here after StepDown returned")
+		}
+		// With a 30 s Lease, a takeover within seconds comes from the step-down's release.
+		second := holder(t, log, cs, 10*time.Second, first)
+		if !cs[first].e.HeldByOther(ctx) {
+			t.Errorf("HeldByOther is false while %s holds the Lease", second)
+		}
+		// The second steps down too; the first, its pause over, takes the address back.
+		if !cs[second].e.StepDown(ctx, 5*time.Second) {
+			t.Fatalf("%s did not hold the address when asked to step down", second)
+		}
+		holder(t, log, cs, 10*time.Second, second)
+	})
+
 	t.Run("an agent that restarts while it holds takes its Lease back", func(t *testing.T) {
 		deleteLease(t)
 		log := &holdLog{}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,51 @@ type Watcher struct {
 
 	// newLink, when set, replaces the host's Link (tests).
 	newLink func(cfg *plan.VirtualIP) Link
+
+	mu      sync.Mutex
+	elector *Elector
+	cfg     *plan.VirtualIP
+}
+
+// Step-down timing: a host gives the address up for StepDownPause before a service it depends on
+// restarts (long enough for the old process to go; after it, the API server's readiness decides),
+// and waits at most StepDownWait for another host to take it before the restart goes ahead.
+const (
+	StepDownPause = 5 * time.Second
+	StepDownWait  = 3 * time.Second
+)
+
+// StepDown is called before the agent restarts or stops service. When the virtual IP depends
+// on it (plan.VirtualIP.StepDownFor) and this host holds the address, it gives the address up and
+// waits, at most StepDownWait, until another host holds it.
+func (w *Watcher) StepDown(ctx context.Context, service string) {
+	w.mu.Lock()
+	e, cfg := w.elector, w.cfg
+	w.mu.Unlock()
+	if e == nil || !slices.Contains(cfg.StepDownFor, service) {
+		return
+	}
+	log := w.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithTimeout(ctx, StepDownWait)
+	defer cancel()
+	began := time.Now()
+	if !e.StepDown(ctx, StepDownPause) {
+		return
+	}
+	for ctx.Err() == nil {
+		if e.HeldByOther(ctx) {
+			log.Info("Handed the control-plane virtual IP over before a restart", "service", service, "took", time.Since(began).Round(time.Millisecond))
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	log.Info("No other host took the control-plane virtual IP before a restart; going ahead", "service", service, "waited", StepDownWait)
 }
 
 // Run watches until ctx ends.
@@ -113,17 +159,23 @@ func (w *Watcher) start(ctx context.Context, cfg *plan.VirtualIP) func() {
 		link = newHostLink(w.Commands, addr, node)
 	}
 	tc := &tlsClient{ca: cfg.CAFile, cert: cfg.CertFile, key: cfg.KeyFile}
-	e := &Elector{Identity: cfg.Identity, Link: link, Logger: w.Logger,
+	e := NewElector(&Elector{Identity: cfg.Identity, Link: link, Logger: w.Logger,
 		Lease:   &leaseClient{client: tc.get, server: cfg.Server, namespace: cfg.LeaseNamespace, name: cfg.LeaseName},
-		Healthy: readyz(tc.get, cfg.Health)}
+		Healthy: readyz(tc.get, cfg.Health)})
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		e.Run(ctx)
 	}()
+	w.mu.Lock()
+	w.elector, w.cfg = e, cfg
+	w.mu.Unlock()
 	w.Logger.Info("Campaigning for the control-plane virtual IP", "address", cfg.Address, "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName)
 	return func() {
+		w.mu.Lock()
+		w.elector, w.cfg = nil, nil
+		w.mu.Unlock()
 		cancel()
 		<-done
 	}

@@ -35,6 +35,10 @@ type VirtualIP struct {
 	CAFile   string `json:"caFile"`
 	CertFile string `json:"certFile"`
 	KeyFile  string `json:"keyFile"`
+	// StepDownFor are the Plan's services the address depends on (etcd, kube-apiserver): before
+	// the agent restarts or stops one of them, a holder gives the address up and waits briefly
+	// for another host to take it, so clients move before the API here goes away.
+	StepDownFor []string `json:"stepDownFor,omitempty"`
 }
 
 // Validate checks every field.
@@ -68,6 +72,11 @@ func (v *VirtualIP) Validate() error {
 	for name, p := range map[string]string{"caFile": v.CAFile, "certFile": v.CertFile, "keyFile": v.KeyFile} {
 		if !filepath.IsAbs(p) || filepath.Clean(p) != p {
 			errs = append(errs, fmt.Errorf("virtualIP.%s %q must be an absolute clean path", name, p))
+		}
+	}
+	for _, name := range v.StepDownFor {
+		if !validServiceName(name) {
+			errs = append(errs, fmt.Errorf("virtualIP.stepDownFor: %q is not a service name", name))
 		}
 	}
 	return errors.Join(errs...)

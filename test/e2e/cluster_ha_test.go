@@ -390,7 +390,12 @@ func TestClusterHA(t *testing.T) {
 		t.Logf("Upgraded 3 control plane + 2 workers to %s in place in %s; requests to the web server through NodePort %d: %d failed of %d (%.2f%%) %v",
 			etcdTestVersion, took.Round(time.Second), port, failed, total, 100*float64(failed)/float64(max(total, 1)), samples)
 		// Through the virtual IP, which moves off each control-plane host while its API server
-		// restarts (docs/benchmarks.md compares the gap with a host's own address).
+		// restarts (docs/benchmarks.md compares the gap with a host's own address). What the
+		// agents did with it, to read beside the failed reads' times:
+		for _, h := range b.Hosts[:4] {
+			out, _ := h.Run(ctx, "journalctl -u basalt-agent --since=-15min -o short-precise --no-pager | grep -E 'virtual IP|Starting service.*kube-apiserver' | tail -n 16; true")
+			t.Logf("virtual IP on %s:\n%s", h.Name, out)
+		}
 		api.check(t, "the upgrade", 120)
 		if total < 100 {
 			t.Fatalf("only %d requests were sent during the upgrade", total)
@@ -437,7 +442,7 @@ func TestClusterHA(t *testing.T) {
 		}
 		t.Logf("Stopped host %s (Machine %s), which held the virtual IP", victimHost.Name, victim.Name)
 		next := vipHolder(ctx, t, m, b, ns, cl.Name, victimHost.Name)
-		t.Logf("The virtual IP moved to %s %s after the holder stopped; reads through it: %s", next.Name, time.Since(began).Round(100*time.Millisecond), api.sofar())
+		t.Logf("The virtual IP moved to %s; status.virtualIP named it %s after the holder stopped (read every 30 s); reads through it so far: %s", next.Name, time.Since(began).Round(100*time.Millisecond), api.sofar())
 		framework.Eventually(t, 20*time.Minute, func() error {
 			got := &basaltv1.Cluster{}
 			if err := c.Get(ctx, framework.ObjectKey(ns, cl.Name), got); err != nil {
@@ -584,6 +589,8 @@ type apiWatch struct {
 	// longest is the longest time from a read that succeeded to the next one that did, over
 	// failures (a failed read may take its whole 5 s timeout).
 	longest time.Duration
+	// failures are the first failed reads: when each began, and its error.
+	failures []string
 }
 
 // sofar says what the watch saw until now.
@@ -598,6 +605,7 @@ func (w *apiWatch) sofar() string {
 func vipHolder(ctx context.Context, t *testing.T, m *framework.Management, b *bed.Bed, ns, cluster, skip string) *bed.Host {
 	t.Helper()
 	var holder *bed.Host
+	began := time.Now()
 	framework.Eventually(t, 3*time.Minute, func() error {
 		holder = nil
 		var with []string
@@ -619,6 +627,7 @@ func vipHolder(ctx context.Context, t *testing.T, m *framework.Management, b *be
 		}
 		return nil
 	})
+	t.Logf("The virtual IP %s is on %s (seen %s after the check began; hosts polled every second)", b.VirtualIP(), holder.Name, time.Since(began).Round(100*time.Millisecond))
 	framework.Eventually(t, 2*time.Minute, func() error {
 		got := &basaltv1.Cluster{}
 		if err := m.Env.Client.Get(ctx, framework.ObjectKey(ns, cluster), got); err != nil {
@@ -654,12 +663,16 @@ func watchAPI(ctx context.Context, wc kubernetes.Interface) *apiWatch {
 				return
 			case <-time.After(500 * time.Millisecond):
 			}
+			began := time.Now()
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := wc.CoreV1().Namespaces().Get(rctx, "default", metav1.GetOptions{})
 			cancel()
 			w.mu.Lock()
 			w.total++
 			if err != nil {
+				if len(w.failures) < 20 {
+					w.failures = append(w.failures, fmt.Sprintf("%s (%s): %v", began.UTC().Format("15:04:05.0"), time.Since(began).Round(100*time.Millisecond), err))
+				}
 				w.failed++
 				run++
 				w.worst = max(w.worst, run)
@@ -682,8 +695,8 @@ func (w *apiWatch) check(t *testing.T, during string, maxOutage int) {
 	t.Helper()
 	w.stopOnce()
 	<-w.done
-	t.Logf("API reads during %s: %d failed of %d, longest outage %d reads, longest gap between successful reads %s",
-		during, w.failed, w.total, w.worst, w.longest.Round(100*time.Millisecond))
+	t.Logf("API reads during %s: %d failed of %d, longest outage %d reads, longest gap between successful reads %s; failures: %s",
+		during, w.failed, w.total, w.worst, w.longest.Round(100*time.Millisecond), strings.Join(w.failures, "; "))
 	if w.worst > maxOutage {
 		t.Fatalf("the API was unreachable for %d consecutive reads (%s) during %s", w.worst, w.longest.Round(100*time.Millisecond), during)
 	}

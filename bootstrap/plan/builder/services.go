@@ -342,6 +342,7 @@ func (b *planBuilder) virtualIP() error {
 		LeaseNamespace: components.VirtualIPLeaseNamespace, LeaseName: components.VirtualIPLeaseName,
 		Health: b.url("https", r.ports.APIServer, "/readyz"),
 		CAFile: pk.CACert(), CertFile: at.Cert, KeyFile: at.Key,
+		StepDownFor: []string{ServiceEtcd, ServiceAPIServer},
 	}
 	if err := b.p.VirtualIP.Validate(); err != nil {
 		return fieldErr("virtualIP", "%v", err)

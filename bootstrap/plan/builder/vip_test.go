@@ -18,6 +18,7 @@ func TestVirtualIP(t *testing.T) {
 		Server: "https://127.0.0.1:6444", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
 		Health: "https://127.0.0.1:6443/readyz",
 		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key",
+		StepDownFor: []string{"etcd", "kube-apiserver"},
 	}
 	if d := cmp.Diff(want, p.VirtualIP); d != "" {
 		t.Fatalf("virtualIP (-want +got):\n%s", d)
