@@ -162,6 +162,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if vipWatcher != nil {
 		applier.BeforeDisrupt = vipWatcher.StepDown
+		applier.CheckVirtualIP = vip.Check
 	}
 	wg.Add(1)
 	go func() {

@@ -43,7 +43,18 @@ func (r *run) configureVirtualIP() {
 		r.agentConfig("virtualip", vip.DefaultConfigPath, nil)
 		return
 	}
-	r.agentConfig("virtualip:"+r.plan.VirtualIP.Address, vip.DefaultConfigPath, r.plan.VirtualIP)
+	step := "virtualip:" + r.plan.VirtualIP.Address
+	if r.CheckVirtualIP != nil {
+		if err := r.CheckVirtualIP(r.plan.VirtualIP); err != nil {
+			// Not campaigning for an address this host cannot carry.
+			if rerr := os.Remove(r.path(vip.DefaultConfigPath)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = errors.Join(err, rerr)
+			}
+			r.step(step, err, false)
+			return
+		}
+	}
+	r.agentConfig(step, vip.DefaultConfigPath, r.plan.VirtualIP)
 }
 
 // agentConfig writes v as JSON to path (under Root), atomically and only when it changed, for one

@@ -2,11 +2,14 @@ package apply
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
+	"strings"
 	"path/filepath"
 	"testing"
 
 	"github.com/basalt-dev/basalt/agents/lb"
+	"github.com/basalt-dev/basalt/agents/vip"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
@@ -38,6 +41,48 @@ func TestLoadBalancerConfigFollowsThePlan(t *testing.T) {
 	e.mustApply(t, p)
 	if e.exists(lb.DefaultConfigPath) {
 		t.Fatal("the load balancer config outlived the Plan that asked for it")
+	}
+}
+
+// TestVirtualIPConfigFollowsThePlan: the Plan's virtual IP reaches the agent's elector through
+// its file; an address this host cannot carry fails the step with the reason and nothing
+// campaigns; a Plan without one removes the file.
+func TestVirtualIPConfigFollowsThePlan(t *testing.T) {
+	e := newEnv(t)
+	var refuse error
+	e.a.CheckVirtualIP = func(*plan.VirtualIP) error { return refuse }
+	p := basePlan(e)
+	p.VirtualIP = &plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11", Identity: "cp-1",
+		Server: "https://127.0.0.1:6444", Health: "https://127.0.0.1:6443/readyz", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
+		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key",
+		StepDownFor: []string{"etcd", "kube-apiserver"}}
+	e.mustApply(t, p)
+	var got plan.VirtualIP
+	if err := json.Unmarshal([]byte(e.read(t, vip.DefaultConfigPath)), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Address != "192.0.2.250" || got.Identity != "cp-1" || len(got.StepDownFor) != 2 {
+		t.Fatalf("virtual IP config %+v", got)
+	}
+
+	refuse = errors.New("the virtual IP 192.0.2.250 is not on eth0's subnet 10.0.0.0/24: choose an address in 10.0.0.0/24")
+	steps, err := e.apply(t, p)
+	if err == nil {
+		t.Fatal("a virtual IP this host cannot carry was applied")
+	}
+	if s, ok := stepErr(steps, "virtualip:192.0.2.250"); !ok || s.OK || !strings.Contains(s.Error, "choose an address") {
+		t.Fatalf("virtualip step %+v", s)
+	}
+	if e.exists(vip.DefaultConfigPath) {
+		t.Fatal("the elector's config stayed for an address this host cannot carry")
+	}
+
+	refuse = nil
+	e.mustApply(t, p)
+	p.VirtualIP = nil
+	e.mustApply(t, p)
+	if e.exists(vip.DefaultConfigPath) {
+		t.Fatal("the virtual IP config outlived the Plan that asked for it")
 	}
 }
 

@@ -197,7 +197,7 @@ func (e *Elector) step(ctx context.Context) {
 			return
 		}
 		e.observed, e.observedAt, e.lastRenew = &next, now, now
-		e.keep(ctx)
+		_ = e.keep(ctx) // logged; the address is added again next round
 	case !healthy:
 		return
 	case cur == nil || cur.Holder == "" || cur.Holder == e.Identity || now.Sub(e.observedAt) > time.Duration(cur.DurationSeconds)*time.Second:
@@ -230,26 +230,36 @@ func (e *Elector) take(ctx context.Context, from *record) {
 		prev = from.Holder
 	}
 	e.Logger.Info("Took the control-plane virtual IP", "identity", e.Identity, "previousHolder", prev)
-	e.keep(ctx)
+	if err := e.keep(ctx); err != nil {
+		// A host that cannot put the address on its interface must not keep the Lease from one
+		// that can.
+		e.pausedUntil = e.now().Add(addFailedPause)
+		e.release(ctx, "the address could not be added here: "+err.Error())
+		return
+	}
 	if e.OnChange != nil {
 		e.OnChange(true)
 	}
 }
 
+// addFailedPause keeps a host that could not add the address out of the election for a while.
+const addFailedPause = 30 * time.Second
+
 // keep makes sure the address is here, announcing it again the first few rounds after it was
 // taken (a single gratuitous ARP may be lost).
-func (e *Elector) keep(ctx context.Context) {
+func (e *Elector) keep(ctx context.Context) error {
 	has, err := e.Link.Has()
 	if err == nil && has && e.announce == 0 {
-		return
+		return nil
 	}
 	if err := e.Link.Add(ctx); err != nil {
 		e.Logger.Error("Holding the control-plane virtual IP", "error", err)
-		return
+		return err
 	}
 	if e.announce > 0 {
 		e.announce--
 	}
+	return nil
 }
 
 // checkDeadline drops the address when the Lease has not been renewed for RenewDeadline.

@@ -73,11 +73,16 @@ type fakeLink struct {
 	mu   sync.Mutex
 	has  bool
 	adds int
+	// fail makes Add fail (an address not on this host's subnet).
+	fail bool
 }
 
 func (f *fakeLink) Add(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fail {
+		return errors.New("not on this host's subnet")
+	}
 	if !f.has {
 		f.log.add("+" + f.name)
 	}
@@ -289,6 +294,31 @@ func TestElection(t *testing.T) {
 		holder(t, log, cs, 10*time.Second, second)
 	})
 
+	t.Run("a host that cannot add the address leaves the Lease to one that can", func(t *testing.T) {
+		deleteLease(t)
+		log := &holdLog{}
+		bad := start(t, "cp-1", log, 30*time.Second, 20*time.Second)
+		bad.link.mu.Lock()
+		bad.link.fail = true
+		bad.link.mu.Unlock()
+		// Alone, it takes the Lease, cannot add the address and gives the Lease up.
+		envtest.Eventually(t, 10*time.Second, func() error {
+			l := &coordinationv1.Lease{}
+			if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: components.VirtualIPLeaseNamespace, Name: components.VirtualIPLeaseName}, l); err != nil {
+				return err
+			}
+			// It existed (so cp-1 took it) and names nobody (so cp-1 gave it up).
+			if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "" {
+				return fmt.Errorf("the Lease names %q", ptrString(l.Spec.HolderIdentity))
+			}
+			return nil
+		})
+		good := start(t, "cp-2", log, 30*time.Second, 20*time.Second)
+		if got := holder(t, log, map[string]*candidate{"cp-1": bad, "cp-2": good}, 10*time.Second, ""); got != "cp-2" {
+			t.Fatalf("%s holds the address", got)
+		}
+	})
+
 	t.Run("an agent that restarts while it holds takes its Lease back", func(t *testing.T) {
 		deleteLease(t)
 		log := &holdLog{}
@@ -314,4 +344,11 @@ func TestLeaseAccessIsLimited(t *testing.T) {
 	if want := "403"; !strings.Contains(err.Error(), want) {
 		t.Fatalf("reading another Lease: %v, want %s", err, want)
 	}
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return *p
 }

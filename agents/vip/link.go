@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
 // Runner runs a command and returns its combined output (service.ExecRunner in the agent).
@@ -119,4 +121,20 @@ func (l *hostLink) Has() (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// Check says whether this host can hold cfg's address: an interface carries its node address,
+// on a subnet that contains the virtual IP. The Plan applier fails its step with this error, so
+// the Machine shows it instead of an address nobody can hold.
+func Check(cfg *plan.VirtualIP) error {
+	addr, err := netip.ParseAddr(cfg.Address)
+	if err != nil {
+		return err
+	}
+	node, err := netip.ParseAddr(cfg.NodeAddress)
+	if err != nil {
+		return err
+	}
+	_, err = newHostLink(nil, addr, node).iface()
+	return err
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/basalt-dev/basalt/bootstrap/plan"
 )
 
 type execRunner struct{}
@@ -82,6 +84,13 @@ func TestHostLinkOnAVethPair(t *testing.T) {
 		t.Fatal("the address is still there after Remove")
 	}
 
+	// The Plan applier's check, before anything campaigns.
+	if err := Check(&plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11"}); err != nil {
+		t.Errorf("Check of an address on the subnet: %v", err)
+	}
+	if err := Check(&plan.VirtualIP{Address: "198.51.100.5", NodeAddress: "192.0.2.11"}); err == nil || !strings.Contains(err.Error(), "choose an address in 192.0.2.0/24") {
+		t.Errorf("Check of an address off the subnet: %v", err)
+	}
 	off := newHostLink(execRunner{}, netip.MustParseAddr("198.51.100.5"), netip.MustParseAddr("192.0.2.11"))
 	if err := off.Add(ctx); err == nil || !strings.Contains(err.Error(), "not on") {
 		t.Fatalf("an address off the subnet: %v", err)
