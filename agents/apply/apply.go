@@ -188,11 +188,16 @@ func (a *Applier) Apply(ctx context.Context, p *plan.Plan) ([]protocol.StepResul
 	if ctx.Err() == nil {
 		r.configureLoadBalancers()
 	}
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && r.plan.VirtualIP != nil {
 		r.configureVirtualIP()
 	}
 	if ctx.Err() == nil {
 		r.stopRemovedServices(ctx)
+	}
+	if ctx.Err() == nil && r.plan.VirtualIP == nil {
+		// Only after the services the address depended on stopped: until then the elector
+		// still runs and hands the address over before each stop (BeforeDisrupt).
+		r.configureVirtualIP()
 	}
 	if ctx.Err() == nil {
 		r.ensureServices(ctx)

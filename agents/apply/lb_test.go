@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -81,6 +82,29 @@ func TestVirtualIPConfigFollowsThePlan(t *testing.T) {
 	e.mustApply(t, p)
 	p.VirtualIP = nil
 	e.mustApply(t, p)
+	if e.exists(vip.DefaultConfigPath) {
+		t.Fatal("the virtual IP config outlived the Plan that asked for it")
+	}
+}
+
+// TestVirtualIPOutlivesTheServicesItNeeds: a Plan that drops the virtual IP and kube-apiserver
+// together stops kube-apiserver while the elector still runs (so it hands the address over
+// first), and only then removes the elector's file.
+func TestVirtualIPOutlivesTheServicesItNeeds(t *testing.T) {
+	e := newEnv(t)
+	p := basePlan(e)
+	p.VirtualIP = &plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11", Identity: "cp-1",
+		Server: "https://127.0.0.1:6444", Health: "https://127.0.0.1:6443/readyz", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
+		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key"}
+	e.mustApply(t, p)
+	var seen []bool
+	e.a.BeforeDisrupt = func(_ context.Context, name string) { seen = append(seen, e.exists(vip.DefaultConfigPath)) }
+	p.VirtualIP = nil
+	p.Services = p.Services[:1] // kube-apiserver leaves with it
+	e.mustApply(t, p)
+	if len(seen) != 1 || !seen[0] {
+		t.Fatalf("the elector's file when kube-apiserver stopped: %v, want [true]", seen)
+	}
 	if e.exists(vip.DefaultConfigPath) {
 		t.Fatal("the virtual IP config outlived the Plan that asked for it")
 	}
