@@ -45,6 +45,14 @@ func TestLoadBalancerConfigFollowsThePlan(t *testing.T) {
 	}
 }
 
+// testVirtualIP is a control-plane node's virtual IP as the builder makes it.
+func testVirtualIP() *plan.VirtualIP {
+	return &plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11", Identity: "cp-1",
+		Server: "https://127.0.0.1:6444", Health: "https://127.0.0.1:6443/readyz", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
+		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key",
+		StepDownFor: []string{"etcd", "kube-apiserver"}}
+}
+
 // TestVirtualIPConfigFollowsThePlan: the Plan's virtual IP reaches the agent's elector through
 // its file; an address this host cannot carry fails the step with the reason and nothing
 // campaigns; a Plan without one removes the file.
@@ -53,10 +61,7 @@ func TestVirtualIPConfigFollowsThePlan(t *testing.T) {
 	var refuse error
 	e.a.CheckVirtualIP = func(*plan.VirtualIP) error { return refuse }
 	p := basePlan(e)
-	p.VirtualIP = &plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11", Identity: "cp-1",
-		Server: "https://127.0.0.1:6444", Health: "https://127.0.0.1:6443/readyz", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
-		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key",
-		StepDownFor: []string{"etcd", "kube-apiserver"}}
+	p.VirtualIP = testVirtualIP()
 	e.mustApply(t, p)
 	var got plan.VirtualIP
 	if err := json.Unmarshal([]byte(e.read(t, vip.DefaultConfigPath)), &got); err != nil {
@@ -93,9 +98,7 @@ func TestVirtualIPConfigFollowsThePlan(t *testing.T) {
 func TestVirtualIPOutlivesTheServicesItNeeds(t *testing.T) {
 	e := newEnv(t)
 	p := basePlan(e)
-	p.VirtualIP = &plan.VirtualIP{Address: "192.0.2.250", NodeAddress: "192.0.2.11", Identity: "cp-1",
-		Server: "https://127.0.0.1:6444", Health: "https://127.0.0.1:6443/readyz", LeaseNamespace: "kube-system", LeaseName: "basalt-control-plane-vip",
-		CAFile: "/etc/basalt/pki/ca.crt", CertFile: "/etc/basalt/pki/control-plane-vip.crt", KeyFile: "/etc/basalt/pki/control-plane-vip.key"}
+	p.VirtualIP = testVirtualIP()
 	e.mustApply(t, p)
 	var seen []bool
 	e.a.BeforeDisrupt = func(_ context.Context, name string) { seen = append(seen, e.exists(vip.DefaultConfigPath)) }
