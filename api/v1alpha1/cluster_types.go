@@ -630,6 +630,11 @@ type ClusterStatus struct {
 	// etcdRestore is the last restore asked for with the basalt.dev/etcd-restore annotation.
 	// +optional
 	EtcdRestore *EtcdRestoreStatus `json:"etcdRestore,omitempty"`
+
+	// encryption is the encryption of Secrets at rest: the current key and the last rotation
+	// (basalt.dev/rotate-encryption-key).
+	// +optional
+	Encryption *EncryptionStatus `json:"encryption,omitempty"`
 }
 
 // ReplicaCounts counts machines of one role or pool.

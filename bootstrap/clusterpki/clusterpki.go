@@ -18,7 +18,6 @@
 package clusterpki
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -386,24 +385,4 @@ func splitEndpoint(e string, defaultPort int) (string, int, error) {
 		return "", 0, fmt.Errorf("%q is neither an IP nor a DNS name", e)
 	}
 	return host, port, nil
-}
-
-// EncryptionKeySize is the size of a secrets encryption key (secretbox and aescbc-256).
-const EncryptionKeySize = 32
-
-// EnsureEncryptionKey returns the secrets-at-rest encryption key: existing when it is stored, 32
-// new random bytes otherwise (changed true). A stored key of another size is an error: replacing
-// it would make every Secret in etcd unreadable.
-func EnsureEncryptionKey(existing []byte) ([]byte, bool, error) {
-	if len(existing) > 0 {
-		if len(existing) != EncryptionKeySize {
-			return nil, false, fmt.Errorf("clusterpki: encryption key: %d bytes stored, want %d", len(existing), EncryptionKeySize)
-		}
-		return existing, false, nil
-	}
-	k := make([]byte, EncryptionKeySize)
-	if _, err := rand.Read(k); err != nil {
-		return nil, false, fmt.Errorf("clusterpki: encryption key: %w", err)
-	}
-	return k, true, nil
 }

@@ -297,17 +297,3 @@ func asBytes(nc NodeCertificates) []byte {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func TestEnsureEncryptionKey(t *testing.T) {
-	k, changed, err := EnsureEncryptionKey(nil)
-	if err != nil || !changed || len(k) != 32 {
-		t.Fatalf("new key: %d bytes, changed %v, %v", len(k), changed, err)
-	}
-	again, changed, err := EnsureEncryptionKey(k)
-	if err != nil || changed || !bytes.Equal(again, k) {
-		t.Errorf("stored key not kept: changed %v, %v", changed, err)
-	}
-	if _, _, err := EnsureEncryptionKey(k[:16]); err == nil {
-		t.Error("a 16-byte stored key is accepted")
-	}
-}

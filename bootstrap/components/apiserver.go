@@ -54,7 +54,7 @@ func APIServer(p ClusterParams) (Component, error) {
 	}
 	pk := r.Paths
 	etcdLoopback := loopbackOf(r)
-	encryption, err := encryptionConfig(r.APIServer.Encryption)
+	encryption, err := EncryptionConfig(r.APIServer.Encryption)
 	if err != nil {
 		return Component{}, err
 	}
@@ -64,7 +64,7 @@ func APIServer(p ClusterParams) (Component, error) {
 	}
 	files := []File{
 		{Path: pk.apiServerFile("authentication-config.yaml"), Mode: 0o644, Content: authn},
-		{Path: pk.apiServerFile("encryption-config.yaml"), Mode: 0o600, Content: encryption, Secret: true},
+		{Path: pk.apiServerFile("encryption-config.yaml"), Mode: 0o600, Content: encryption, Secret: true, Reloaded: true},
 	}
 
 	a := newArgv(pk.BinDir, "kube-apiserver")
@@ -87,6 +87,10 @@ func APIServer(p ClusterParams) (Component, error) {
 	a.flag("etcd-certfile", pk.APIServerEtcdClient().Cert)
 	a.flag("etcd-keyfile", pk.APIServerEtcdClient().Key)
 	a.flag("encryption-provider-config", files[1].Path)
+	// A rotation changes the keys without a restart: kube-apiserver reads the file again (it
+	// looks every minute) and reports the content's hash in
+	// apiserver_encryption_config_controller_last_config_info, which the manager waits for.
+	a.flag("encryption-provider-config-automatic-reload", "true")
 	a.flag("service-cluster-ip-range", r.serviceCIDR.String())
 	a.flag("service-account-issuer", "https://kubernetes.default.svc."+r.DNSDomain)
 	a.flag("service-account-key-file", pk.ServiceAccountPub())
@@ -157,9 +161,12 @@ type encryptionKey struct {
 	Secret string `yaml:"secret"`
 }
 
-// encryptionConfig encrypts Secrets with the configured provider; identity comes last so data
-// written before encryption was turned on stays readable, and is re-encrypted on its next write.
-func encryptionConfig(e EncryptionParams) ([]byte, error) {
+// EncryptionConfig is kube-apiserver's EncryptionConfiguration file for e: Secrets encrypted
+// with the configured provider, the first key for writes; identity comes last so data written
+// before encryption was turned on stays readable, and is re-encrypted on its next write. The
+// same e always gives the same bytes (the manager compares their hash with what each API server
+// reports loaded).
+func EncryptionConfig(e EncryptionParams) ([]byte, error) {
 	keys := &encryptionKeys{}
 	for _, k := range e.Keys {
 		keys.Keys = append(keys.Keys, encryptionKey{Name: k.Name, Secret: base64.StdEncoding.EncodeToString(k.Secret)})

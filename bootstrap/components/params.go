@@ -432,4 +432,7 @@ type File struct {
 	Content []byte
 	// Secret is true when Content holds key material (store it in a Secret, never log it).
 	Secret bool
+	// Reloaded is true when the component reads the file again by itself when it changes
+	// (kube-apiserver's encryption configuration): a change does not restart the component.
+	Reloaded bool
 }

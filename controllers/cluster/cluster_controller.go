@@ -97,6 +97,9 @@ type scope struct {
 	endpoint *basaltv1.APIEndpoint
 	// material is the cluster's PKI as stored, nil when it could not be ensured.
 	material clusterpki.Material
+	// encryption is the stored encryption key set, read by reconcileCertificates (Write.Secret
+	// nil when it did not get that far).
+	encryption clusterpki.EncryptionKeys
 	// pkiReason and pkiMessage say why the PKI is not ready (reason empty when it is), or
 	// describe it when it is.
 	pkiReason, pkiMessage string
@@ -160,7 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 		return skeleton.RunPhases(ctx, s, r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
-			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload, r.reconcileAddons)
+			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload, r.reconcileAddons, r.reconcileEncryption)
 	})
 }
 

@@ -134,11 +134,11 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) (ctrl.
 	if err != nil {
 		return fail(err)
 	}
-	key, keyChanged, err := clusterpki.EnsureEncryptionKey(stored.EncryptionKey)
+	keys, keyChanged, err := clusterpki.EnsureEncryptionKeys(stored.Encryption)
 	if err != nil {
 		return fail(err)
 	}
-	written, deleted, err := stored.Sync(ctx, r.Client, c, res.Material, key, names)
+	written, deleted, err := stored.Sync(ctx, r.Client, c, res.Material, keys, names)
 	if err != nil {
 		return fail(err)
 	}
@@ -158,7 +158,7 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) (ctrl.
 	if _, err := pkisecrets.SyncKubeconfig(ctx, r.apiReader(), r.Client, c, res.AdminKubeconfig); err != nil {
 		return fail(err)
 	}
-	s.material = res.Material
+	s.material, s.encryption = res.Material, keys
 	c.Status.KubeconfigSecretRef = &basaltv1.LocalObjectReference{Name: pkisecrets.KubeconfigSecretName(c.Name)}
 	expiry := metav1.NewTime(res.NextExpiry.Truncate(time.Second))
 	c.Status.CertificatesExpireAt = &expiry

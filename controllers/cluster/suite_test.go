@@ -97,7 +97,10 @@ func startControllersWith(t *testing.T, ns string, sets artifacts.Sets) *harness
 		defer h.mu.Unlock()
 		h.servers[cfg.Host] = true
 		return wclient, nil
-	}, RewriteConfig: func(*rest.Config) *rest.Config { return rest.CopyConfig(wcfg) }}
+	}, RewriteConfig: func(*rest.Config) *rest.Config { return rest.CopyConfig(wcfg) },
+		// A control-plane node's own API server is the test API server too (it runs no
+		// encryption configuration, so a key rotation waits at its first step).
+		ServerRewrite: func(*rest.Config, string) *rest.Config { return rest.CopyConfig(wcfg) }}
 	opts := envtest.ControllerOptions()
 	if err := (&cluster.Reconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("basalt-cluster"),

@@ -223,7 +223,7 @@ func newBed(t *testing.T, backup basaltv1.EtcdBackupSpec) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := stored.Sync(ctx, env.Client, c, clusterpki.Material{clusterpki.EtcdCA: *ca, clusterpki.APIServerEtcdClient: *pair}, nil, nil); err != nil {
+	if _, _, err := stored.Sync(ctx, env.Client, c, clusterpki.Material{clusterpki.EtcdCA: *ca, clusterpki.APIServerEtcdClient: *pair}, clusterpki.EncryptionKeys{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	b.etcd = startEtcd(t, ca)

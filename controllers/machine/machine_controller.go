@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -184,6 +185,10 @@ func clusterKey(c *basaltv1.Cluster) string {
 	k := fmt.Sprintf("%d|%v|%s|%v|%v", c.Generation, c.DeletionTimestamp, c.Status.Version, c.Status.KubeconfigSecretRef, c.Status.CertificatesExpireAt)
 	if ep := c.Status.ControlPlaneEndpoint; ep != nil {
 		k += fmt.Sprintf("|%s:%d", ep.Host, ep.Port)
+	}
+	if e := c.Status.Encryption; e != nil {
+		// A step of an encryption key rotation changes the control-plane Plans.
+		k += "|" + strings.Join(e.Keys, ",")
 	}
 	return k
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
 	"github.com/basalt-dev/basalt/controllers/artifactsource"
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
+	"github.com/basalt-dev/basalt/controllers/rotation"
 	"github.com/basalt-dev/basalt/controllers/topology"
 )
 
@@ -71,12 +72,12 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 		return ctrl.Result{}, err
 	}
 	cp := m.Spec.Role == basaltv1.RoleControlPlane
-	material, key, err := pkisecrets.LoadNode(ctx, r.apiReader(), c, m.Name)
+	material, keys, err := pkisecrets.LoadNode(ctx, r.apiReader(), c, m.Name)
 	if err != nil {
 		return wait(basaltv1.ReasonWaitingForCertificates, "%v", err)
 	}
 	certs, err := material.ForNode(m.Name, cp)
-	if err != nil || len(key) == 0 {
+	if err != nil || len(keys.Write.Secret) == 0 {
 		return wait(basaltv1.ReasonWaitingForCertificates, "the Cluster controller has not issued this node's certificates and keys yet")
 	}
 	regs, err := registries(ctx, r.apiReader(), c)
@@ -98,7 +99,7 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 			NodeCIDRMaskSize: int(c.Spec.Network.NodeCIDRMaskSize), DNSDomain: c.Spec.Network.DNSDomain,
 			CNI: builder.CNI(c.Spec.Network.CNI),
 		},
-		Encryption:   components.EncryptionParams{Keys: []components.EncryptionKey{{Name: pkisecrets.EncryptionKeyName, Secret: key}}},
+		Encryption:   rotation.EncryptionParams(keys),
 		Certificates: certs,
 		Artifacts:    manifest,
 		HostFacts:    topology.HostFacts(h),

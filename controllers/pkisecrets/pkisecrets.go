@@ -7,7 +7,9 @@
 //	<cluster>-pki              kind pki: the CAs (ca, etcd-ca, front-proxy-ca: .crt and .key), the
 //	                           service-account key pair (sa.key, sa.pub), the cluster-wide leaves
 //	                           (admin, apiserver-etcd-client, kube-proxy, ...: .crt and .key) and
-//	                           the encryption key (data key encryption-key, 32 raw bytes)
+//	                           the encryption keys (data keys encryption-key, 32 raw bytes, and
+//	                           encryption-key-name; during a rotation encryption-key-next or
+//	                           encryption-key-retired with their -name; encryption-rotation-request)
 //	<cluster>-pki-<node>       kind node-pki, annotation basalt.dev/node=<node>: that node's leaves
 //	                           (apiserver-<node>, etcd-server-<node>, etcd-peer-<node>,
 //	                           kubelet-client-<node>, kubelet-serving-<node>: .crt and .key)
@@ -58,10 +60,18 @@ const (
 	AnnotationNode = "basalt.dev/node"
 	// KubeconfigKey is the data key of the admin kubeconfig (Cluster API's convention).
 	KubeconfigKey = "value"
-	// EncryptionKeyKey is the data key of the 32-byte secrets-at-rest encryption key.
+	// EncryptionKeyKey is the data key of the 32-byte secrets-at-rest key that encrypts writes;
+	// EncryptionKeyKey+NameSuffix holds its name in kube-apiserver's EncryptionConfiguration
+	// (absent: clusterpki.FirstEncryptionKeyName, how clusters made before rotation stored it).
 	EncryptionKeyKey = "encryption-key"
-	// EncryptionKeyName is the key's name in kube-apiserver's EncryptionConfiguration.
-	EncryptionKeyName = "key-1"
+	// EncryptionNextKey and EncryptionRetiredKey hold the key a rotation adds or retires
+	// (clusterpki.EncryptionKeys), with their names under the same key + NameSuffix.
+	EncryptionNextKey    = "encryption-key-next"
+	EncryptionRetiredKey = "encryption-key-retired"
+	// NameSuffix ends the data key of a key's name.
+	NameSuffix = "-name"
+	// EncryptionRequestKey holds the rotation request the keys answer.
+	EncryptionRequestKey = "encryption-rotation-request"
 )
 
 // PKISecretName is the name of the Secret with the cluster-wide PKI.
@@ -93,8 +103,8 @@ func nodeNames(node string) []string {
 type Stored struct {
 	// Material is every key pair stored.
 	Material clusterpki.Material
-	// EncryptionKey is the stored encryption key, nil when none is.
-	EncryptionKey []byte
+	// Encryption is the stored encryption key set; its Write.Secret is nil when none is stored.
+	Encryption clusterpki.EncryptionKeys
 	// secrets are the Cluster's PKI Secrets by name.
 	secrets map[string]*corev1.Secret
 }
@@ -120,19 +130,19 @@ func Load(ctx context.Context, r client.Reader, c *basaltv1.Cluster) (*Stored, e
 		}
 		st.secrets[sec.Name] = sec
 		addData(st.Material, sec.Data)
-		if kind == KindPKI && len(sec.Data[EncryptionKeyKey]) > 0 {
-			st.EncryptionKey = bytes.Clone(sec.Data[EncryptionKeyKey])
+		if kind == KindPKI {
+			st.Encryption = encryptionOf(sec.Data)
 		}
 	}
 	return st, nil
 }
 
 // LoadNode reads the cluster-wide PKI Secret and the Secret of node, and returns their material
-// and the encryption key. Missing Secrets give an empty result, not an error: the Cluster
+// and the encryption keys. Missing Secrets give an empty result, not an error: the Cluster
 // controller has not issued them yet, and Material.ForNode says what is missing.
-func LoadNode(ctx context.Context, r client.Reader, c *basaltv1.Cluster, node string) (clusterpki.Material, []byte, error) {
+func LoadNode(ctx context.Context, r client.Reader, c *basaltv1.Cluster, node string) (clusterpki.Material, clusterpki.EncryptionKeys, error) {
 	m := clusterpki.Material{}
-	var key []byte
+	var keys clusterpki.EncryptionKeys
 	for _, name := range []string{PKISecretName(c.Name), NodePKISecretName(c.Name, node)} {
 		sec := &corev1.Secret{}
 		err := r.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, sec)
@@ -140,16 +150,51 @@ func LoadNode(ctx context.Context, r client.Reader, c *basaltv1.Cluster, node st
 		case apierrors.IsNotFound(err):
 			continue
 		case err != nil:
-			return nil, nil, fmt.Errorf("reading Secret %s: %w", name, err)
+			return nil, keys, fmt.Errorf("reading Secret %s: %w", name, err)
 		case !ownedBy(sec, c.UID):
-			return nil, nil, foreign(sec)
+			return nil, keys, foreign(sec)
 		}
 		addData(m, sec.Data)
-		if name == PKISecretName(c.Name) && len(sec.Data[EncryptionKeyKey]) > 0 {
-			key = bytes.Clone(sec.Data[EncryptionKeyKey])
+		if name == PKISecretName(c.Name) {
+			keys = encryptionOf(sec.Data)
 		}
 	}
-	return m, key, nil
+	return m, keys, nil
+}
+
+// encryptionOf reads the encryption key set from a PKI Secret's data.
+func encryptionOf(data map[string][]byte) clusterpki.EncryptionKeys {
+	key := func(k string) *clusterpki.EncryptionKey {
+		if len(data[k]) == 0 {
+			return nil
+		}
+		name := string(data[k+NameSuffix])
+		if name == "" && k == EncryptionKeyKey {
+			name = clusterpki.FirstEncryptionKeyName
+		}
+		return &clusterpki.EncryptionKey{Name: name, Secret: bytes.Clone(data[k])}
+	}
+	keys := clusterpki.EncryptionKeys{Next: key(EncryptionNextKey), Retired: key(EncryptionRetiredKey), Request: string(data[EncryptionRequestKey])}
+	if w := key(EncryptionKeyKey); w != nil {
+		keys.Write = *w
+	}
+	return keys
+}
+
+// putEncryption writes keys into a PKI Secret's data, the inverse of encryptionOf.
+func putEncryption(data map[string][]byte, keys clusterpki.EncryptionKeys) {
+	put := func(k string, key *clusterpki.EncryptionKey) {
+		if key == nil || len(key.Secret) == 0 {
+			return
+		}
+		data[k], data[k+NameSuffix] = key.Secret, []byte(key.Name)
+	}
+	put(EncryptionKeyKey, &keys.Write)
+	put(EncryptionNextKey, keys.Next)
+	put(EncryptionRetiredKey, keys.Retired)
+	if keys.Request != "" {
+		data[EncryptionRequestKey] = []byte(keys.Request)
+	}
 }
 
 func foreign(sec *corev1.Secret) error {
@@ -201,15 +246,54 @@ func putData(data map[string][]byte, name string, kp pki.KeyPair) {
 	}
 }
 
-// Sync writes m and key into the Cluster's Secrets so that Load returns them: the node leaves of
+// SetEncryption replaces the encryption keys in the Cluster's PKI Secret with to, if it still
+// holds from (else it fails: another writer moved the keys since they were read). The write
+// carries the resourceVersion read, so a concurrent change makes it fail rather than be lost.
+func SetEncryption(ctx context.Context, r client.Reader, w client.Client, c *basaltv1.Cluster, from, to clusterpki.EncryptionKeys) error {
+	sec := &corev1.Secret{}
+	name := PKISecretName(c.Name)
+	if err := r.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, sec); err != nil {
+		return fmt.Errorf("reading Secret %s: %w", name, err)
+	}
+	if !ownedBy(sec, c.UID) {
+		return foreign(sec)
+	}
+	if !sameKeys(encryptionOf(sec.Data), from) {
+		return fmt.Errorf("secret %s: its encryption keys changed since they were read", name)
+	}
+	for _, k := range []string{EncryptionKeyKey, EncryptionNextKey, EncryptionRetiredKey} {
+		delete(sec.Data, k)
+		delete(sec.Data, k+NameSuffix)
+	}
+	delete(sec.Data, EncryptionRequestKey)
+	if sec.Data == nil {
+		sec.Data = map[string][]byte{}
+	}
+	putEncryption(sec.Data, to)
+	if err := w.Update(ctx, sec); err != nil {
+		return fmt.Errorf("updating Secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// sameKeys compares two key sets.
+func sameKeys(a, b clusterpki.EncryptionKeys) bool {
+	da, db := map[string][]byte{}, map[string][]byte{}
+	putEncryption(da, a)
+	putEncryption(db, b)
+	return sameData(da, db)
+}
+
+// Sync writes m and keys into the Cluster's Secrets so that Load returns them: the node leaves of
 // each of nodes into its own Secret, everything else into the cluster-wide one. Only Secrets whose
 // data differs from what Load read are written; node Secrets of nodes no longer listed are
 // deleted. The cluster-wide Secret is written first, so that a crash part-way leaves the CAs
 // stored before anything they signed. It returns the names of the Secrets written and deleted.
 // Writes carry the resourceVersion Load read: a concurrent writer makes Sync fail with a
 // conflict rather than be overwritten.
-func (st *Stored) Sync(ctx context.Context, w client.Client, c *basaltv1.Cluster, m clusterpki.Material, key []byte, nodes []string) (written, deleted []string, err error) {
-	clusterData := map[string][]byte{EncryptionKeyKey: key}
+func (st *Stored) Sync(ctx context.Context, w client.Client, c *basaltv1.Cluster, m clusterpki.Material, keys clusterpki.EncryptionKeys, nodes []string) (written, deleted []string, err error) {
+	clusterData := map[string][]byte{}
+	putEncryption(clusterData, keys)
 	nodeData := map[string]map[string][]byte{}
 	owner := map[string]string{}
 	for _, n := range nodes {

@@ -3,6 +3,7 @@ package pkisecrets_test
 import (
 	"context"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -44,7 +45,17 @@ func TestSyncLoadRoundTrip(t *testing.T) {
 	utilruntime.Must(basaltv1.AddToScheme(scheme))
 	c := fake.NewClientBuilder().WithScheme(scheme).Build()
 	cl := &basaltv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "prod", Namespace: "ns", UID: "uid-1"}}
-	key := make([]byte, 32)
+	key, _, err := clusterpki.EnsureEncryptionKeys(clusterpki.EncryptionKeys{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A rotation in its rewriting phase: both keys and the request are stored.
+	if key, err = key.Begin("r1"); err == nil {
+		key, err = key.Promote()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	res := ensure(t, nil, "prod-w-1", "prod-w-2")
 	st, err := pkisecrets.Load(ctx, c, cl)
@@ -79,8 +90,8 @@ func TestSyncLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Material) != len(res.Material) || string(st.EncryptionKey) != string(key) {
-		t.Fatalf("loaded %d entries (want %d), key %d bytes", len(st.Material), len(res.Material), len(st.EncryptionKey))
+	if len(st.Material) != len(res.Material) || !reflect.DeepEqual(st.Encryption, key) {
+		t.Fatalf("loaded %d entries (want %d), keys %+v, want %+v", len(st.Material), len(res.Material), st.Encryption, key)
 	}
 	for name, kp := range res.Material {
 		if string(st.Material[name].Cert) != string(kp.Cert) || string(st.Material[name].Key) != string(kp.Key) {
@@ -96,8 +107,8 @@ func TestSyncLoadRoundTrip(t *testing.T) {
 	}
 
 	m, k, err := pkisecrets.LoadNode(ctx, c, cl, "prod-w-2")
-	if err != nil || string(k) != string(key) {
-		t.Fatalf("LoadNode: %v", err)
+	if err != nil || !reflect.DeepEqual(k, key) {
+		t.Fatalf("LoadNode: keys %+v, %v", k, err)
 	}
 	if _, err := m.ForNode("prod-w-2", false); err != nil {
 		t.Error(err)

@@ -56,6 +56,9 @@ type Clients struct {
 	Alternates func(ctx context.Context, namespace, name string) []string
 	// AlternateLifetime bounds a connection to an alternate; zero means a minute.
 	AlternateLifetime time.Duration
+	// ServerRewrite, when set, changes the configs ServerConfig returns (tests map node
+	// addresses to test API servers).
+	ServerRewrite func(cfg *rest.Config, addr string) *rest.Config
 
 	mu    sync.Mutex
 	cache map[types.UID]cached
@@ -112,6 +115,26 @@ func (w *Clients) RESTConfig(ctx context.Context, c *basaltv1.Cluster) (*rest.Co
 	}
 	if w.RewriteConfig != nil {
 		cfg = w.RewriteConfig(cfg)
+	}
+	return cfg, nil
+}
+
+// ServerConfig returns a REST config of c's workload cluster aimed at one API server, addr
+// ("host:port", a control-plane node's address: every API server certificate carries it), with
+// the admin credentials and without alternates: for what only that server can answer (the
+// configuration it runs).
+func (w *Clients) ServerConfig(ctx context.Context, c *basaltv1.Cluster, addr string) (*rest.Config, error) {
+	kc, err := pkisecrets.Kubeconfig(ctx, w.Reader, c)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := w.restConfig(c, kc)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host, cfg.Dial = "https://"+addr, nil
+	if w.ServerRewrite != nil {
+		cfg = w.ServerRewrite(cfg, addr)
 	}
 	return cfg, nil
 }

@@ -38,7 +38,8 @@ const upgradeFromVersion = "v1.36.3"
 // web server with 2 replicas spread over two nodes runs, a ClusterIP Service reaches both pods
 // from a third node, and a pod on one node reaches a pod on another by pod IP. Then, on the same
 // cluster: scaling 3→1→3 / 2→1→2 without losing the API; an in-place upgrade to v1.37.2 while
-// requests to the web server are counted; and a stopped control-plane host remediated onto the
+// requests to the web server are counted (before it, the encryption key is rotated:
+// encryption_test.go); and a stopped control-plane host remediated onto the
 // spare while the API keeps answering.
 func TestClusterHA(t *testing.T) {
 	if testing.Short() {
@@ -296,6 +297,10 @@ func TestClusterHA(t *testing.T) {
 		scale(1, 1)
 		scale(3, 2)
 		w.check(t, "scaling", 20)
+	})
+
+	t.Run("encryption key rotation: every Secret re-encrypted in etcd, no API server restarted", func(t *testing.T) {
+		rotateEncryptionKey(ctx, t, m, b.Hosts[:4], ns, cl.Name, wc)
 	})
 
 	t.Run("in-place upgrade "+upgradeFromVersion+" → "+etcdTestVersion+" while the web server answers", func(t *testing.T) {

@@ -16,9 +16,9 @@ import (
 	"github.com/basalt-dev/basalt/agents/planstore"
 	"github.com/basalt-dev/basalt/bootstrap/artifacts"
 	"github.com/basalt-dev/basalt/bootstrap/clusterpki"
-	"github.com/basalt-dev/basalt/bootstrap/components"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
+	"github.com/basalt-dev/basalt/controllers/rotation"
 	"github.com/basalt-dev/basalt/test/e2e/bed"
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 )
@@ -73,7 +73,7 @@ func TestNodePlansMakeAKubernetesCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	encKey, _, err := clusterpki.EnsureEncryptionKey(nil)
+	encKeys, _, err := clusterpki.EnsureEncryptionKeys(clusterpki.EncryptionKeys{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestNodePlansMakeAKubernetesCluster(t *testing.T) {
 			Node:         builder.Node{Name: n.host.Name, IP: n.host.IP, PodCIDR: n.podCIDR},
 			Network:      builder.Network{PodCIDR: podCIDR, ServiceCIDR: serviceCIDR},
 			Endpoint:     cp.IP,
-			Encryption:   components.EncryptionParams{Keys: []components.EncryptionKey{{Name: "key-1", Secret: encKey}}},
+			Encryption:   rotation.EncryptionParams(encKeys),
 			Certificates: certs,
 			Artifacts:    manifest,
 			HostFacts:    builder.HostFacts{SystemdPID1: true, CgroupV2: false, InContainer: true},

@@ -31,6 +31,7 @@ import (
 	"github.com/basalt-dev/basalt/bootstrap/pki"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/bootstrap/plan/builder"
+	"github.com/basalt-dev/basalt/controllers/rotation"
 	"github.com/basalt-dev/basalt/test/ports"
 )
 
@@ -72,6 +73,59 @@ func artifactSet(t *testing.T) (string, *artifacts.Manifest) {
 	return dir, m
 }
 
+// node is one control-plane node on 127.0.0.1 under a temp root: the artifact set, free ports,
+// the PKI input, and the Plans built for it.
+type node struct {
+	setDir, root, logDir string
+	manifest             *artifacts.Manifest
+	ports                builder.Ports
+	pkiIn                clusterpki.Input
+}
+
+func newNode(t *testing.T) *node {
+	t.Helper()
+	setDir, manifest := artifactSet(t)
+	root := t.TempDir()
+	logDir := filepath.Join(root, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := ports.FreeLoopback(t, 7)
+	ps := builder.Ports{APIServer: p[0], LoadBalancer: p[1], Ports: components.Ports{
+		EtcdClient: p[2], EtcdPeer: p[3], EtcdMetrics: p[4], ControllerManager: p[5], Scheduler: p[6]}}
+	t.Logf("Root %s; ports %+v", root, ps)
+	return &node{setDir: setDir, root: root, logDir: logDir, manifest: manifest, ports: ps, pkiIn: clusterpki.Input{
+		ClusterName: "it", Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(ps.APIServer)),
+		ServiceCIDR: "10.96.0.0/12", DNSDomain: "cluster.local",
+		ControlPlane: []clusterpki.Node{{Name: "cp-1", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
+	}}
+}
+
+// build is the node's control-plane Plan with material m and encryption keys.
+func (n *node) build(t *testing.T, m clusterpki.Material, keys clusterpki.EncryptionKeys) *plan.Plan {
+	t.Helper()
+	certs, err := m.ForNode("cp-1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := builder.Build(builder.Input{
+		ClusterName: "it", Version: kubeVersion, Role: builder.RoleControlPlane,
+		Node:         builder.Node{Name: "cp-1", IP: "127.0.0.1", PodCIDR: "10.244.0.0/24"},
+		Network:      builder.Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12"},
+		Endpoint:     n.pkiIn.Endpoint,
+		Ports:        n.ports,
+		Encryption:   rotation.EncryptionParams(keys),
+		Certificates: certs,
+		Artifacts:    n.manifest,
+		HostFacts:    builder.HostFacts{},
+		Root:         n.root,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
 // TestControlPlaneFromPlan builds the PKI and the Plan of a single control-plane node at
 // 127.0.0.1 under a temp root and runs etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler from it. It checks /readyz with the admin kubeconfig, the leader Leases, that a
@@ -80,56 +134,21 @@ func artifactSet(t *testing.T) (string, *artifacts.Manifest) {
 func TestControlPlaneFromPlan(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	setDir, manifest := artifactSet(t)
-	root := t.TempDir()
-	logDir := filepath.Join(root, "logs")
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p := ports.FreeLoopback(t, 7)
-	ports := builder.Ports{APIServer: p[0], LoadBalancer: p[1], Ports: components.Ports{
-		EtcdClient: p[2], EtcdPeer: p[3], EtcdMetrics: p[4], ControllerManager: p[5], Scheduler: p[6]}}
-	t.Logf("Root %s; ports %+v", root, ports)
+	env := newNode(t)
+	setDir, manifest, ports, pkiIn, logDir := env.setDir, env.manifest, env.ports, env.pkiIn, env.logDir
 
 	// PKI: leaves valid one hour, renewed in their last 30 minutes, issued 45 minutes ago, so the
 	// second Ensure (at now) is inside the renewal window.
-	pkiIn := clusterpki.Input{
-		ClusterName: "it", Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.APIServer)),
-		ServiceCIDR: "10.96.0.0/12", DNSDomain: "cluster.local",
-		ControlPlane: []clusterpki.Node{{Name: "cp-1", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
-		Validity:     time.Hour, RenewBefore: 30 * time.Minute,
-	}
+	pkiIn.Validity, pkiIn.RenewBefore = time.Hour, 30*time.Minute
 	first, err := clusterpki.Ensure(nil, pkiIn, time.Now().Add(-45*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
-	encKey, _, err := clusterpki.EnsureEncryptionKey(nil)
+	encKeys, _, err := clusterpki.EnsureEncryptionKeys(clusterpki.EncryptionKeys{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	build := func(m clusterpki.Material) *plan.Plan {
-		t.Helper()
-		certs, err := m.ForNode("cp-1", true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pl, err := builder.Build(builder.Input{
-			ClusterName: "it", Version: kubeVersion, Role: builder.RoleControlPlane,
-			Node:         builder.Node{Name: "cp-1", IP: "127.0.0.1", PodCIDR: "10.244.0.0/24"},
-			Network:      builder.Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12"},
-			Endpoint:     pkiIn.Endpoint,
-			Ports:        ports,
-			Encryption:   components.EncryptionParams{Keys: []components.EncryptionKey{{Name: "key-1", Secret: encKey}}},
-			Certificates: certs,
-			Artifacts:    manifest,
-			HostFacts:    builder.HostFacts{},
-			Root:         root,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pl
-	}
+	build := func(m clusterpki.Material) *plan.Plan { return env.build(t, m, encKeys) }
 	plan1 := build(first.Material)
 
 	a := newApplier(t, setDir, manifest, logDir, controlPlane)

@@ -535,11 +535,15 @@ func (b *planBuilder) file(p string, mode uint32, content []byte) string {
 	return p
 }
 
-// componentFiles adds the files of a rendered component and returns their paths.
+// componentFiles adds the files of a rendered component and returns the paths whose change
+// restarts it (all but the files it reloads by itself).
 func (b *planBuilder) componentFiles(c components.Component) []string {
 	var paths []string
 	for _, f := range c.Files {
-		paths = append(paths, b.file(f.Path, uint32(f.Mode.Perm()), f.Content))
+		p := b.file(f.Path, uint32(f.Mode.Perm()), f.Content)
+		if !f.Reloaded {
+			paths = append(paths, p)
+		}
 	}
 	return paths
 }

@@ -87,7 +87,7 @@ func Example() {
 	// start order: containerd, etcd, kube-apiserver, kube-controller-manager, kube-proxy, kube-scheduler, kubelet
 	// service containerd after=[] reads=2 probe=exec /opt/basalt/bin/ctr --address /run/containerd/containerd.sock version
 	// service etcd after=[] reads=6 probe=GET https://127.0.0.1:2379/health?serializable=true&exclude=NOSPACE
-	// service kube-apiserver after=[etcd] reads=16 probe=GET https://127.0.0.1:6443/readyz
+	// service kube-apiserver after=[etcd] reads=15 probe=GET https://127.0.0.1:6443/readyz
 	// service kube-controller-manager after=[kube-apiserver] reads=7 probe=GET https://127.0.0.1:10257/healthz
 	// service kube-proxy after=[] reads=3 probe=GET http://127.0.0.1:10256/livez
 	// service kube-scheduler after=[kube-apiserver] reads=5 probe=GET https://127.0.0.1:10259/healthz
