@@ -83,3 +83,9 @@ type EncryptionRotationStatus struct {
 	// +optional
 	Message string `json:"message,omitempty"`
 }
+
+// AnnotationAdminAccessRequested, changed on a Cluster (basaltctl get kubeconfig --user sets it
+// to the time), has the manager sign the approved CertificateSigningRequests of the signer
+// basalt.dev/admin-access in the workload cluster: the revocable administrator kubeconfigs
+// (docs/cli.md). Any value; a change is what counts.
+const AnnotationAdminAccessRequested = "basalt.dev/admin-access-requested"

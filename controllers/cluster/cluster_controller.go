@@ -62,6 +62,9 @@ type Reconciler struct {
 	// etcdMaintenance holds, by Cluster UID, the *etcdcluster.MaintenanceState of its etcd
 	// hygiene (compaction and defragmentation done).
 	etcdMaintenance sync.Map
+	// accessServed holds, by Cluster UID, the basalt.dev/admin-access-requested value last
+	// served.
+	accessServed sync.Map
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=clusters,verbs=get;list;watch;update;patch
@@ -163,7 +166,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 		return skeleton.RunPhases(ctx, s, r.reconcileMachines, r.reconcileBindings, r.reconcilePodCIDRs, r.reconcileCertificates,
-			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload, r.reconcileAddons, r.reconcileEncryption)
+			r.reconcileEtcd, r.reconcileRemediation, r.reconcileUpgrade, r.reconcileWorkload, r.reconcileAddons, r.reconcileEncryption, r.reconcileAdminAccess)
 	})
 }
 

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
+	"github.com/basalt-dev/basalt/bootstrap/kubeconfig"
+	"github.com/basalt-dev/basalt/bootstrap/pki"
+	"github.com/basalt-dev/basalt/controllers/access"
 	"github.com/basalt-dev/basalt/controllers/pkisecrets"
 	"github.com/basalt-dev/basalt/test/envtest"
 )
@@ -99,5 +102,51 @@ func TestEncryptionKeyRotationWaitsForEveryServer(t *testing.T) {
 	})
 	if got := pkiData(t, ns, "enc-pki"); string(got[pkisecrets.EncryptionNextKey]) != next {
 		t.Error("rebuilding the status issued another key")
+	}
+}
+
+// TestAdminAccessIsSignedByTheManager: a revocable administrator kubeconfig requested through the
+// workload cluster's CSR API (access.GrantAccess, as basaltctl get kubeconfig --user does) is
+// signed by the Cluster controller with the cluster's CA once basalt.dev/admin-access-requested
+// changes.
+func TestAdminAccessIsSignedByTheManager(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	h := startControllers(t, ns)
+	runAgents(t, ns, h.etcd)
+	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.2.10", inspected: true})
+	createHost(t, ns, hostInput{name: "w-0", labels: workerLabels, address: "10.0.2.20", inspected: true})
+	c := newCluster(ns, "acc", 1, 1)
+	if err := env.Client.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	waitClusterReady(t, c, wait)
+	nudge := func(context.Context) error {
+		updateCluster(t, c, func(c *basaltv1.Cluster) {
+			if c.Annotations == nil {
+				c.Annotations = map[string]string{}
+			}
+			c.Annotations[basaltv1.AnnotationAdminAccessRequested] = time.Now().Format(time.RFC3339Nano)
+		})
+		return nil
+	}
+	g, err := access.GrantAccess(ctx, env.Config, "acc", "ops", access.MinTTL, nudge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := kubeconfig.Parse(g.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.ParseCertificate(pkiData(t, ns, "acc-pki")["ca.crt"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.ParseCertificate(info.ClientCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.CheckSignatureFrom(ca); err != nil || cert.Subject.CommonName != g.User || len(cert.Subject.Organization) > 0 {
+		t.Fatalf("the granted certificate (CN %s, O %v) is not the grant's, signed by the Cluster's CA: %v", cert.Subject.CommonName, cert.Subject.Organization, err)
 	}
 }

@@ -124,14 +124,11 @@ func (w *Clients) RESTConfig(ctx context.Context, c *basaltv1.Cluster) (*rest.Co
 // the admin credentials and without alternates: for what only that server can answer (the
 // configuration it runs).
 func (w *Clients) ServerConfig(ctx context.Context, c *basaltv1.Cluster, addr string) (*rest.Config, error) {
-	kc, err := pkisecrets.Kubeconfig(ctx, w.Reader, c)
+	cfg, err := w.RESTConfig(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := w.restConfig(c, kc)
-	if err != nil {
-		return nil, err
-	}
+	cfg = rest.CopyConfig(cfg)
 	cfg.Host, cfg.Dial = "https://"+addr, nil
 	if w.ServerRewrite != nil {
 		cfg = w.ServerRewrite(cfg, addr)

@@ -126,6 +126,27 @@ func (n *node) build(t *testing.T, m clusterpki.Material, keys clusterpki.Encryp
 	return pl
 }
 
+// startNode runs services of a control-plane node with a new PKI and encryption key set, and
+// waits until kube-apiserver answers /readyz with the admin kubeconfig.
+func startNode(ctx context.Context, t *testing.T, services []string) (*node, *clusterpki.Result, clusterpki.EncryptionKeys, *applier) {
+	t.Helper()
+	env := newNode(t)
+	pkiRes, err := clusterpki.Ensure(nil, env.pkiIn, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := clusterpki.EnsureEncryptionKeys(clusterpki.EncryptionKeys{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newApplier(t, env.setDir, env.manifest, env.logDir, services)
+	if _, err := a.apply(ctx, env.build(t, pkiRes.Material, keys)); err != nil {
+		t.Fatal(err)
+	}
+	waitReadyz(ctx, t, kubeClient(t, pkiRes.AdminKubeconfig))
+	return env, pkiRes, keys, a
+}
+
 // TestControlPlaneFromPlan builds the PKI and the Plan of a single control-plane node at
 // 127.0.0.1 under a temp root and runs etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler from it. It checks /readyz with the admin kubeconfig, the leader Leases, that a

@@ -27,21 +27,8 @@ import (
 func TestEncryptionKeyRotation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	env := newNode(t)
-	pkiRes, err := clusterpki.Ensure(nil, env.pkiIn, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, _, err := clusterpki.EnsureEncryptionKeys(clusterpki.EncryptionKeys{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := newApplier(t, env.setDir, env.manifest, env.logDir, []string{builder.ServiceEtcd, builder.ServiceAPIServer})
-	if _, err := a.apply(ctx, env.build(t, pkiRes.Material, keys)); err != nil {
-		t.Fatal(err)
-	}
+	env, pkiRes, keys, a := startNode(ctx, t, []string{builder.ServiceEtcd, builder.ServiceAPIServer})
 	admin := kubeClient(t, pkiRes.AdminKubeconfig)
-	waitReadyz(ctx, t, admin)
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(pkiRes.AdminKubeconfig)
 	if err != nil {
 		t.Fatal(err)

@@ -111,7 +111,7 @@ kubectl-basalt on the PATH, it also runs as "kubectl basalt".`,
 	describe.AddCommand(newDescribeCluster(o))
 	host := &cobra.Command{Use: "host", Short: "Act on Hosts"}
 	host.AddCommand(newHostAccept(o), newHostReprovision(o), newHostConfirmWiped(o))
-	root.AddCommand(get, describe, host)
+	root.AddCommand(get, describe, host, newAccess(o))
 	return root
 }
 
