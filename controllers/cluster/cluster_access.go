@@ -25,13 +25,13 @@ func (r *Reconciler) reconcileAdminAccess(ctx context.Context, s *scope) (ctrl.R
 	if done, ok := r.accessServed.Load(c.UID); ok && done.(string) == value {
 		return ctrl.Result{}, nil
 	}
-	cfg, err := r.Workload.RESTConfig(ctx, c)
-	if err != nil {
-		return ctrl.Result{}, nil
-	}
-	ca := s.material[clusterpki.ClusterCA]
-	res, err := access.SignApproved(ctx, cfg, ca.Cert, ca.Key, r.now())
 	log := ctrl.LoggerFrom(ctx).WithValues("cluster", klog.KObj(c))
+	cfg, err := r.Workload.RESTConfig(ctx, c)
+	var res access.SignResult
+	if err == nil {
+		ca := s.material[clusterpki.ClusterCA]
+		res, err = access.SignApproved(ctx, cfg, ca.Cert, ca.Key, r.now())
+	}
 	if err != nil {
 		log.Error(err, "Cannot sign the administrator kubeconfigs asked for")
 		return ctrl.Result{}, nil
