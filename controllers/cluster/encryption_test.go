@@ -22,16 +22,7 @@ import (
 // nothing; a lost status is rebuilt from the stored keys.
 func TestEncryptionKeyRotationWaitsForEveryServer(t *testing.T) {
 	ctx := context.Background()
-	ns := env.Namespace(t)
-	h := startControllers(t, ns)
-	runAgents(t, ns, h.etcd)
-	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.2.10", inspected: true})
-	createHost(t, ns, hostInput{name: "w-0", labels: workerLabels, address: "10.0.2.20", inspected: true})
-	c := newCluster(ns, "enc", 1, 1)
-	if err := env.Client.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	ready := waitClusterReady(t, c, wait)
+	ns, c, ready := readyCluster(t, "enc")
 	if e := ready.Status.Encryption; e == nil || e.KeyName != "key-1" || strings.Join(e.Keys, ",") != "key-1" || e.Rotation != nil {
 		t.Fatalf("status.encryption of a new Cluster: %+v", e)
 	}
@@ -111,16 +102,7 @@ func TestEncryptionKeyRotationWaitsForEveryServer(t *testing.T) {
 // changes.
 func TestAdminAccessIsSignedByTheManager(t *testing.T) {
 	ctx := context.Background()
-	ns := env.Namespace(t)
-	h := startControllers(t, ns)
-	runAgents(t, ns, h.etcd)
-	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.2.10", inspected: true})
-	createHost(t, ns, hostInput{name: "w-0", labels: workerLabels, address: "10.0.2.20", inspected: true})
-	c := newCluster(ns, "acc", 1, 1)
-	if err := env.Client.Create(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	waitClusterReady(t, c, wait)
+	ns, c, _ := readyCluster(t, "acc")
 	nudge := func(context.Context) error {
 		updateCluster(t, c, func(c *basaltv1.Cluster) {
 			if c.Annotations == nil {
@@ -149,4 +131,20 @@ func TestAdminAccessIsSignedByTheManager(t *testing.T) {
 	if err := cert.CheckSignatureFrom(ca); err != nil || cert.Subject.CommonName != g.User || len(cert.Subject.Organization) > 0 {
 		t.Fatalf("the granted certificate (CN %s, O %v) is not the grant's, signed by the Cluster's CA: %v", cert.Subject.CommonName, cert.Subject.Organization, err)
 	}
+}
+
+// readyCluster brings up a Cluster of one control-plane and one worker Machine on two Hosts in
+// a new namespace, with the controllers and simulated agents, and waits until it is Ready.
+func readyCluster(t *testing.T, name string) (string, *basaltv1.Cluster, *basaltv1.Cluster) {
+	t.Helper()
+	ns := env.Namespace(t)
+	h := startControllers(t, ns)
+	runAgents(t, ns, h.etcd)
+	createHost(t, ns, hostInput{name: "cp-0", labels: cpLabels, address: "10.0.2.10", inspected: true})
+	createHost(t, ns, hostInput{name: "w-0", labels: workerLabels, address: "10.0.2.20", inspected: true})
+	c := newCluster(ns, name, 1, 1)
+	if err := env.Client.Create(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return ns, c, waitClusterReady(t, c, wait)
 }
