@@ -104,8 +104,9 @@ type Agent struct {
 	steps    []protocol.StepResult
 	// started is the state at the start of the latest apply until a status has reported that
 	// apply running; the status loop sends it first when the apply ended before it could.
-	started *protocol.Status
-	kick    chan struct{}
+	started  *protocol.Status
+	kickOnce sync.Once
+	kick     chan struct{}
 }
 
 func (a *Agent) defaults() {
@@ -127,8 +128,18 @@ func (a *Agent) defaults() {
 	if a.Logger == nil {
 		a.Logger = slog.Default()
 	}
-	a.kick = make(chan struct{}, 1)
+	a.kicks()
 }
+
+// kicks returns the channel that wakes the status loop, made once.
+func (a *Agent) kicks() chan struct{} {
+	a.kickOnce.Do(func() { a.kick = make(chan struct{}, 1) })
+	return a.kick
+}
+
+// HealthChanged reports status now: a component's health flipped (Monitor.Changed), and the
+// manager waits on it (a control-plane node's restarted kube-apiserver is healthy again).
+func (a *Agent) HealthChanged() { a.kickStatus() }
 
 // Run runs until ctx ends. It returns nil then; it returns an error only when its state cannot
 // be read.
@@ -435,7 +446,7 @@ func (a *Agent) currentRoot() *protocol.Root {
 
 func (a *Agent) kickStatus() {
 	select {
-	case a.kick <- struct{}{}:
+	case a.kicks() <- struct{}{}:
 	default:
 	}
 }
@@ -480,7 +491,7 @@ func (a *Agent) statusLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-a.kick:
+		case <-a.kicks():
 		}
 	}
 }

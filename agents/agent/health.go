@@ -30,12 +30,40 @@ type Monitor struct {
 	Runtime StatusReader
 	// Tick is how often due probes are started; default 1s.
 	Tick time.Duration
+	// Changed, when set, is called (without the lock held) when a service's health flips, so
+	// the agent reports it at once instead of at its next heartbeat.
+	Changed func()
 
 	mu       sync.Mutex
 	services []plan.Service
 	results  map[string]protocol.ComponentHealth
 	due      map[string]time.Time
 	inFlight map[string]bool
+	// gen counts the restarts of each service: a probe started before a restart says nothing
+	// about the new process and is dropped.
+	gen map[string]int
+}
+
+// Restarted forgets what is known of service name's health: the process that was probed is
+// gone. Until the new one is probed the service is reported unhealthy ("restarted, not probed
+// yet"), so a manager that waits for a restarted component never sees the old process's
+// result (apply.Applier.AfterStart).
+func (m *Monitor) Restarted(_ context.Context, name string) {
+	m.mu.Lock()
+	if m.gen == nil {
+		m.gen = map[string]int{}
+	}
+	if m.due == nil {
+		m.due = map[string]time.Time{}
+	}
+	m.gen[name]++
+	_, known := m.results[name]
+	delete(m.results, name)
+	m.due[name] = time.Time{}
+	m.mu.Unlock()
+	if known && m.Changed != nil {
+		m.Changed()
+	}
 }
 
 // SetServices replaces the monitored services; results of services that stay are kept.
@@ -60,7 +88,11 @@ func (m *Monitor) Snapshot() []protocol.ComponentHealth {
 	for _, s := range m.services {
 		h, ok := m.results[s.Name]
 		if !ok {
-			h = protocol.ComponentHealth{Name: s.Name, Message: "not probed yet", Time: time.Now().UTC()}
+			msg := "not probed yet"
+			if m.gen[s.Name] > 0 {
+				msg = "(re)started, not probed yet"
+			}
+			h = protocol.ComponentHealth{Name: s.Name, Message: msg, Time: time.Now().UTC()}
 		}
 		out = append(out, h)
 	}
@@ -93,7 +125,7 @@ func (m *Monitor) Run(ctx context.Context) {
 			}
 			m.inFlight[s.Name] = true
 			wg.Add(1)
-			go func(s plan.Service) {
+			go func(s plan.Service, gen int) {
 				defer wg.Done()
 				h := m.check(ctx, s)
 				period := 5 * time.Second
@@ -101,15 +133,24 @@ func (m *Monitor) Run(ctx context.Context) {
 					period = time.Duration(s.Probe.PeriodSeconds) * time.Second
 				}
 				m.mu.Lock()
-				defer m.mu.Unlock()
 				m.inFlight[s.Name] = false
-				if slices.ContainsFunc(m.services, func(c plan.Service) bool { return c.Name == s.Name }) {
+				flipped := false
+				switch {
+				case gen != m.gen[s.Name]:
+					// Restarted while probed: probe the new process at once.
+				case slices.ContainsFunc(m.services, func(c plan.Service) bool { return c.Name == s.Name }):
+					old, known := m.results[s.Name]
+					flipped = !known || old.Healthy != h.Healthy
 					m.results[s.Name] = h
 					if m.due[s.Name].IsZero() || m.due[s.Name].Before(time.Now()) {
 						m.due[s.Name] = time.Now().Add(period)
 					}
 				}
-			}(s)
+				m.mu.Unlock()
+				if flipped && m.Changed != nil {
+					m.Changed()
+				}
+			}(s, m.gen[s.Name])
 		}
 		m.mu.Unlock()
 		select {

@@ -170,16 +170,18 @@ func Run(ctx context.Context, o Options) error {
 		renewLoop(ctx, id, o.StateDir, client, o.BackoffMax, log.With("component", "identity"))
 	}()
 	mon := &Monitor{Checker: checker, Runtime: rt}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		mon.Run(ctx)
-	}()
 	a := &Agent{
 		Host: id.Host, StateDir: o.StateDir, Version: o.Version, Plans: client, Applier: applier, Status: client,
 		Inspector: o.Inspector, Health: mon, PlanWait: o.PlanWait, StatusInterval: o.StatusInterval,
 		BackoffMax: o.BackoffMax, Logger: log,
 	}
+	mon.Changed = a.HealthChanged
+	applier.AfterStart = mon.Restarted
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mon.Run(ctx)
+	}()
 	disk := &osdisk.Installer{
 		Root: o.Root, Host: id.Namespace + "/" + id.Host, Fetcher: client, Carry: []string{o.StateDir},
 		Logger: log.With("component", "osdisk"),

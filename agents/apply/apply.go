@@ -96,6 +96,9 @@ type Applier struct {
 	// BeforeDisrupt, when set, is called before a running service is restarted or stopped (the
 	// agent's virtual IP moves away first when it depends on the service).
 	BeforeDisrupt func(ctx context.Context, service string)
+	// AfterStart, when set, is called once a service has been started or restarted (the agent's
+	// health monitor forgets the old process: Monitor.Restarted).
+	AfterStart func(ctx context.Context, service string)
 	// CheckVirtualIP, when set, says whether this host can carry the Plan's virtual IP (vip.Check
 	// in the agent); an error fails the Plan's virtualip step and nothing campaigns.
 	CheckVirtualIP func(*plan.VirtualIP) error

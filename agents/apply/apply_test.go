@@ -159,6 +159,32 @@ func TestBeforeDisruptIsCalled(t *testing.T) {
 	}
 }
 
+// TestAfterStartIsCalled: the agent hears of every (re)start once it happened (its health
+// monitor forgets the old process), and of nothing that did not restart.
+func TestAfterStartIsCalled(t *testing.T) {
+	e := newEnv(t)
+	var told []string
+	e.a.AfterStart = func(_ context.Context, name string) {
+		told = append(told, name+" ("+strings.Join(e.rt.takeLog(), ",")+")")
+	}
+	p := basePlan(e)
+	e.mustApply(t, p)
+	if len(told) != len(p.Services) {
+		t.Fatalf("after the first start told %v, want each of the %d services once", told, len(p.Services))
+	}
+	told = nil
+	e.mustApply(t, p)
+	if len(told) != 0 {
+		t.Fatalf("told of %v although nothing changed", told)
+	}
+	e.rt.takeLog()
+	p.Services[0].Argv = append(p.Services[0].Argv, "--snapshot-count=10000")
+	e.mustApply(t, p)
+	if len(told) != 1 || !strings.HasPrefix(told[0], "etcd (") || told[0] == "etcd ()" {
+		t.Errorf("after an etcd flag change told %v, want etcd once, after the runtime restarted it", told)
+	}
+}
+
 func TestArtifactChecksumMismatchIsRefused(t *testing.T) {
 	e := newEnv(t)
 	p := basePlan(e)

@@ -131,6 +131,9 @@ func (r *run) ensureService(ctx context.Context, name string) (err error) {
 		return err
 	}
 	changed, err = r.Runtime.Ensure(ctx, svc, hash)
+	if changed && r.AfterStart != nil {
+		r.AfterStart(ctx, name)
+	}
 	changed = changed || ran
 	return err
 }

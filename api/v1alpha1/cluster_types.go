@@ -611,6 +611,11 @@ type ClusterStatus struct {
 	// +optional
 	CertificatesExpireAt *metav1.Time `json:"certificatesExpireAt,omitempty"`
 
+	// certificateRenewal is the state of the last renewal asked with the annotation
+	// basalt.dev/renew-certificates.
+	// +optional
+	CertificateRenewal *CertificateRenewalStatus `json:"certificateRenewal,omitempty"`
+
 	// remediation records recent remediations, for spec.remediation.maxRetries.
 	// +optional
 	Remediation *RemediationStatus `json:"remediation,omitempty"`

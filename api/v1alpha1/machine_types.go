@@ -19,6 +19,11 @@ const (
 	MachinePlanApplied = "PlanApplied"
 	// MachineNodeReady mirrors the workload cluster's Node Ready condition.
 	MachineNodeReady = "NodeReady"
+	// MachineUpToDate is True when the Plan stored for the Machine's Host is the one built from
+	// the current inputs, False (WaitingForRollout) while a new Plan that restarts etcd or
+	// kube-apiserver waits for another control-plane node to finish its change. It is not part
+	// of Ready: the node keeps running its applied Plan meanwhile.
+	MachineUpToDate = "UpToDate"
 )
 
 // Machine condition reasons.
@@ -62,6 +67,11 @@ const (
 	ReasonPlanInvalid = "PlanInvalid"
 	// ReasonApplying says the agent has not applied the current Plan yet.
 	ReasonApplying = "Applying"
+	// ReasonWaitingForRollout says a new Plan restarts etcd or kube-apiserver and waits until
+	// no other control-plane node of the Cluster is applying a Plan or unhealthy.
+	ReasonWaitingForRollout = "WaitingForRollout"
+	// ReasonUpToDate says the stored Plan is built from the current inputs.
+	ReasonUpToDate = "UpToDate"
 	// ReasonApplyFailed says a step of the agent's last apply failed (a checksum mismatch, a file
 	// that cannot be written, a service that does not start); the message has the agent's error.
 	ReasonApplyFailed = "ApplyFailed"

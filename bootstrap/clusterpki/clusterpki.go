@@ -104,6 +104,10 @@ type Input struct {
 	RenewBefore time.Duration
 	// Key is the algorithm of new keys; zero means ECDSA P-256.
 	Key pki.KeyAlgorithm
+	// RenewIssuedBefore, when set, reissues every leaf issued before it (a renewal the user
+	// asked for, basalt.dev/renew-certificates). Leaves issued at or after it are kept, so
+	// Ensure stays idempotent while it is set.
+	RenewIssuedBefore time.Time
 }
 
 // Node is one node of the cluster.
@@ -197,6 +201,11 @@ func Ensure(existing Material, in Input, now time.Time) (*Result, error) {
 			return nil, fmt.Errorf("clusterpki: %w", err)
 		}
 		kp := stored(existing, l.req.Name)
+		if reason == "" && !in.RenewIssuedBefore.IsZero() {
+			if c, err := pki.ParseCertificate(kp.Cert); err == nil && pki.IssuedAt(c).Before(in.RenewIssuedBefore) {
+				reason = "renewal requested at " + in.RenewIssuedBefore.UTC().Format(time.RFC3339)
+			}
+		}
 		if reason != "" {
 			if kp, _, err = pki.EnsureCertificate(nil, &ca, l.req, now); err != nil {
 				return nil, fmt.Errorf("clusterpki: %w", err)

@@ -162,6 +162,35 @@ func TestEnsureRenewsLeavesInsideTheWindow(t *testing.T) {
 	}
 }
 
+// A renewal the user asks for reissues every leaf issued before the request, once: the same
+// request again (every reconcile until the Cluster's status moves on) keeps what it issued.
+func TestEnsureRenewsEveryLeafIssuedBeforeARequest(t *testing.T) {
+	in := testInput()
+	res := mustEnsure(t, nil, in, t0)
+	asked := t0.Add(time.Hour)
+	in.RenewIssuedBefore = asked
+	renewed := mustEnsure(t, res.Material, in, asked)
+	if len(renewed.Changed) != len(wantLeaves) {
+		t.Errorf("renewed %v, want every leaf", names(renewed.Changed))
+	}
+	for _, c := range renewed.Changed {
+		if _, leaf := wantLeaves[c.Name]; !leaf || c.Reason != "renewal requested at 2026-07-01T13:00:00Z" {
+			t.Errorf("%s renewed (%q)", c.Name, c.Reason)
+		}
+	}
+	for _, ca := range []string{ClusterCA, EtcdCA, FrontProxyCA, ServiceAccount} {
+		kp := res.Material[ca]
+		if !ptr(renewed.Material[ca]).Equal(&kp) {
+			t.Errorf("%s changed", ca)
+		}
+	}
+	for _, now := range []time.Time{asked, asked.Add(time.Second), asked.Add(24 * time.Hour)} {
+		if again := mustEnsure(t, renewed.Material, in, now); len(again.Changed) != 0 {
+			t.Errorf("at %s the same request renewed %v again", now, names(again.Changed))
+		}
+	}
+}
+
 func TestEnsureFollowsTheCluster(t *testing.T) {
 	in := testInput()
 	res := mustEnsure(t, nil, in, t0)

@@ -186,6 +186,10 @@ func Expiry(cert []byte) (time.Time, error) {
 	return c.NotAfter, nil
 }
 
+// IssuedAt is when a certificate this package issued was issued (its NotBefore is backdated),
+// to the second.
+func IssuedAt(c *x509.Certificate) time.Time { return c.NotBefore.Add(backdate) }
+
 // NeedsRenewal reports whether a PEM certificate expires within renewBefore of now (or has
 // already expired). A zero renewBefore means DefaultRenewBefore.
 func NeedsRenewal(cert []byte, renewBefore time.Duration, now time.Time) (bool, error) {

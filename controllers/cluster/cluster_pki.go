@@ -115,6 +115,8 @@ func (r *Reconciler) reconcileCertificates(ctx context.Context, s *scope) (ctrl.
 		DNSDomain:   c.Spec.Network.DNSDomain,
 		Validity:    days(c.Spec.Certificates.ValidityDays),
 		RenewBefore: days(c.Spec.Certificates.RenewBeforeDays),
+		// A renewal asked with basalt.dev/renew-certificates (cluster_renewal.go).
+		RenewIssuedBefore: r.acceptRenewalRequest(s),
 	}
 	if v := c.Spec.ControlPlane.VirtualIP; v != nil && s.endpoint.Host != v.Address {
 		// endpoint names a DNS name for the virtual IP: clients may use either.

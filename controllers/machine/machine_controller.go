@@ -52,6 +52,8 @@ type Reconciler struct {
 
 	// drainWarned remembers, by Machine UID, that the drain-timeout event was emitted.
 	drainWarned sync.Map
+	// rollouts serialises the Plans that restart etcd or kube-apiserver, per Cluster.
+	rollouts rollouts
 }
 
 // +kubebuilder:rbac:groups=basalt.dev,resources=machines,verbs=get;list;watch;update;patch
@@ -83,6 +85,9 @@ type scope struct {
 	// planHash is the hash of the Plan stored for the Host; planServices its services.
 	planHash     string
 	planServices []string
+	// rolloutWait says why a new Plan that restarts etcd or kube-apiserver waits for another
+	// control-plane node (the UpToDate condition); "" when the stored Plan is the current one.
+	rolloutWait string
 	// learner is true when the stored Plan is a control-plane Plan whose etcd member is a
 	// learner: it runs no kube-apiserver yet.
 	learner bool

@@ -160,6 +160,24 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 			p.Services = slices.DeleteFunc(p.Services, func(svc plan.Service) bool { return svc.Name == builder.ServiceKubelet })
 		}
 	}
+	var restarts []string
+	if cp && !fenced {
+		ro, err := r.holdRollout(ctx, s, p)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		defer ro.unlock()
+		if ro.wait != "" {
+			// The node keeps running the stored Plan, applied and healthy, until its turn.
+			s.planHash, s.learner = ro.storedHash, !hasService(ro.stored, builder.ServiceAPIServer)
+			for _, svc := range ro.stored.Services {
+				s.planServices = append(s.planServices, svc.Name)
+			}
+			s.rolloutWait = rolloutMessage(ro.restarts, ro.wait)
+			return ctrl.Result{RequeueAfter: rolloutRequeue}, nil
+		}
+		restarts = ro.restarts
+	}
 	hash, changed, err := planstore.StorePlan(ctx, r.planClient(), m.Namespace, h.Name, p)
 	if err != nil {
 		var status apierrors.APIStatus
@@ -178,8 +196,9 @@ func (r *Reconciler) reconcilePlan(ctx context.Context, s *scope) (ctrl.Result, 
 	}
 	if changed {
 		ctrl.LoggerFrom(ctx).Info("Stored the node's Plan", "machine", klog.KObj(m), "host", klog.KObj(h), "hash", hash,
-			"services", s.planServices, "kubelet", s.nodeRegistered)
-		r.Recorder.Eventf(m, h, corev1.EventTypeNormal, "PlanStored", "StorePlan", "Stored Plan %s for Host %s (%s)", short(hash), h.Name, strings.Join(s.planServices, ", "))
+			"services", s.planServices, "kubelet", s.nodeRegistered, "restarts", restarts)
+		r.Recorder.Eventf(m, h, corev1.EventTypeNormal, "PlanStored", "StorePlan", "Stored Plan %s for Host %s (%s)%s", short(hash), h.Name,
+			strings.Join(s.planServices, ", "), restartNote(restarts))
 	}
 	return ctrl.Result{}, nil
 }
@@ -238,4 +257,12 @@ func short(hash string) string {
 func restoreFences(c *basaltv1.Cluster, m *basaltv1.Machine) bool {
 	st := c.Status.EtcdRestore
 	return st != nil && st.Phase == basaltv1.RestorePhaseRestoring && st.Machine != m.Name
+}
+
+// restartNote names the rolling services a stored Plan restarts, for the PlanStored event.
+func restartNote(restarts []string) string {
+	if len(restarts) == 0 {
+		return ""
+	}
+	return "; restarts " + strings.Join(restarts, " and ") + " (this control-plane node's turn)"
 }

@@ -38,6 +38,7 @@ func updateStatus(s *scope) {
 	}
 	setAgentConnected(s)
 	setPlanApplied(s)
+	setUpToDate(s)
 	setNodeReady(s)
 
 	switch {
@@ -134,6 +135,19 @@ func setPlanApplied(s *scope) {
 		}
 		conditions.True(m, basaltv1.MachinePlanApplied, basaltv1.ReasonReady,
 			fmt.Sprintf("Plan %s is applied; %s healthy", short(s.planHash), strings.Join(s.planServices, ", ")))
+	}
+}
+
+// setUpToDate says whether the stored Plan is the current one or a new one waits for its turn
+// to restart etcd or kube-apiserver (machine_rollout.go). It is left as it was while no Plan is
+// built (PlanApplied says why).
+func setUpToDate(s *scope) {
+	m := s.machine
+	switch {
+	case s.rolloutWait != "":
+		conditions.False(m, basaltv1.MachineUpToDate, basaltv1.ReasonWaitingForRollout, s.rolloutWait)
+	case s.planHash != "" && s.planReason == "":
+		conditions.True(m, basaltv1.MachineUpToDate, basaltv1.ReasonUpToDate, "Plan "+short(s.planHash)+" is built from the Cluster's current spec, certificates and peers")
 	}
 }
 

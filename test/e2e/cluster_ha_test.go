@@ -299,8 +299,8 @@ func TestClusterHA(t *testing.T) {
 		w.check(t, "scaling", 20)
 	})
 
-	t.Run("encryption key rotation: every Secret re-encrypted in etcd, no API server restarted", func(t *testing.T) {
-		rotateEncryptionKey(ctx, t, m, b.Hosts[:4], ns, cl.Name, wc)
+	t.Run("credential rotation: every Secret re-encrypted in etcd, every certificate renewed one API server at a time", func(t *testing.T) {
+		rotateCredentials(ctx, t, m, b.Hosts[:4], ns, cl.Name, wc)
 	})
 
 	t.Run("in-place upgrade "+upgradeFromVersion+" → "+etcdTestVersion+" while the web server answers", func(t *testing.T) {

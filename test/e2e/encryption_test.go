@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -20,11 +19,15 @@ import (
 	"github.com/basalt-dev/basalt/test/e2e/framework"
 )
 
-// rotateEncryptionKey rotates the Cluster's secrets-at-rest key with basalt.dev/rotate-encryption-key
-// while a client reads the API and Secrets twice a second: the rotation goes through its phases
-// to Completed, no kube-apiserver restarts, no read fails, and etcd (read with etcdctl on a
-// control-plane host) holds every Secret encrypted with the new key and none with the old one.
-func rotateEncryptionKey(ctx context.Context, t *testing.T, m *framework.Management, cpHosts []*bed.Host, ns, cluster string, wc kubernetes.Interface) {
+// rotateCredentials rotates the Cluster's secrets-at-rest key (basalt.dev/rotate-encryption-key)
+// and renews every certificate (basalt.dev/renew-certificates) at once, while a client reads the
+// API and Secrets twice a second through the virtual IP: the rotation goes through its phases to
+// Completed and etcd (read with etcdctl on a control-plane host) holds every Secret encrypted
+// with the new key and none with the old one; the renewal is Completed with every API server
+// serving a certificate issued after the request; each kube-apiserver was restarted exactly once
+// (by the renewal: the key rotation restarts none), never two of them unready at once; no read
+// fails.
+func rotateCredentials(ctx context.Context, t *testing.T, m *framework.Management, cpHosts []*bed.Host, ns, cluster string, wc kubernetes.Interface) {
 	c := m.Env.Client
 	const n = 20
 	for i := range n {
@@ -46,9 +49,19 @@ func rotateEncryptionKey(ctx context.Context, t *testing.T, m *framework.Managem
 		t.Fatalf("before the rotation etcd holds %v, want every Secret under %s", before, oldKey)
 	}
 	pids := apiServerPIDs(ctx, t, cpHosts)
+	var servers []*bed.Host
+	for _, h := range cpHosts {
+		if pids[h.Name] != "" {
+			servers = append(servers, h)
+		}
+	}
+	if len(servers) != 3 {
+		t.Fatalf("kube-apiserver runs on %v, want three control-plane hosts", pids)
+	}
 
 	w := watchAPI(ctx, wc)
 	reads := readSecrets(ctx, wc, n)
+	sampler := sampleAPIServers(ctx, servers)
 	request := "e2e-" + time.Now().UTC().Format("150405")
 	framework.Eventually(t, time.Minute, func() error {
 		got := &basaltv1.Cluster{}
@@ -59,6 +72,7 @@ func rotateEncryptionKey(ctx context.Context, t *testing.T, m *framework.Managem
 			got.Annotations = map[string]string{}
 		}
 		got.Annotations[basaltv1.AnnotationRotateEncryptionKey] = request
+		got.Annotations[basaltv1.AnnotationRenewCertificates] = request
 		return c.Update(ctx, got)
 	})
 	began := time.Now()
@@ -83,10 +97,40 @@ func rotateEncryptionKey(ctx context.Context, t *testing.T, m *framework.Managem
 		return nil
 	})
 	took := time.Since(began)
+	var renewal *basaltv1.CertificateRenewalStatus
+	framework.Eventually(t, 10*time.Minute, func() error {
+		got := &basaltv1.Cluster{}
+		if err := c.Get(ctx, framework.ObjectKey(ns, cluster), got); err != nil {
+			return err
+		}
+		r := got.Status.CertificateRenewal
+		if r == nil || r.Request != request || r.Phase != basaltv1.RenewalPhaseCompleted || r.CompletedAt == nil {
+			return fmt.Errorf("status.certificateRenewal %+v", r)
+		}
+		renewal = r
+		return nil
+	})
 	failedReads := reads()
-	w.check(t, "the encryption key rotation", 2)
+	overlaps, worst, notReady, seenPIDs, samples := sampler.finish()
+	w.check(t, "the credential rotation", 2)
 	t.Logf("MEASURE encryption key rotation: Completed %s after the annotation (phases %s); %d Secrets rewritten; Secret reads failed: %d",
 		took.Round(time.Second), strings.Join(seen, ", "), final.Rewritten, len(failedReads))
+	t.Logf("MEASURE certificate renewal: Completed %s after the request (%d nodes); API servers not ready per host (of %d samples, 0.5 s apart): %v; samples with two or more not ready: %d (at most %d in a row) %v",
+		renewal.CompletedAt.Sub(renewal.RequestedAt.Time), renewal.Nodes, samples, notReady, len(overlaps), worst, overlaps)
+	if worst > 1 {
+		t.Errorf("two or more kube-apiservers were not ready at once, %d samples in a row, during the renewal: %v", worst, overlaps)
+	}
+	for _, h := range servers {
+		if l := seenPIDs[h.Name]; len(l) != 2 || l[0] != pids[h.Name] {
+			t.Errorf("kube-apiserver processes on %s during the rotations: %v (before: %s); want exactly one restart, by the certificate renewal", h.Name, l, pids[h.Name])
+		}
+		at, err := servingCertIssuedAt(ctx, h.IP)
+		if err != nil {
+			t.Errorf("%s: %v", h.Name, err)
+		} else if at.Before(renewal.RequestedAt.Time) {
+			t.Errorf("%s serves a certificate issued at %s, before the renewal request at %s", h.Name, at, renewal.RequestedAt.Time)
+		}
+	}
 	// A Secret an API server cannot decrypt is what a wrong step order would show; a read lost
 	// to something else (the virtual IP moving) is tolerated twice.
 	for _, f := range failedReads {
@@ -110,9 +154,6 @@ func rotateEncryptionKey(ctx context.Context, t *testing.T, m *framework.Managem
 		t.Fatalf("after the rotation etcd holds %v, want every Secret under %s", after, newKey)
 	}
 	t.Logf("etcd before the rotation: %v; after: %v", before, after)
-	if now := apiServerPIDs(ctx, t, cpHosts); !maps.Equal(now, pids) {
-		t.Errorf("kube-apiserver processes before the rotation %v, after %v: the rotation must not restart them", pids, now)
-	}
 	for i := range n {
 		s, err := wc.CoreV1().Secrets("default").Get(ctx, fmt.Sprintf("rotation-%02d", i), metav1.GetOptions{})
 		if err != nil || string(s.Data["v"]) != fmt.Sprint(i) {
