@@ -685,6 +685,10 @@ type Cluster struct {
 
 	// +required
 	Spec ClusterSpec `json:"spec"`
+	// The default makes a new object's status.observedGeneration 0, behind its generation (1),
+	// until the manager first reconciles it: GitOps tools (kstatus) see it InProgress, not
+	// Current, from the first apply.
+	// +kubebuilder:default={observedGeneration: 0}
 	// +optional
 	Status ClusterStatus `json:"status,omitzero"`
 }

@@ -44,6 +44,22 @@ func addKnownTypes(s *runtime.Scheme) error {
 // object is fully serving its purpose; its reason says what is missing otherwise.
 const ConditionReady = "Ready"
 
+// Conditions for GitOps tools, on every kind, in the kstatus convention (sigs.k8s.io/cli-utils
+// kstatus, which Flux and Argo CD health checks follow). They are derived from the others by
+// the reconcile skeleton, never set on their own (docs/observability.md, "GitOps health").
+const (
+	// ConditionReconciling is True while the object is not Ready and Basalt is working on it;
+	// its reason and message are Ready's.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True while the object cannot get Ready without a person: one of its
+	// conditions has a reason that no retry fixes (a host key mismatch, the remediation limit
+	// reached, an invalid selector, ...). Its reason and message are that condition's.
+	ConditionStalled = "Stalled"
+	// ConditionPaused is True while reconciliation is paused (the Cluster's spec.paused, for the
+	// Cluster and its Machines). Ready keeps its last reconciled value meanwhile.
+	ConditionPaused = "Paused"
+)
+
 // Reasons shared by every kind.
 const (
 	// ReasonNotImplemented says a capability this condition depends on is not built yet. It is the

@@ -142,6 +142,15 @@ var clusterKind = &skeleton.Kind[*basaltv1.Cluster]{
 	Phase:              func(c *basaltv1.Cluster) string { return string(c.Status.Phase) },
 	ObservedGeneration: func(c *basaltv1.Cluster) *int64 { return &c.Status.ObservedGeneration },
 	Observe:            metrics.ObserveCluster,
+	Stalled:            clusterStalled,
+}
+
+// clusterStalled are the Cluster condition reasons that need a person (kstatus Stalled).
+var clusterStalled = map[string]bool{
+	basaltv1.ReasonRemediationLimitReached: true, basaltv1.ReasonInvalidSelector: true, basaltv1.ReasonPodCIDRExhausted: true,
+	basaltv1.ReasonPodCIDRConflict: true, basaltv1.ReasonDeletionStalled: true, basaltv1.ReasonInvalidSchedule: true,
+	basaltv1.ReasonBackupCredentialsMissing: true, basaltv1.ReasonPlanInvalid: true, basaltv1.ReasonArtifactSetNotFound: true,
+	basaltv1.ReasonRegistrySecretInvalid: true, basaltv1.ReasonNotImplemented: true,
 }
 
 // Reconcile brings one Cluster closer to its desired state. It may be called again at any point

@@ -322,12 +322,12 @@ func TestScaleDownPauseAndDelete(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		ready, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReady)
-		if err != nil {
+		// Paused says why nothing moves; GitOps tools see no progress to wait for.
+		if err := conditionIs(got.Status.Conditions, basaltv1.ConditionPaused, metav1.ConditionTrue, basaltv1.ReasonPaused); err != nil {
 			return err
 		}
-		if ready.Reason != basaltv1.ReasonPaused {
-			return fmt.Errorf("Ready reason %q, want Paused", ready.Reason)
+		if _, err := envtest.Condition(got.Status.Conditions, basaltv1.ConditionReconciling); err == nil {
+			return fmt.Errorf("a paused Cluster is Reconciling: %+v", got.Status.Conditions)
 		}
 		return nil
 	})

@@ -48,6 +48,7 @@ func updateStatus(s *scope) {
 	setMachinesHealthy(s)
 	setVersion(s)
 	setAddonsReady(s)
+	conditions.SetPaused(c, c.Spec.Paused && c.DeletionTimestamp.IsZero(), "spec.paused is true: nothing is created, changed or deleted")
 
 	switch {
 	case !c.DeletionTimestamp.IsZero():
@@ -59,7 +60,11 @@ func updateStatus(s *scope) {
 		conditions.False(c, basaltv1.ConditionReady, basaltv1.ReasonDeleting, "the Cluster is being deleted")
 		return
 	case c.Spec.Paused:
-		conditions.False(c, basaltv1.ConditionReady, basaltv1.ReasonPaused, "spec.paused is true: nothing is created, changed or deleted")
+		// Ready keeps what the last reconcile found: a paused Cluster that was Ready is still
+		// Current for GitOps tools, and Paused says why nothing moves.
+		if meta.FindStatusCondition(c.Status.Conditions, basaltv1.ConditionReady) == nil {
+			conditions.Unknown(c, basaltv1.ConditionReady, basaltv1.ReasonPaused, "the Cluster was paused before its first reconcile")
+		}
 		if c.Status.Phase == "" {
 			c.Status.Phase = basaltv1.ClusterPhasePending
 		}

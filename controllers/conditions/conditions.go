@@ -62,3 +62,60 @@ func SetSummary(obj Setter, order ...string) {
 	}
 	True(obj, basaltv1.ConditionReady, basaltv1.ReasonReady, "")
 }
+
+// SetPaused records whether reconciliation of obj is paused: Paused True with message, or no
+// Paused condition.
+func SetPaused(obj Setter, paused bool, message string) {
+	if paused {
+		True(obj, basaltv1.ConditionPaused, basaltv1.ReasonPaused, message)
+		return
+	}
+	conds := obj.GetConditions()
+	if meta.RemoveStatusCondition(&conds, basaltv1.ConditionPaused) {
+		obj.SetConditions(conds)
+	}
+}
+
+// SetProgress derives the kstatus conditions of obj from its Ready and Paused conditions and the
+// others, so GitOps tools tell progress from a dead end:
+//
+//	Paused True                         → neither Reconciling nor Stalled (kstatus then goes by Ready)
+//	Ready True                          → neither
+//	a condition not True whose reason   → Stalled True with that reason, "<type>: <message>"
+//	  is in stalled (Ready's included)
+//	otherwise                           → Reconciling True with Ready's reason and message
+func SetProgress(obj Setter, stalled map[string]bool) {
+	conds := obj.GetConditions()
+	drop := func(types ...string) {
+		for _, t := range types {
+			meta.RemoveStatusCondition(&conds, t)
+		}
+		obj.SetConditions(conds)
+	}
+	ready := meta.FindStatusCondition(conds, basaltv1.ConditionReady)
+	if meta.IsStatusConditionTrue(conds, basaltv1.ConditionPaused) || (ready != nil && ready.Status == metav1.ConditionTrue) {
+		drop(basaltv1.ConditionReconciling, basaltv1.ConditionStalled)
+		return
+	}
+	for _, c := range conds {
+		switch c.Type {
+		case basaltv1.ConditionReconciling, basaltv1.ConditionStalled, basaltv1.ConditionPaused:
+			continue
+		}
+		if c.Status != metav1.ConditionTrue && stalled[c.Reason] {
+			msg := c.Message
+			if c.Type != basaltv1.ConditionReady {
+				msg = c.Type + ": " + msg
+			}
+			drop(basaltv1.ConditionReconciling)
+			True(obj, basaltv1.ConditionStalled, c.Reason, msg)
+			return
+		}
+	}
+	reason, msg := "Unknown", "Ready has not been computed yet"
+	if ready != nil {
+		reason, msg = ready.Reason, ready.Message
+	}
+	drop(basaltv1.ConditionStalled)
+	True(obj, basaltv1.ConditionReconciling, reason, msg)
+}

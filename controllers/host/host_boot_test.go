@@ -15,7 +15,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/basalt-dev/basalt/agents/agentserver"
@@ -488,6 +490,9 @@ func TestDiscoveredHostWaitsForAcceptance(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAccepted, "False", basaltv1.ReasonNotAccepted)
+	if res := kstatusOf(t, h); res.Status != status.FailedStatus {
+		t.Errorf("a Host waiting for acceptance: kstatus = %s (%s), want Failed (Stalled: a person must accept it)", res.Status, res.Message)
+	}
 	agentReports(t, h, time.Now())
 	hostIs(t, h, basaltv1.HostStateInspecting,
 		basaltv1.HostInspected, "True", basaltv1.ReasonReady,
@@ -509,6 +514,9 @@ func TestDiscoveredHostWaitsForAcceptance(t *testing.T) {
 	}
 	setAccepted(true)
 	hostIs(t, h, basaltv1.HostStateAvailable, basaltv1.ConditionReady, "True", basaltv1.ReasonReady)
+	if res := kstatusOf(t, h); res.Status != status.CurrentStatus {
+		t.Errorf("an accepted Available Host: kstatus = %s (%s), want Current", res.Status, res.Message)
+	}
 	setAccepted(false)
 	hostIs(t, h, basaltv1.HostStateInspecting, basaltv1.HostAccepted, "False", basaltv1.ReasonNotAccepted)
 }
@@ -541,6 +549,26 @@ func TestNetBootHostWithoutPXE(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.HostAgentConnected, "False", basaltv1.ReasonNetBootDisabled)
+	// Nothing but a person fixes that: Stalled, which GitOps tools (kstatus) report Failed.
+	hostIs(t, h, basaltv1.HostStateRegistering, basaltv1.ConditionStalled, "True", basaltv1.ReasonNetBootDisabled)
+	if res := kstatusOf(t, h); res.Status != status.FailedStatus || !strings.Contains(res.Message, "PXE") {
+		t.Errorf("kstatus = %s (%s), want Failed", res.Status, res.Message)
+	}
+}
+
+// kstatusOf reads h back as unstructured, as Flux does, and computes its kstatus.
+func kstatusOf(t *testing.T, h *basaltv1.Host) *status.Result {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(basaltv1.GroupVersion.WithKind("Host"))
+	if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(h), u); err != nil {
+		t.Fatal(err)
+	}
+	res, err := status.Compute(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 // TestReprovision: basalt.dev/reprovision on a Host in use waits for its Machine; on a free Host

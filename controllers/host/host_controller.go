@@ -106,6 +106,17 @@ var hostKind = &skeleton.Kind[*basaltv1.Host]{
 	Phase:              func(h *basaltv1.Host) string { return string(h.Status.State) },
 	ObservedGeneration: func(h *basaltv1.Host) *int64 { return &h.Status.ObservedGeneration },
 	Observe:            metrics.ObserveHost,
+	Stalled:            hostStalled,
+}
+
+// hostStalled are the Host condition reasons that need a person (kstatus Stalled): a key, an
+// address, a credential or a disk to fix, a discovered Host to accept, a wipe to confirm.
+var hostStalled = map[string]bool{
+	basaltv1.ReasonHostKeyMismatch: true, basaltv1.ReasonHostKeyNotPinned: true, basaltv1.ReasonSSHKeyInvalid: true,
+	basaltv1.ReasonInspectionFailed: true, basaltv1.ReasonNoRootDisk: true, basaltv1.ReasonWipeNotConfirmed: true,
+	basaltv1.ReasonNetBootDisabled: true, basaltv1.ReasonNotAccepted: true, basaltv1.ReasonNotImplemented: true,
+	basaltv1.ReasonBMCCertificateInvalid: true, basaltv1.ReasonBMCAddressInvalid: true,
+	basaltv1.ReasonBMCCredentialsInvalid: true, basaltv1.ReasonBMCAuthFailed: true,
 }
 
 // Reconcile moves one Host through its state machine. It may be called again at any point after

@@ -113,6 +113,15 @@ var machineKind = &skeleton.Kind[*basaltv1.Machine]{
 	Phase:              func(m *basaltv1.Machine) string { return string(m.Status.Phase) },
 	ObservedGeneration: func(m *basaltv1.Machine) *int64 { return &m.Status.ObservedGeneration },
 	Observe:            metrics.ObserveMachine,
+	Stalled:            machineStalled,
+}
+
+// machineStalled are the Machine condition reasons that need a person (kstatus Stalled): the
+// Host's SSH problems it mirrors, and Plan inputs only the user can supply.
+var machineStalled = map[string]bool{
+	basaltv1.ReasonHostKeyMismatch: true, basaltv1.ReasonHostKeyNotPinned: true, basaltv1.ReasonSSHKeyInvalid: true,
+	basaltv1.ReasonPlanInvalid: true, basaltv1.ReasonRegistrySecretInvalid: true, basaltv1.ReasonArtifactSetNotFound: true,
+	basaltv1.ReasonHostNotFound: true, basaltv1.ReasonInvalidHostAddress: true, basaltv1.ReasonNotImplemented: true,
 }
 
 // Reconcile brings one Machine closer to its desired state. It may be called again at any point

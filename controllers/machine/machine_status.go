@@ -40,6 +40,9 @@ func updateStatus(s *scope) {
 	setPlanApplied(s)
 	setUpToDate(s)
 	setNodeReady(s)
+	if s.cluster != nil {
+		conditions.SetPaused(m, s.cluster.Spec.Paused && m.DeletionTimestamp.IsZero(), "Cluster "+s.cluster.Name+" is paused (spec.paused)")
+	}
 
 	switch {
 	case !m.DeletionTimestamp.IsZero():
@@ -51,7 +54,10 @@ func updateStatus(s *scope) {
 		conditions.False(m, basaltv1.ConditionReady, basaltv1.ReasonDeleting, msg)
 		return
 	case s.cluster != nil && s.cluster.Spec.Paused:
-		conditions.False(m, basaltv1.ConditionReady, basaltv1.ReasonPaused, "Cluster "+s.cluster.Name+" is paused")
+		// Ready keeps what the last reconcile found (see the Cluster's).
+		if meta.FindStatusCondition(m.Status.Conditions, basaltv1.ConditionReady) == nil {
+			conditions.Unknown(m, basaltv1.ConditionReady, basaltv1.ReasonPaused, "Cluster "+s.cluster.Name+" was paused before this Machine's first reconcile")
+		}
 		return
 	case !hostBound:
 		m.Status.Phase = basaltv1.MachinePhasePending

@@ -5,6 +5,7 @@
 //	                                   │ any return, early or late, with or without an error
 //	                                   ▼
 //	                   deferred: status() derives every condition from the scope's facts
+//	                             Reconciling / Stalled from them (kstatus, conditions.SetProgress)
 //	                             observedGeneration = generation, only when the body succeeded
 //	                             one patch of metadata and status (package patch, optimistic lock)
 //	                             metrics of the change (before → after)
@@ -28,6 +29,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/basalt-dev/basalt/controllers/conditions"
 	"github.com/basalt-dev/basalt/controllers/patch"
 )
 
@@ -45,6 +47,9 @@ type Kind[T client.Object] struct {
 	// Observe records metrics of a change: before is the object as it was read, after as it was
 	// written.
 	Observe func(before, after T, now time.Time)
+	// Stalled are the condition reasons of this kind that no retry fixes: an object with a
+	// condition that is not True for one of them is Stalled (kstatus), not Reconciling.
+	Stalled map[string]bool
 }
 
 // Run is one reconcile of obj, which the caller has just read. It runs body and then, whatever
@@ -67,6 +72,9 @@ func Run[T client.Object](ctx context.Context, c client.Client, rec events.Event
 			}
 		}()
 		status()
+		if o, ok := any(obj).(conditions.Setter); ok {
+			conditions.SetProgress(o, k.Stalled)
+		}
 		if reterr == nil {
 			*k.ObservedGeneration(obj) = obj.GetGeneration()
 		}

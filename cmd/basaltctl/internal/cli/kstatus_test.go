@@ -64,13 +64,50 @@ func kstatusOf(t *testing.T, obj client.Object, kind string) *status.Result {
 func TestKstatus(t *testing.T) {
 	ns := env.Namespace(t)
 
-	t.Run("a new Cluster nobody has reconciled yet is Current: the known kstatus gap", func(t *testing.T) {
+	t.Run("a new object nobody has reconciled yet is InProgress from the first apply", func(t *testing.T) {
+		// The CRDs default status.observedGeneration to 0: behind generation 1 until the
+		// manager's first reconcile, so kstatus does not call a fresh object Current.
 		c := newCluster(ns, "fresh")
 		mustCreate(t, c)
-		// No status at all: no observedGeneration to compare, no Ready condition to read. kstatus
-		// falls back to Current (docs/observability.md says how Flux and Argo CD avoid this).
-		if res := kstatusOf(t, c, "Cluster"); res.Status != status.CurrentStatus {
-			t.Fatalf("kstatus = %s (%s)", res.Status, res.Message)
+		m := &basaltv1.Machine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh"},
+			Spec: basaltv1.MachineSpec{Cluster: "fresh", Role: basaltv1.RoleWorker}}
+		mustCreate(t, m)
+		h := &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh"},
+			Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.8", PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "s", Key: "k"}}}}
+		mustCreate(t, h)
+		for kind, obj := range map[string]client.Object{"Cluster": c, "Machine": m, "Host": h} {
+			res := kstatusOf(t, obj, kind)
+			if res.Status != status.InProgressStatus || !strings.Contains(res.Message, "latest observed generation is 0") {
+				t.Errorf("%s: kstatus = %s (%s), want InProgress: generation 1 not observed", kind, res.Status, res.Message)
+			}
+		}
+	})
+
+	t.Run("Stalled is Failed; Paused with Ready True is Current", func(t *testing.T) {
+		c := newCluster(ns, "stuck")
+		mustCreate(t, c)
+		setReady(t, c, metav1.ConditionFalse, basaltv1.ReasonRemediationLimitReached, "3 remediations in 1h", c.Generation)
+		conds := c.Status.Conditions
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: basaltv1.ConditionStalled, Status: metav1.ConditionTrue,
+			Reason: basaltv1.ReasonRemediationLimitReached, Message: "3 remediations in 1h"})
+		c.Status.Conditions = conds
+		if err := env.Client.Status().Update(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		if res := kstatusOf(t, c, "Cluster"); res.Status != status.FailedStatus || res.Message != "3 remediations in 1h" {
+			t.Errorf("kstatus = %s (%s), want Failed", res.Status, res.Message)
+		}
+		p := newCluster(ns, "paused")
+		mustCreate(t, p)
+		setReady(t, p, metav1.ConditionTrue, basaltv1.ReasonReady, "", p.Generation)
+		conds = p.Status.Conditions
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: basaltv1.ConditionPaused, Status: metav1.ConditionTrue, Reason: basaltv1.ReasonPaused})
+		p.Status.Conditions = conds
+		if err := env.Client.Status().Update(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		if res := kstatusOf(t, p, "Cluster"); res.Status != status.CurrentStatus {
+			t.Errorf("paused Ready Cluster: kstatus = %s (%s), want Current", res.Status, res.Message)
 		}
 	})
 
