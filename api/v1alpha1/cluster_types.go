@@ -673,6 +673,7 @@ type PoolStatus struct {
 // +kubebuilder:printcolumn:name="Workers Ready",type=integer,JSONPath=`.status.workers.ready`
 // +kubebuilder:printcolumn:name="Workers",type=integer,JSONPath=`.status.workers.desired`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Last Backup",type=date,JSONPath=`.status.etcdBackup.snapshots[0].takenAt`,priority=1
 // +kubebuilder:printcolumn:name="VIP Holder",type=string,JSONPath=`.status.virtualIP.holder`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

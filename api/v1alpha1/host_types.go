@@ -735,7 +735,10 @@ type HostStatus struct {
 // +kubebuilder:printcolumn:name="Accepted",type=boolean,JSONPath=`.spec.accepted`,priority=1
 // +kubebuilder:printcolumn:name="CPUs",type=integer,JSONPath=`.status.hardware.cpus`,priority=1
 // +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.status.hardware.memory`,priority=1
+// +kubebuilder:printcolumn:name="Power",type=string,JSONPath=`.status.power`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Error",type=string,JSONPath=`.status.errorMessage`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.ssh) || !has(self.spec.ssh) || !has(self.status) || !has(self.status.consumerRef) || self.spec.ssh.address == oldSelf.spec.ssh.address",message="spec.ssh.address cannot change while the Host is bound (status.consumerRef): it is the node's address, in its certificates and its etcd peer URL. Release the Host first (scale its pool down or delete its Machine), then change the address"
 

@@ -204,3 +204,51 @@ func TestKubectlWaitForReady(t *testing.T) {
 		}
 	}
 }
+
+// TestKubectlGetColumns: `kubectl get` shows why an object is not Ready (the Reason column) on
+// every kind, and a Host's power and, with -o wide, its error.
+func TestKubectlGetColumns(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl is not on the PATH: %v", err)
+	}
+	ns := env.Namespace(t)
+	kc := writeKubeconfig(t, env.Config, ns)
+	h := &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "h1"},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.9", PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "s", Key: "k"}}}}
+	mustCreate(t, h)
+	h.Status.Power = basaltv1.PowerOff
+	h.Status.ErrorMessage = "inspection timed out"
+	setReady(t, h, metav1.ConditionFalse, basaltv1.ReasonHostKeyMismatch, "the host presented another key", h.Generation)
+	c := newCluster(ns, "c1")
+	mustCreate(t, c)
+	setReady(t, c, metav1.ConditionFalse, basaltv1.ReasonWaitingForHosts, "waiting", c.Generation)
+	m := &basaltv1.Machine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m1"}, Spec: basaltv1.MachineSpec{Cluster: "c1", Role: basaltv1.RoleWorker}}
+	mustCreate(t, m)
+	setReady(t, m, metav1.ConditionFalse, basaltv1.ReasonWaitingForHost, "waiting", m.Generation)
+
+	get := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(kubectl, append([]string{"--kubeconfig", kc, "get"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl get %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"hosts.basalt.dev"}, []string{"POWER", "REASON", "Off", "HostKeyMismatch"}},
+		{[]string{"hosts.basalt.dev", "-o", "wide"}, []string{"ERROR", "inspection timed out"}},
+		{[]string{"clusters.basalt.dev"}, []string{"REASON", "WaitingForHosts"}},
+		{[]string{"machines.basalt.dev", "-o", "wide"}, []string{"REASON", "WaitingForHost", "UP TO DATE"}},
+	} {
+		out := get(tc.args...)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("kubectl get %v lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+	}
+}
