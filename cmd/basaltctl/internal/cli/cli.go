@@ -110,8 +110,8 @@ kubectl-basalt on the PATH, it also runs as "kubectl basalt".`,
 	describe := &cobra.Command{Use: "describe", Short: "Show an object with what it is made of and what it waits for"}
 	describe.AddCommand(newDescribeCluster(o))
 	host := &cobra.Command{Use: "host", Short: "Act on Hosts"}
-	host.AddCommand(newHostAccept(o), newHostReprovision(o), newHostConfirmWiped(o))
-	root.AddCommand(get, describe, host, newAccess(o))
+	host.AddCommand(newHostAccept(o), newHostReprovision(o), newHostConfirmWiped(o), newHostPowerCycle(o))
+	root.AddCommand(get, describe, host, newCluster(o), newAccess(o))
 	return root
 }
 

@@ -336,3 +336,64 @@ func TestKubectlPlugin(t *testing.T) {
 		t.Fatalf("kubectl basalt --help does not call itself kubectl basalt: %v\n%s", err, out)
 	}
 }
+
+// TestRequestsAreAnnotations: host power-cycle and cluster renew-certificates /
+// rotate-encryption-key write their request annotation with the command's clock; a Host without
+// a BMC and a missing Cluster are refused with a message and exit 1, writing nothing.
+func TestRequestsAreAnnotations(t *testing.T) {
+	ns := env.Namespace(t)
+	kc := writeKubeconfig(t, env.Config, ns)
+	noBMC := &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "plain"},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.5", PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "ssh", Key: "id"}}}}
+	mustCreate(t, noBMC)
+	withBMC := &basaltv1.Host{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rack1-node5"},
+		Spec: basaltv1.HostSpec{SSH: &basaltv1.SSHSpec{Address: "10.0.0.6", PrivateKeySecretRef: basaltv1.SecretKeyReference{Name: "ssh", Key: "id"}},
+			BMC: &basaltv1.BMCSpec{Protocol: basaltv1.BMCIPMI, Address: "10.0.1.6", CredentialsSecretRef: basaltv1.LocalObjectReference{Name: "bmc"}}}}
+	mustCreate(t, withBMC)
+	mustCreate(t, newCluster(ns, "prod"))
+
+	at := time.Date(2026, 12, 7, 18, 30, 0, 0, time.UTC)
+	exec := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		o := &cli.Options{Streams: cli.Streams{Out: &out, ErrOut: &errOut}, Now: func() time.Time { return at }}
+		cmd := cli.NewCommand("basaltctl", o)
+		cmd.SetArgs(append([]string{"--kubeconfig", kc}, args...))
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	annotations := func(obj client.Object) map[string]string {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Fatal(err)
+		}
+		return obj.GetAnnotations()
+	}
+
+	if r := run("--kubeconfig", kc, "host", "power-cycle", "plain"); r.code != 1 || !strings.Contains(r.errOut, "has no spec.bmc") {
+		t.Errorf("power-cycle of a Host without a BMC: exit %d, stderr %q", r.code, r.errOut)
+	}
+	if a := annotations(noBMC)[basaltv1.AnnotationPowerCycle]; a != "" {
+		t.Errorf("a refused power cycle wrote %q", a)
+	}
+	if out, err := exec("host", "power-cycle", "rack1-node5"); err != nil || !strings.Contains(out, "power cycle requested") {
+		t.Fatalf("power-cycle: %v %q", err, out)
+	}
+	if a := annotations(withBMC)[basaltv1.AnnotationPowerCycle]; a != "2026-12-07T18:30:00Z" {
+		t.Errorf("%s = %q, want the request time", basaltv1.AnnotationPowerCycle, a)
+	}
+
+	c := newCluster(ns, "prod")
+	for cmd, key := range map[string]string{"renew-certificates": basaltv1.AnnotationRenewCertificates, "rotate-encryption-key": basaltv1.AnnotationRotateEncryptionKey} {
+		if out, err := exec("cluster", cmd, "prod"); err != nil || !strings.Contains(out, cmd+" requested") {
+			t.Fatalf("cluster %s: %v %q", cmd, err, out)
+		}
+		if a := annotations(c)[key]; a != "2026-12-07T18:30:00Z" {
+			t.Errorf("cluster %s: %s = %q, want the request time", cmd, key, a)
+		}
+		if r := run("--kubeconfig", kc, "cluster", cmd, "nope"); r.code != 1 || !strings.Contains(r.errOut, `no Cluster "nope"`) {
+			t.Errorf("cluster %s of a missing Cluster: exit %d, stderr %q", cmd, r.code, r.errOut)
+		}
+	}
+	if r := run("--kubeconfig", kc, "cluster", "renew-certificates"); r.code != 2 {
+		t.Errorf("cluster renew-certificates without NAME: exit %d, want 2 (usage)", r.code)
+	}
+}
