@@ -2,9 +2,10 @@ package cluster
 
 import (
 	"context"
-	"encoding/pem"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/basalt-dev/basalt/agents/planstore"
 	basaltv1 "github.com/basalt-dev/basalt/api/v1alpha1"
 	"github.com/basalt-dev/basalt/bootstrap/pki"
+	"github.com/basalt-dev/basalt/bootstrap/pki/pemcerts"
 	"github.com/basalt-dev/basalt/bootstrap/plan"
 	"github.com/basalt-dev/basalt/controllers/conditions"
 )
@@ -101,7 +103,7 @@ func (r *Reconciler) renewedOn(ctx context.Context, n node, at time.Time) (strin
 		return fmt.Sprintf("its Plan still has %d older certificate(s), e.g. %s", len(old), old[0]), nil
 	}
 	if m.Status.PlanHash != hash {
-		return "the agent has not applied Plan " + shortHash(hash) + " yet", nil
+		return "the agent has not applied Plan " + clip(hash, 12) + " yet", nil
 	}
 	if !conditions.IsTrue(m, basaltv1.MachinePlanApplied) {
 		return "its components are not all healthy yet", nil
@@ -109,36 +111,20 @@ func (r *Reconciler) renewedOn(ctx context.Context, n node, at time.Time) (strin
 	return "", nil
 }
 
-// oldCertificates lists the Plan's files holding a leaf certificate issued before at.
+// oldCertificates lists the Plan's certificate files (*.crt) holding a leaf issued before at.
 func oldCertificates(p *plan.Plan, at time.Time) []string {
 	var old []string
 	for _, f := range p.Files {
-		rest := f.Content
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
-			}
-			if b.Type != "CERTIFICATE" {
-				continue
-			}
-			cert, err := pki.ParseCertificate(pem.EncodeToMemory(b))
-			if err != nil || cert.IsCA {
-				continue
-			}
-			if pki.IssuedAt(cert).Before(at) {
-				old = append(old, f.Path)
-				break
-			}
+		if !strings.HasSuffix(f.Path, ".crt") {
+			continue
+		}
+		certs, err := pemcerts.Parse(f.Content)
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(certs, func(c *x509.Certificate) bool { return !c.IsCA && pki.IssuedAt(c).Before(at) }) {
+			old = append(old, f.Path)
 		}
 	}
 	return old
-}
-
-func shortHash(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
 }
