@@ -105,14 +105,33 @@ kubectl-basalt on the PATH, it also runs as "kubectl basalt".`,
 	clientcmd.BindOverrideFlags(o.overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
 	o.config = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(o.loadingRules, o.overrides)
 
-	get := &cobra.Command{Use: "get", Short: "Get a Cluster's credentials"}
-	get.AddCommand(newGetKubeconfig(o))
-	describe := &cobra.Command{Use: "describe", Short: "Show an object with what it is made of and what it waits for"}
-	describe.AddCommand(newDescribeCluster(o))
-	host := &cobra.Command{Use: "host", Short: "Act on Hosts"}
-	host.AddCommand(newHostAccept(o), newHostReprovision(o), newHostConfirmWiped(o), newHostPowerCycle(o))
-	root.AddCommand(get, describe, host, newCluster(o), newAccess(o))
+	root.AddCommand(
+		group(&cobra.Command{Use: "get", Short: "Get a Cluster's credentials"}, newGetKubeconfig(o)),
+		group(&cobra.Command{Use: "describe", Short: "Show an object with what it is made of and what it waits for"}, newDescribeCluster(o)),
+		group(&cobra.Command{Use: "host", Short: "Act on Hosts"}, newHostAccept(o), newHostReprovision(o), newHostConfirmWiped(o), newHostPowerCycle(o)),
+		newCluster(o), newAccess(o))
 	return root
+}
+
+// group makes cmd a command that only holds subs: run without one, or with one it does not
+// have (`describe machine`), it is a usage mistake (exit 2) that names what it has, rather than
+// cobra's help with exit 0, which a script would take for success.
+func group(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, c := range cmd.Commands() {
+			if c.IsAvailableCommand() {
+				names = append(names, c.Name())
+			}
+		}
+		if len(args) == 0 {
+			return usageError{fmt.Errorf("%s needs one of: %s (see --help)", cmd.CommandPath(), strings.Join(names, ", "))}
+		}
+		return usageError{fmt.Errorf("%s has no %q; it has: %s (see --help)", cmd.CommandPath(), args[0], strings.Join(names, ", "))}
+	}
+	return cmd
 }
 
 // Main runs the command line args (args[0] is the program) and returns the exit code.
@@ -123,8 +142,8 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		_, _ = fmt.Fprintf(errOut, "error: %v\n", err) // nowhere left to report a failed write
 		var ue usageError
-		if errors.As(err, &ue) {
-			return 2
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") || strings.HasPrefix(err.Error(), "unknown flag") {
+			return 2 // cobra's own usage mistakes too
 		}
 		return 1
 	}

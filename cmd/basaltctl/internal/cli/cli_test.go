@@ -397,3 +397,25 @@ func TestRequestsAreAnnotations(t *testing.T) {
 		t.Errorf("cluster renew-certificates without NAME: exit %d, want 2 (usage)", r.code)
 	}
 }
+
+// TestUnknownCommandsAreUsageErrors: a group run without a subcommand or with one it does not
+// have, an unknown command and an unknown flag exit 2 with a message naming what exists, never
+// cobra's help with exit 0 that a script would take for success.
+func TestUnknownCommandsAreUsageErrors(t *testing.T) {
+	for args, want := range map[string]string{
+		"describe machine": `basaltctl describe has no "machine"; it has: cluster`,
+		"describe":         "basaltctl describe needs one of: cluster",
+		"host":             "basaltctl host needs one of: accept, confirm-wiped, power-cycle, reprovision",
+		"cluster nuke":     `basaltctl cluster has no "nuke"`,
+		"frobnicate":       `unknown command "frobnicate"`,
+		"get --bogus":      "unknown flag: --bogus",
+	} {
+		r := run(strings.Fields(args)...)
+		if r.code != 2 || !strings.Contains(r.errOut, want) || r.out != "" {
+			t.Errorf("basaltctl %s: exit %d, stdout %q, stderr %q; want exit 2 and %q", args, r.code, r.out, r.errOut, want)
+		}
+	}
+	if r := run("describe", "--help"); r.code != 0 || !strings.Contains(r.out, "Available Commands") {
+		t.Errorf("describe --help: exit %d, stdout %q", r.code, r.out)
+	}
+}

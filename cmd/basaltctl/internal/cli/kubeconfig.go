@@ -164,7 +164,7 @@ func newAccess(o *Options) *cobra.Command {
 			return w.Flush()
 		},
 	}
-	cmd.AddCommand(revoke, list)
+	group(cmd, revoke, list)
 	return cmd
 }
 

@@ -72,7 +72,7 @@ func newCluster(o *Options) *cobra.Command {
 			},
 		}
 	}
-	cmd.AddCommand(
+	return group(cmd,
 		request("renew-certificates", "Reissue every leaf certificate of a Cluster now",
 			"Reissue every leaf certificate of the Cluster from the same CAs, as kubeadm certs renew all does;\n"+
 				"control-plane nodes take theirs one at a time (docs/rotation.md).",
@@ -82,7 +82,6 @@ func newCluster(o *Options) *cobra.Command {
 				"old key, each step once every kube-apiserver has loaded the previous one (docs/rotation.md).",
 			basaltv1.AnnotationRotateEncryptionKey, "status.encryption.rotation"),
 	)
-	return cmd
 }
 
 // annotateCluster sets annotation key=value on Cluster namespace/name.
