@@ -10,10 +10,12 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/basalt-dev/basalt/agents/agentserver"
 	"github.com/basalt-dev/basalt/agents/artifactcache"
@@ -25,6 +27,7 @@ import (
 	"github.com/basalt-dev/basalt/controllers/etcdbackup"
 	hostcontroller "github.com/basalt-dev/basalt/controllers/host"
 	machinecontroller "github.com/basalt-dev/basalt/controllers/machine"
+	"github.com/basalt-dev/basalt/controllers/metrics"
 	"github.com/basalt-dev/basalt/controllers/topology"
 	"github.com/basalt-dev/basalt/controllers/workload"
 	"github.com/basalt-dev/basalt/pxe"
@@ -189,6 +192,13 @@ func Setup(mgr ctrl.Manager, o Options) (*Parts, error) {
 		RootImage:   rootImage,
 	}).SetupWithManager(mgr, opts(o.HostConcurrency)); err != nil {
 		return nil, fmt.Errorf("host controller: %w", err)
+	}
+	// The objects' state as gauges, read from the cache at each scrape (controllers/metrics.State).
+	// A second manager in one process (tests) keeps the first registration.
+	if err := crmetrics.Registry.Register(&metrics.State{Reader: mgr.GetClient()}); err != nil {
+		if are := (prometheus.AlreadyRegisteredError{}); !errors.As(err, &are) {
+			return nil, fmt.Errorf("state metrics: %w", err)
+		}
 	}
 	if err := (&etcdbackup.Reconciler{
 		Client:    mgr.GetClient(),
