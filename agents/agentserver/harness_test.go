@@ -69,6 +69,9 @@ func newHarness(t *testing.T, tweak ...func(*agentserver.Server)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := srv.Ready(nil); err == nil {
+		t.Fatal("the agent API is ready before it serves")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -83,6 +86,7 @@ func newHarness(t *testing.T, tweak ...func(*agentserver.Server)) *harness {
 			t.Errorf("Serve did not return after its context ended")
 		}
 	})
+	envtest.Eventually(t, 30*time.Second, func() error { return srv.Ready(nil) })
 	caPEM, err := srv.ServingCA(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -133,6 +133,8 @@ type Server struct {
 
 	plans     notifier
 	planCache cache.Cache
+	// up is true while Serve serves (Ready).
+	up atomic.Bool
 }
 
 // complete applies defaults and checks required fields, once.
@@ -314,7 +316,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { s.every(gctx, s.TokenGCInterval, s.collectTokens); return nil })
 	g.Go(func() error { s.every(gctx, s.ServingCertCheckInterval, s.renewServingCert); return nil })
 	s.Log.Info("Serving the agent API", "address", ln.Addr().String(), "url", s.URL)
+	s.up.Store(true)
+	defer s.up.Store(false)
 	return g.Wait()
+}
+
+// Ready is the manager's readiness check of the agent API (healthz.Checker): an error until
+// Serve has its PKI, its Plan watch and its listener, and again once it stopped. A manager
+// whose agents cannot reach it is not ready, so a rollout of the manager waits for it.
+func (s *Server) Ready(*http.Request) error {
+	if !s.up.Load() {
+		return errors.New("the agent API is not serving yet (PKI, Plan watch, listener)")
+	}
+	return nil
 }
 
 func (s *Server) every(ctx context.Context, d time.Duration, f func(context.Context)) {

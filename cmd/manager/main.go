@@ -3,8 +3,11 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -129,7 +132,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	if _, err := setup.Setup(mgr, setupOpts); err != nil {
+	parts, err := setup.Setup(mgr, setupOpts)
+	if err != nil {
 		log.Error(err, "Unable to set up the controllers")
 		os.Exit(1)
 	}
@@ -138,9 +142,24 @@ func main() {
 		log.Error(err, "Unable to set up the health check")
 		os.Exit(1)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "Unable to set up the ready check")
-		os.Exit(1)
+	// Ready once the informers' caches have synced (the controllers decide from them) and the
+	// agent API serves (the agents, the PXE hosts and the artifact fetches need it).
+	readyz := map[string]healthz.Checker{"cache": func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("the informer caches have not synced yet")
+		}
+		return nil
+	}}
+	if parts.AgentAPI != nil {
+		readyz["agent-api"] = parts.AgentAPI.Ready
+	}
+	for name, check := range readyz {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			log.Error(err, "Unable to set up the ready check", "check", name)
+			os.Exit(1)
+		}
 	}
 
 	log.Info("Starting the manager")
