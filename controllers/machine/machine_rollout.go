@@ -110,7 +110,11 @@ func (r *Reconciler) holdRollout(ctx context.Context, s *scope, next *plan.Plan)
 		return ro, err
 	}
 	ro.restarts = restartedServices(ro.stored, next)
-	if len(ro.restarts) == 0 {
+	if len(ro.restarts) == 0 || !runsHealthy(m, ro.stored) {
+		// Nothing restarts; or this node's etcd or kube-apiserver is down already, so its
+		// restart takes nothing away, and waiting could wait forever: certificates that
+		// expired while the manager was away leave every member unhealthy until each one
+		// gets its new Plan.
 		return ro, nil
 	}
 	unlock := r.rollouts.lock(types.NamespacedName{Namespace: c.Namespace, Name: c.Name})
@@ -161,6 +165,16 @@ func (r *Reconciler) rolloutBusy(ctx context.Context, s *scope) (string, error) 
 		}
 	}
 	return "", nil
+}
+
+// runsHealthy says whether every rolling service of Plan p is reported healthy on m.
+func runsHealthy(m *basaltv1.Machine, p *plan.Plan) bool {
+	for _, name := range rollingServices {
+		if hasService(p, name) && !topology.ComponentHealthy(m, name) {
+			return false
+		}
+	}
+	return true
 }
 
 // rolloutMessage is the UpToDate condition's message of a Machine whose Plan waits.
