@@ -42,6 +42,8 @@ type Monitor struct {
 	// gen counts the restarts of each service: a probe started before a restart says nothing
 	// about the new process and is dropped.
 	gen map[string]int
+	// starting holds the restarted services not seen healthy since.
+	starting map[string]bool
 }
 
 // Restarted forgets what is known of service name's health: the process that was probed is
@@ -56,7 +58,11 @@ func (m *Monitor) Restarted(_ context.Context, name string) {
 	if m.due == nil {
 		m.due = map[string]time.Time{}
 	}
+	if m.starting == nil {
+		m.starting = map[string]bool{}
+	}
 	m.gen[name]++
+	m.starting[name] = true
 	_, known := m.results[name]
 	delete(m.results, name)
 	m.due[name] = time.Time{}
@@ -142,6 +148,13 @@ func (m *Monitor) Run(ctx context.Context) {
 					old, known := m.results[s.Name]
 					flipped = !known || old.Healthy != h.Healthy
 					m.results[s.Name] = h
+					if m.starting[s.Name] && !h.Healthy {
+						// Restarted and not up yet: look every second, so the manager (which
+						// restarts the next control-plane node only then) hears of it soon.
+						period = min(period, time.Second)
+					} else {
+						delete(m.starting, s.Name)
+					}
 					if m.due[s.Name].IsZero() || m.due[s.Name].Before(time.Now()) {
 						m.due[s.Name] = time.Now().Add(period)
 					}

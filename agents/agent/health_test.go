@@ -50,11 +50,10 @@ func TestMonitorForgetsTheRestartedProcess(t *testing.T) {
 	var changes atomic.Int32
 	m := &Monitor{Checker: chk, Tick: 10 * time.Millisecond, Changed: func() { changes.Add(1) }}
 	m.SetServices([]plan.Service{{Name: "kube-apiserver", Probe: &plan.Probe{PeriodSeconds: 1}}})
+	chk.healthy.Store(true) // the old process answers healthy
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()
 
-	// The old process answers healthy.
-	chk.healthy.Store(true)
 	<-chk.started
 	chk.release <- struct{}{}
 	waitFor(t, func() bool { return health(m, "kube-apiserver").Healthy })
