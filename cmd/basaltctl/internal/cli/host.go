@@ -162,13 +162,20 @@ func ConfirmHostWiped(ctx context.Context, c client.Client, namespace, name, val
 // annotateHost sets annotation key to value on h with a merge patch (the request of a command
 // the Host controller acts on).
 func annotateHost(ctx context.Context, c client.Client, h *basaltv1.Host, key, value string) error {
-	before := h.DeepCopy()
-	if h.Annotations == nil {
-		h.Annotations = map[string]string{}
+	return annotate(ctx, c, h, "Host", key, value)
+}
+
+// annotate sets annotation key=value on obj, as read, with a merge patch.
+func annotate(ctx context.Context, c client.Client, obj client.Object, kind, key, value string) error {
+	before := obj.DeepCopyObject().(client.Object)
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
 	}
-	h.Annotations[key] = value
-	if err := c.Patch(ctx, h, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("annotating Host %s/%s: %w", h.Namespace, h.Name, err)
+	ann[key] = value
+	obj.SetAnnotations(ann)
+	if err := c.Patch(ctx, obj, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("annotating %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
 }

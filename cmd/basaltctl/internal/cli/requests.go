@@ -96,13 +96,5 @@ func annotateCluster(ctx context.Context, c client.Client, namespace, name, key,
 	if !cl.DeletionTimestamp.IsZero() {
 		return fmt.Errorf("cluster %s is being deleted", name)
 	}
-	before := cl.DeepCopy()
-	if cl.Annotations == nil {
-		cl.Annotations = map[string]string{}
-	}
-	cl.Annotations[key] = value
-	if err := c.Patch(ctx, cl, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("annotating Cluster %s/%s: %w", namespace, name, err)
-	}
-	return nil
+	return annotate(ctx, c, cl, "Cluster", key, value)
 }
