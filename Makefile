@@ -116,11 +116,11 @@ test-artifacts: ## Build (or reuse) the artifact sets the tests run (KUBE_VERSIO
 	hack/build-artifacts.sh $(KUBE_VERSION_PREV) >/dev/null
 	hack/os-image.sh >/dev/null
 
+# test/e2e comes first: the longest package (about 45 min, mostly waiting on the bed) starts at
+# once beside the others instead of after most of them (go test dedups the second mention).
 .PHONY: test
 test: test-artifacts ## Run every test tier: unit, integration (real kube-apiserver), e2e, then bounded fuzzing (log: TEST_LOG)
 	mkdir -p $(dir $(TEST_LOG))
-	# test/e2e first: the longest package (about 45 min, mostly waiting on the bed) starts at once
-	# beside the others instead of after most of them (go test dedups the second mention).
 	KUBEBUILDER_ASSETS=$(ARTIFACTS_DIR)/bin go test $(GO_TEST_FLAGS) ./test/e2e/ ./... 2>&1 | tee $(TEST_LOG) || { hack/test-failures.sh $(TEST_LOG); exit 1; }
 	$(MAKE) fuzz
 
